@@ -1,0 +1,233 @@
+"""`omnigpt <command>`: wiring only; each command calls the Python API that does the work."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _config_path(name: str) -> Path:
+    """A YAML path, or the name of a config shipped with omnigpt (`text-tiny`)."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    return REPO_CONFIGS / f"{name}.yaml"
+
+
+# -------------------------------------------------------------------------------------------- commands
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from .data.text import read_corpus
+    from .tokenizer import Tokenizer
+
+    if args.kind == "byte":
+        tok = Tokenizer.byte_level()
+    else:
+        tok = Tokenizer.train_bpe(read_corpus(args.input, args.errors), args.vocab_size)
+    path = tok.save(args.out)
+    print(json.dumps({"path": str(path), "kind": tok.kind, "vocab_size": tok.vocab_size}))
+
+
+def _load_run_config(args: argparse.Namespace):
+    from .config import Config
+
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.is_file():
+        cfg = Config.load(saved)
+    elif args.config:
+        cfg = Config.load(_config_path(args.config))
+    else:
+        raise SystemExit("error: --config is required (or --resume with a run folder that has config.yaml)")
+    if args.max_steps is not None:
+        cfg.train.max_steps = args.max_steps
+    if args.minutes is not None:
+        cfg.train.max_minutes = args.minutes
+    if args.data:
+        cfg.data.corpus = list(args.data)
+    if args.errors:
+        cfg.data.encoding_errors = args.errors
+    if args.bf16:
+        cfg.train.bf16 = True
+    return cfg.validate()
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from .train.trainer import train
+
+    cfg = _load_run_config(args)
+    result = train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet)
+    print(json.dumps({"step": result.step, "train_loss": result.train_loss, "val_loss": result.val_loss,
+                      "checkpoint": str(result.checkpoint), "seconds": round(result.seconds, 1)}))
+
+
+def _generation_config(args: argparse.Namespace):
+    from .generate import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                            num_beams=args.num_beams, stop_strings=list(args.stop or []), seed=args.seed,
+                            truncate=args.truncate)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from .generate import generate, stream
+    from .train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    gen = _generation_config(args)
+    prompts = list(args.prompt)
+    if args.stream:
+        if len(prompts) != 1:
+            raise SystemExit("error: --stream takes exactly one --prompt")
+        sys.stdout.write(prompts[0])
+        for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    outs = generate(ckpt.model, ckpt.tokenizer, prompts, gen)
+    if args.json:
+        print(json.dumps([{"prompt": p, "completion": o} for p, o in zip(prompts, outs)], ensure_ascii=False))
+    else:
+        for p, o in zip(prompts, outs):
+            print(p + o)
+
+
+def _run_dir_of(checkpoint: Path) -> Optional[Path]:
+    """The run folder holding a checkpoint (for its tokenized validation split), if any."""
+    for folder in (checkpoint, checkpoint.parent.parent):
+        if (folder / "data" / "meta.json").is_file():
+            return folder
+    return None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import perplexity_of_file, perplexity_of_split
+    from .train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.data:
+        result = perplexity_of_file(ckpt.model, ckpt.tokenizer, args.data, args.errors or "strict")
+        result["data"] = args.data
+    else:
+        run = _run_dir_of(Path(args.checkpoint))
+        if run is None:
+            raise SystemExit(f"error: {args.checkpoint} has no tokenized validation split; give --data FILE")
+        result = perplexity_of_split(ckpt.model, run / "data", "val")
+        result["data"] = "validation split"
+    result["checkpoint"] = str(ckpt.path)
+    print(json.dumps(result))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .config import Config
+    from .data.text import load_tokens
+    from .evaluate import unigram_loss
+    from .generate import generate
+    from .train.checkpoint import load_checkpoint
+    from .train.trainer import train
+
+    t0 = time.time()
+    cfg = Config.load(_config_path("text-tiny"))
+    cfg.train.max_minutes = args.minutes
+    out = Path(args.out)
+    print(f"omnigpt demo: pretraining a {cfg.model.n_layer}-layer GPT on the English text that ships with "
+          f"Python for up to {args.minutes:g} minutes; run folder {out}")
+    result = train(cfg, out, resume=(out / "checkpoints").is_dir())
+    ckpt = load_checkpoint(out)
+    vocab = ckpt.tokenizer.vocab_size
+    uni = unigram_loss(load_tokens(out / "data", "train"), load_tokens(out / "data", "val"), vocab)
+    val = result.val_loss if result.val_loss is not None else float("nan")
+    print(f"\nvalidation loss {val:.3f} nats/token (unigram baseline {uni:.3f}, "
+          f"{100 * (1 - val / uni):.0f}% lower) after {result.step} steps")
+    prompts = ["The for statement", "A class definition", "Exceptions are"]
+    samples = generate(ckpt.model, ckpt.tokenizer, prompts, max_new_tokens=60, temperature=0.8, top_k=40, seed=0)
+    for p, s in zip(prompts, samples):
+        print(f"\n>>> {p}{s}")
+    print(f"\nloss curve: {out / 'loss.png'}; metrics: {out / 'metrics.jsonl'}; "
+          f"{time.time() - t0:.0f} s in all")
+    print(f"try: omnigpt generate --checkpoint {out} --prompt \"The import statement\" --temperature 0.8 --stream")
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omnigpt", description="Build, pretrain, sample and evaluate a GPT.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="pretrain a small GPT on built-in text, then sample it")
+    d.add_argument("--minutes", type=float, default=4.0, help="training wall-time budget")
+    d.add_argument("--out", default="runs/demo")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("tokenizer", help="tokenizer tools")
+    tsub = t.add_subparsers(dest="tokenizer_command", required=True)
+    tt = tsub.add_parser("train", help="train a byte-level BPE (or write the byte tokenizer)")
+    tt.add_argument("--input", nargs="+", default=["builtin"], help="text files, or 'builtin'")
+    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--kind", choices=["bpe", "byte"], default="bpe")
+    tt.add_argument("--errors", choices=["strict", "replace"], default="strict",
+                    help="what to do with bytes that are not UTF-8")
+    tt.add_argument("--out", required=True, help="folder (gets tokenizer.json) or .json path")
+    tt.set_defaults(func=cmd_tokenizer_train)
+
+    r = sub.add_parser("pretrain", help="pretrain a GPT from a YAML config")
+    r.add_argument("--config", help="YAML file, or a shipped config name such as text-tiny")
+    r.add_argument("--out", required=True, help="run folder")
+    r.add_argument("--data", nargs="+", help="text files to train on (overrides data.corpus)")
+    r.add_argument("--max-steps", type=int, help="length of the run (overrides train.max_steps)")
+    r.add_argument("--minutes", type=float, help="wall-time budget (overrides train.max_minutes)")
+    r.add_argument("--stop-at-step", type=int, help="stop early at this step, keeping the schedule of max-steps")
+    r.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    r.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    r.add_argument("--errors", choices=["strict", "replace"], help="what to do with bytes that are not UTF-8")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_pretrain)
+
+    g = sub.add_parser("generate", help="continue prompts with a trained model")
+    g.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    g.add_argument("--prompt", required=True, action="append", help="repeat for a batch of prompts")
+    g.add_argument("--max-new-tokens", type=int, default=50)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--truncate", action="store_true", help="cut a too-long prompt from the left")
+    g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("evaluate", help="perplexity of a model on a text file or its validation split")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", help="text file (default: the run's validation split)")
+    e.add_argument("--errors", choices=["strict", "replace"])
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from .config import ConfigError
+    from .data.text import DataError
+    from .generate import PromptTooLongError
+    from .tokenizer import TokenizerError
+    from .train.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, DataError, TokenizerError, CheckpointError, PromptTooLongError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("\ninterrupted: resume a training run with --resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Configuration: dataclasses for the model, the data and training, loaded from and saved to YAML.
+
+Loading is strict: an unknown key or a value of the wrong type is an error that names the key path
+(`train.lr`) and the file it came from, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 4096
+    block_size: int = 256  # context length in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = True
+    position: Literal["learned", "sinusoidal", "rope"] = "learned"
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-5
+    mlp_ratio: int = 4
+
+    def validate(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2 != 0:
+            raise ConfigError("model.position 'rope' needs an even head size (n_embd / n_head)")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DataConfig:
+    # Text files to pretrain on; the word "builtin" stands for the English text that ships with Python.
+    corpus: list[str] = field(default_factory=lambda: ["builtin"])
+    tokenizer: Literal["bpe", "byte"] = "bpe"
+    tokenizer_path: Optional[str] = None  # a trained tokenizer.json to reuse instead of training one
+    val_fraction: float = 0.1
+    fim_rate: float = 0.0  # fraction of training windows rewritten to fill-in-the-middle (PSM order)
+    encoding_errors: Literal["strict", "replace"] = "strict"
+
+    def validate(self) -> None:
+        if not self.corpus:
+            raise ConfigError("data.corpus is empty: give at least one text file or 'builtin'")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.fim_rate <= 1.0:
+            raise ConfigError(f"data.fim_rate must be in [0, 1], got {self.fim_rate}")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1337
+    batch_size: int = 16  # sequences per micro-batch on each process
+    grad_accum: int = 1
+    max_steps: int = 1000
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this much training wall time
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    bf16: bool = False
+    compile: bool = False
+    eval_interval: int = 100
+    eval_batches: int = 20
+    save_interval: int = 200
+    keep_checkpoints: int = 2
+
+    def validate(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "save_interval",
+                     "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Config":
+        return _build(cls, data, prefix="", source=source).validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+
+def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = prefix + str(unknown[0])
+        raise ConfigError(f"{source}: unknown key '{key}' (known keys under '{prefix.rstrip('.') or '<top>'}': "
+                          f"{', '.join(sorted(names))})")
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(hints[name], value, prefix + name, source)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", source)
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key, source)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: '{key}' must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        return [_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: '{key}' has an unsupported type {tp}")

@@ -1,0 +1,332 @@
+"""Text generation: greedy, temperature, top-k, top-p, repetition penalty, beam search, stop conditions, streaming.
+
+Search strategies live here, not in the model: the model only maps tokens (and a KV cache) to logits.
+Batched prompts of different lengths are left-padded; padding is masked out of attention and positions
+start at 0 at each prompt's first real token, so a prompt gives the same output alone or in a batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .model.attention import padded_causal_mask
+from .tokenizer import Tokenizer
+
+
+class PromptTooLongError(ValueError):
+    """The prompt plus the tokens to generate do not fit the model's context."""
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 50
+    temperature: float = 0.0  # 0 means greedy
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the prompt or output
+    num_beams: int = 1
+    length_penalty: float = 1.0  # beam scores are divided by length ** length_penalty
+    stop_strings: list[str] = field(default_factory=list)
+    stop_tokens: Optional[list[int]] = None  # None: the tokenizer's end-of-text token
+    seed: Optional[int] = None
+    truncate: bool = False  # drop the oldest prompt tokens when the prompt does not fit, instead of failing
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+
+
+# --------------------------------------------------------------------------------------------- logits
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (B, V); seen (B, V) boolean. Positive logits of seen tokens are divided by the penalty,
+    negative ones multiplied (so the penalty always lowers their probability)."""
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (B, V); the rest become -inf."""
+    k = min(k, logits.shape[-1])
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probabilities sum to at least p (nucleus sampling)."""
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
+    drop_sorted = before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_tokens(logits: torch.Tensor, cfg: GenerationConfig, seen: torch.Tensor,
+                generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Choose one token per row from logits (B, V) -> (B,)."""
+    logits = apply_repetition_penalty(logits.float(), seen, cfg.repetition_penalty)
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k is not None:
+        logits = filter_top_k(logits, cfg.top_k)
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        logits = filter_top_p(logits, cfg.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def fit_prompt(ids: list[int], context: int, max_new_tokens: int, truncate: bool) -> list[int]:
+    """Check that a prompt plus max_new_tokens fits the context; cut it from the left when truncate."""
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    room = context - max_new_tokens
+    if len(ids) <= room:
+        return ids
+    if truncate and room > 0:
+        return ids[-room:]
+    raise PromptTooLongError(
+        f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the model's context of "
+        f"{context} tokens; shorten the prompt, lower max_new_tokens, or truncate the prompt from the left "
+        f"(--truncate)")
+
+
+def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> ids (B, L) and valid (B, L) boolean, prompts aligned to the right."""
+    L = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), L), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(prompts), L, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
+        valid[i, L - len(p):] = True
+    return ids, valid
+
+
+# ----------------------------------------------------------------------------------------- sampling loop
+@torch.inference_mode()
+def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationConfig, stop_ids: Sequence[int],
+               pad_id: int) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B,), step by step, until all rows stopped or max_new_tokens.
+
+    A row that has produced a stop token keeps receiving `pad_id`; the caller ignores it.
+    """
+    device = next(model.parameters()).device
+    V = model.config.vocab_size
+    ids, valid = _left_pad(prompts, pad_id)
+    ids, valid = ids.to(device), valid.to(device)
+    B, L = ids.shape
+    padded = not bool(valid.all())
+    positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+    caches = model.new_caches(B, L + cfg.max_new_tokens)
+    mask = padded_causal_mask(valid, L) if padded else None
+    logits, _ = model(ids, positions=positions, mask=mask, caches=caches, last_only=True)
+    seen = torch.zeros(B, V, dtype=torch.bool, device=device)
+    seen.scatter_(1, ids, valid)
+    generator = None
+    if cfg.temperature > 0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(2**62, ()).item()))
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    pos = positions[:, -1:]
+    for step in range(cfg.max_new_tokens):
+        tok = next_tokens(logits[:, -1], cfg, seen, generator)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        yield tok
+        done |= torch.isin(tok, stop)
+        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+            return
+        seen[torch.arange(B, device=device), tok] = True
+        pos = pos + 1
+        if padded:
+            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
+            mask = valid[:, None, None, :]
+        logits, _ = model(tok[:, None], positions=pos, mask=mask, caches=caches, last_only=True)
+
+
+@torch.inference_mode()
+def beam_search_ids(model: nn.Module, prompt: list[int], cfg: GenerationConfig, stop_ids: Sequence[int]) -> list[int]:
+    """Beam search for one prompt; returns the best continuation (stop token excluded).
+
+    Hypotheses end at a stop token or at max_new_tokens; each is scored by its summed log-probability
+    divided by length ** length_penalty. Search ends once no running beam can beat the finished ones.
+    """
+    device = next(model.parameters()).device
+    nb = cfg.num_beams
+    V = model.config.vocab_size
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)
+    caches = model.new_caches(nb, len(prompt) + cfg.max_new_tokens)
+    for c in caches:  # the prompt is identical for every beam: run it once, copy the cache
+        c.k, c.v = c.k[:1], c.v[:1]
+    logits, _ = model(ids, caches=caches, last_only=True)
+    for c in caches:
+        c.k, c.v = c.k.expand(nb, -1, -1, -1).contiguous(), c.v.expand(nb, -1, -1, -1).contiguous()
+    logits = logits.expand(nb, -1, -1)
+    scores = torch.full((nb,), float("-inf"), device=device)
+    scores[0] = 0.0  # all beams start equal: expand only the first, or every hypothesis appears nb times
+    beams: list[list[int]] = [[] for _ in range(nb)]
+    finished: list[tuple[float, list[int]]] = []
+    stop = set(stop_ids)
+    seen_base = torch.zeros(V, dtype=torch.bool, device=device)
+    seen_base[ids[0]] = True
+
+    def final_score(logp: float, length: int) -> float:
+        return logp / max(length, 1) ** cfg.length_penalty
+
+    for step in range(cfg.max_new_tokens):
+        seen = seen_base.expand(nb, V).clone()
+        for b, hyp in enumerate(beams):
+            if hyp:
+                seen[b, hyp] = True
+        logp = apply_repetition_penalty(logits[:, -1].float(), seen, cfg.repetition_penalty).log_softmax(-1)
+        cand = (scores[:, None] + logp).view(-1)
+        top_scores, top_idx = cand.topk(2 * nb)
+        new_beams, new_scores, origins = [], [], []
+        for s, idx in zip(top_scores.tolist(), top_idx.tolist()):
+            b, tok = divmod(idx, V)
+            if s == float("-inf"):
+                break
+            if tok in stop:
+                finished.append((final_score(s, len(beams[b]) + 1), beams[b]))
+                continue
+            new_beams.append(beams[b] + [tok])
+            new_scores.append(s)
+            origins.append(b)
+            if len(new_beams) == nb:
+                break
+        if len(finished) >= nb:
+            best_running = max(final_score(s, step + 1) for s in new_scores) if new_scores else float("-inf")
+            if best_running <= min(f[0] for f in sorted(finished, reverse=True)[:nb]):
+                break
+        if not new_beams or step == cfg.max_new_tokens - 1:
+            for s, hyp in zip(new_scores, new_beams):
+                finished.append((final_score(s, len(hyp)), hyp))
+            break
+        while len(new_beams) < nb:  # fewer live candidates than beams: pad with dead copies
+            new_beams.append(new_beams[0])
+            new_scores.append(float("-inf"))
+            origins.append(origins[0])
+        index = torch.tensor(origins, device=device)
+        for c in caches:
+            c.reorder(index)
+        beams, scores = new_beams, torch.tensor(new_scores, device=device)
+        tok = torch.tensor([h[-1] for h in beams], device=device)[:, None]
+        logits, _ = model(tok, caches=caches, last_only=True)
+    if not finished:
+        return []
+    return max(finished, key=lambda f: f[0])[1]
+
+
+# ------------------------------------------------------------------------------------------ text level
+def _stop_ids(tokenizer: Tokenizer, cfg: GenerationConfig) -> list[int]:
+    return list(cfg.stop_tokens) if cfg.stop_tokens is not None else [tokenizer.eos_id]
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
+    context = model.config.block_size
+    return [fit_prompt(tokenizer.encode(p), context, cfg.max_new_tokens, cfg.truncate) for p in prompts]
+
+
+def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str],
+             config: Optional[GenerationConfig] = None, **overrides) -> str | list[str]:
+    """Continue each prompt; returns the new text only (a string for a string prompt, else a list).
+
+    Keyword overrides set fields of `config`, e.g. `generate(m, tok, "Hi", temperature=0.8, seed=1)`.
+    """
+    cfg = _config(config, overrides)
+    single = isinstance(prompts, str)
+    texts = [prompts] if single else list(prompts)
+    ids = prepare_prompts(model, tokenizer, texts, cfg)
+    stops = _stop_ids(tokenizer, cfg)
+    was_training = model.training
+    model.eval()
+    try:
+        if cfg.num_beams > 1:
+            outs = [beam_search_ids(model, p, cfg, stops) for p in ids]
+        else:
+            outs = [[] for _ in ids]
+            ended = [False] * len(ids)
+            for tok in sample_ids(model, ids, cfg, stops, tokenizer.pad_id):
+                for i, t in enumerate(tok.tolist()):
+                    if ended[i]:
+                        continue
+                    if t in stops:
+                        ended[i] = True
+                        continue
+                    outs[i].append(t)
+                    if cfg.stop_strings and _cut_at_stop(tokenizer.decode(outs[i][-64:]), cfg.stop_strings)[1]:
+                        ended[i] = True
+                if all(ended):
+                    break
+    finally:
+        model.train(was_training)
+    results = [_cut_at_stop(tokenizer.decode(o), cfg.stop_strings)[0] for o in outs]
+    return results[0] if single else results
+
+
+def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional[GenerationConfig] = None,
+           **overrides) -> Iterator[str]:
+    """Yield the continuation of one prompt piece by piece as it is generated (sampling or greedy).
+
+    The concatenated pieces equal `generate(...)` with the same settings and seed.
+    """
+    cfg = _config(config, overrides)
+    if cfg.num_beams > 1:
+        raise ValueError("streaming needs num_beams = 1: beam search only knows its answer at the end")
+    (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg)
+    stops = _stop_ids(tokenizer, cfg)
+    was_training = model.training
+    model.eval()
+
+    def tokens() -> Iterator[int]:
+        for tok in sample_ids(model, [ids], cfg, stops, tokenizer.pad_id):
+            t = int(tok[0])
+            if t in stops:
+                return
+            yield t
+
+    try:
+        text = ""
+        sent = 0
+        hold = max((len(s) for s in cfg.stop_strings), default=1) - 1
+        for piece in tokenizer.decode_stream(tokens()):
+            text += piece
+            cut, stopped = _cut_at_stop(text, cfg.stop_strings)
+            if stopped:
+                if len(cut) > sent:
+                    yield cut[sent:]
+                return
+            safe = len(text) - hold  # hold back what could be the start of a stop string
+            if safe > sent:
+                yield text[sent:safe]
+                sent = safe
+        if len(text) > sent:
+            yield text[sent:]
+    finally:
+        model.train(was_training)
+
+
+def _config(config: Optional[GenerationConfig], overrides: dict) -> GenerationConfig:
+    cfg = GenerationConfig(**{**(config.__dict__ if config else {}), **overrides})
+    cfg.validate()
+    return cfg

@@ -1,0 +1,132 @@
+"""Multi-head self-attention with positions (RoPE here; learned/sinusoidal live in the embedding) and a KV cache.
+
+Shapes: B batch, T new tokens, S cached + new tokens, H heads, D head size, C = H * D model width.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer: (B, H, max_len, D) each, filled left to right."""
+
+    def __init__(self, batch: int, n_head: int, max_len: int, head_size: int, dtype: torch.dtype,
+                 device: torch.device | str = "cpu"):
+        self.k = torch.zeros(batch, n_head, max_len, head_size, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, D) after what is cached; return all keys and values so far (B, H, S, D)."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search: follow the surviving beams)."""
+        self.k = self.k.index_select(0, index)
+        self.v = self.v.index_select(0, index)
+
+
+def rope_tables(positions: torch.Tensor, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin for rotary embeddings at integer `positions` (B, T) -> (B, 1, T, D/2) each."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32)
+                                / head_size))
+    angles = positions.float()[..., None] * inv_freq
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of each head vector x (B, H, T, D)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.type_as(x)
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention through `F.scaled_dot_product_attention`."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 rope_theta: Optional[float] = None, causal: bool = True):
+        super().__init__()
+        self.n_head = n_head
+        self.head_size = n_embd // n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+        self.rope_theta = rope_theta
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C).
+
+        positions (B, T) integer positions, needed for RoPE. mask (B, 1, T, S) boolean, True where a query
+        may attend; None means plain causal attention over the T tokens (and whatever the cache holds).
+        """
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
+        if self.rope_theta is not None:
+            if positions is None:
+                raise ValueError("RoPE attention needs token positions")
+            cos, sin = rope_tables(positions, self.head_size, self.rope_theta)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)
+        dropout = self.dropout if self.training else 0.0
+        if mask is None and (past == 0 or T == 1):
+            # A single new token may attend to everything cached, so causal masking is unnecessary.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal and past == 0
+                                               and T > 1)
+        else:
+            if mask is None:
+                mask = causal_mask(T, past, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+def causal_mask(t: int, past: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 1, t, past + t) boolean: query i (at absolute position past + i) sees keys 0..past + i."""
+    q_pos = torch.arange(past, past + t, device=device)[:, None]
+    k_pos = torch.arange(past + t, device=device)[None, :]
+    return (k_pos <= q_pos)[None, None]
+
+
+def padded_causal_mask(key_valid: torch.Tensor, t: int) -> torch.Tensor:
+    """Causal mask for the last t queries that also hides padding keys.
+
+    key_valid (B, S) boolean, False at padding. Returns (B, 1, t, S). A row with no visible key (a padding
+    query) is allowed to see itself so attention never takes a softmax over nothing.
+    """
+    S = key_valid.shape[1]
+    mask = causal_mask(t, S - t, key_valid.device) & key_valid[:, None, None, :]
+    diag = torch.zeros_like(mask)
+    diag[..., torch.arange(t), torch.arange(S - t, S)] = True
+    return mask | (diag & ~mask.any(-1, keepdim=True))
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
+    """(n_positions, dim) fixed sine/cosine position embeddings (Transformer paper)."""
+    pos = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div[: dim // 2])
+    return table

@@ -1,0 +1,115 @@
+"""The decoder-only language model: token (+ position) embeddings, a stack of blocks, a final norm, a tied head.
+
+With `position: learned`, `bias: true` and `tie_embeddings: true` the parameter layout is GPT-2's.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import KVCache, sinusoidal_table
+from .block import Block
+
+IGNORE_INDEX = -100  # label value that takes no part in the loss
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        if c.position == "learned":
+            self.wpe = nn.Embedding(c.block_size, c.n_embd)
+        elif c.position == "sinusoidal":
+            self.register_buffer("sin_table", sinusoidal_table(c.block_size, c.n_embd), persistent=False)
+        self.drop = nn.Dropout(c.dropout)
+        rope = c.rope_theta if c.position == "rope" else None
+        self.blocks = nn.ModuleList(
+            Block(c.n_embd, c.n_head, c.mlp_ratio, c.dropout, c.bias, c.norm_eps, rope) for _ in range(c.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.norm_eps, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # Residual projections start smaller so the residual stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.config.position == "learned":
+            n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 per parameter plus attention over the context (PaLM appendix B)."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) at positions (B, T) -> input vectors (B, T, C)."""
+        x = self.wte(idx)
+        return self.add_positions(x, positions)
+
+    def add_positions(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if int(positions.max()) >= self.config.block_size:
+            raise ValueError(f"position {int(positions.max())} is past the context length "
+                             f"{self.config.block_size} (model.block_size)")
+        if self.config.position == "learned":
+            x = x + self.wpe(positions)
+        elif self.config.position == "sinusoidal":
+            x = x + self.sin_table[positions].to(x.dtype)
+        return self.drop(x)
+
+    def forward(self, idx: Optional[torch.Tensor] = None, targets: Optional[torch.Tensor] = None, *,
+                inputs_embeds: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None, caches: Optional[list[KVCache]] = None,
+                last_only: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Token ids idx (B, T) (or inputs_embeds (B, T, C) without positions added) -> logits (B, T, V).
+
+        targets (B, T): next-token labels, IGNORE_INDEX where no loss is wanted; the mean cross-entropy
+        is returned as the second value. positions (B, T) default to past..past+T-1, where past is the
+        number of cached tokens. mask (B, 1, T, S) boolean, see `SelfAttention`. caches: one KVCache per
+        block, filled in place. last_only: compute logits for the last position only (B, 1, V).
+        """
+        x = self.wte(idx) if inputs_embeds is None else inputs_embeds
+        B, T, _ = x.shape
+        if positions is None:
+            past = caches[0].length if caches else 0
+            positions = torch.arange(past, past + T, device=x.device).expand(B, T)
+        x = self.add_positions(x, positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, mask, caches[i] if caches else None)
+        x = self.ln_f(x)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list[KVCache]:
+        c = self.config
+        p = self.wte.weight
+        return [KVCache(batch, c.n_head, max_len, c.n_embd // c.n_head, dtype or p.dtype, p.device)
+                for _ in range(c.n_layer)]

@@ -1,0 +1,185 @@
+"""Checkpoints: a folder with `model.safetensors`, `config.yaml`, `tokenizer.json` and, for a training run,
+`trainer_state.safetensors` (optimizer moments, RNG state, step and data position as metadata).
+
+A checkpoint is written into a hidden temporary folder, flushed to disk, then renamed into place, so a
+process killed at any moment leaves the previous checkpoint or the new one, never a half-written one.
+Loading reads safetensors and YAML only: nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_file, save_model
+from torch import nn
+
+from ..config import Config, ConfigError
+from ..model.gpt import GPT
+from ..tokenizer import Tokenizer, TokenizerError
+
+PREFIX = "step-"
+FILES = ("model.safetensors", "config.yaml", "tokenizer.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete or unreadable."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: Config
+    model: GPT
+    tokenizer: Tokenizer
+    step: int
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{PREFIX}{step:08d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders of an interrupted save are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+             and all((p / f).is_file() for f in FILES)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (meaning its latest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if (path / "model.safetensors").is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {path}: expected model.safetensors there, or a run folder "
+                              f"with checkpoints/{PREFIX}*/")
+    return found[-1]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Config, tokenizer: Tokenizer,
+                    trainer_state: Optional[dict[str, Any]] = None, keep: Optional[int] = None) -> Path:
+    """Write checkpoint `step` of a run atomically; keep only the newest `keep` checkpoints if given."""
+    final = checkpoint_dir(Path(run_dir), step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"), metadata={"step": str(step)})
+    config.save(tmp / "config.yaml")
+    tokenizer.save(tmp / "tokenizer.json")
+    if trainer_state is not None:
+        tensors, meta = trainer_state["tensors"], trainer_state["meta"]
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "trainer_state.safetensors"),
+                  metadata={"json": json.dumps(meta)})
+    _fsync_tree(tmp)
+    if final.exists():  # re-saving the same step: move the old one aside first
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    _fsync_dir(final.parent)
+    if keep is not None:
+        for stale in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    for leftover in final.parent.glob(".tmp-*"):  # from saves killed midway
+        if leftover != tmp:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint)."""
+    folder = resolve(path)
+    try:
+        config = Config.load(folder / "config.yaml")
+    except ConfigError as exc:
+        raise CheckpointError(f"{folder}: unreadable config.yaml: {exc}") from None
+    try:
+        tokenizer = Tokenizer.load(folder / "tokenizer.json")
+    except TokenizerError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
+    model = GPT(config.model)
+    weights = folder / "model.safetensors"
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+    except Exception as exc:  # safetensors raises its own error types for truncated or corrupt files
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not match config.yaml: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    model.to(device)
+    step = 0
+    with safe_open(str(weights), framework="pt") as f:
+        step = int((f.metadata() or {}).get("step", 0))
+    return Checkpoint(folder, config, model, tokenizer, step)
+
+
+def load_trainer_state(folder: str | Path) -> dict[str, Any]:
+    """The tensors and metadata written as `trainer_state` by `save_checkpoint`."""
+    path = Path(folder) / "trainer_state.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no trainer_state.safetensors: it cannot resume training")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["json"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable trainer state ({exc})") from None
+    return {"tensors": tensors, "meta": meta}
+
+
+# ---------------------------------------------------------------------------- optimizer <-> flat tensors
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state as named tensors plus JSON-able metadata (safetensors holds no Python objects)."""
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -1,0 +1,66 @@
+"""Process-group setup for runs launched by `torchrun` (DDP); a plain `python` run is world size 1."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup() -> DistEnv:
+    """Join the process group that torchrun's environment variables describe (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = f"cuda:{local}" if cuda else "cpu"
+    if cuda:
+        torch.cuda.set_device(local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return DistEnv(rank, world, local, device)
+
+
+def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """The mean of a scalar tensor over all processes."""
+    if env.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= env.world_size
+    return value
+
+
+def agree(flag: bool, env: DistEnv) -> bool:
+    """True on every process when it is true on the main process (e.g. a time budget ran out)."""
+    if not env.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=env.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+def teardown(env: DistEnv) -> None:
+    if env.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,232 @@
+"""The pretraining loop: data, model, AdamW, schedule, accumulation, clipping, bf16, validation, checkpoints.
+
+The same code runs as one process (`omnigpt pretrain`) or several (`torchrun --nproc_per_node=N -m
+omnigpt.cli pretrain ...`): each process takes its slice of every step's global batch, so the loss of a
+run does not depend on how many processes share it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_model
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.text import FIMTokens, TokenWindows, load_tokens, prepare_tokens, read_corpus
+from ..model.gpt import GPT
+from ..tokenizer import Tokenizer
+from ..viz import loss_curve
+from . import distributed
+from .checkpoint import (list_checkpoints, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
+                         save_checkpoint)
+from .optim import build_optimizer, learning_rate
+
+VAL_SEED = 987_654_321  # validation windows are fixed for a run, whatever the training seed
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    train_loss: float
+    val_loss: Optional[float]
+    checkpoint: Optional[Path]
+    seconds: float
+
+
+def prepare_run_data(config: Config, run_dir: Path, env: distributed.DistEnv) -> Tokenizer:
+    """Train or load the tokenizer and tokenize the corpus into run_dir/data, once (on the main process)."""
+    tok_path = run_dir / "tokenizer.json"
+    data_dir = run_dir / "data"
+    if env.is_main:
+        docs = None
+        if tok_path.is_file():
+            tokenizer = Tokenizer.load(tok_path)
+        elif config.data.tokenizer_path:
+            tokenizer = Tokenizer.load(config.data.tokenizer_path)
+        else:
+            docs = read_corpus(config.data.corpus, config.data.encoding_errors)
+            tokenizer = Tokenizer.create(config.data.tokenizer, docs, config.model.vocab_size)
+        if tokenizer.vocab_size > config.model.vocab_size:
+            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
+                             f"{config.model.vocab_size}: raise model.vocab_size")
+        tokenizer.save(tok_path)
+        if not (data_dir / "meta.json").is_file():
+            docs = docs if docs is not None else read_corpus(config.data.corpus, config.data.encoding_errors)
+            prepare_tokens(docs, tokenizer, data_dir, config.data.val_fraction)
+    distributed.barrier(env)
+    return Tokenizer.load(tok_path)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"rng.cuda.{i}"] = s
+    return state
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, windows: TokenWindows, batches: int, batch_size: int,
+                    autocast: contextlib.AbstractContextManager, device: str) -> float:
+    """Mean loss over a fixed set of validation windows."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(batches):
+        x, y = windows.batch(i, batch_size)
+        with autocast:
+            _, loss = model(x.to(device), y.to(device))
+        total += float(loss)
+    model.train(was_training)
+    return total / batches
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after `step` by a run that died before its next checkpoint."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: Optional[int] = None,
+          progress: bool = True) -> TrainResult:
+    """Pretrain a GPT on config.data.corpus; checkpoints, metrics.jsonl and loss.png go to out_dir.
+
+    resume: continue from out_dir's latest checkpoint, exactly as if the run had never stopped.
+    stop_at_step: end (with a checkpoint) after this step without changing the schedule, which still
+    runs to train.max_steps; a later `resume=True` carries on.
+    """
+    env = distributed.setup()
+    cfg = config.validate()
+    tc = cfg.train
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start_step = 0
+    state = None
+    resume_from: Optional[Path] = None
+    if resume:
+        found = list_checkpoints(run_dir)
+        if found:
+            resume_from = found[-1]
+            state = load_trainer_state(resume_from)
+            start_step = state["meta"]["step"]
+    if env.is_main:
+        cfg.save(run_dir / "config.yaml")
+    tokenizer = prepare_run_data(cfg, run_dir, env)
+
+    torch.manual_seed(tc.seed)
+    fim = FIMTokens(tokenizer.fim_prefix_id, tokenizer.fim_middle_id, tokenizer.fim_suffix_id)
+    train_windows = TokenWindows(load_tokens(run_dir / "data", "train"), cfg.model.block_size, tc.seed,
+                                 cfg.data.fim_rate, fim)
+    val_tokens = load_tokens(run_dir / "data", "val")
+    val_block = min(cfg.model.block_size, len(val_tokens) - 2)
+    val_windows = TokenWindows(val_tokens, val_block, VAL_SEED)
+
+    model = GPT(cfg.model).to(env.device)
+    optimizer = build_optimizer(model, tc)
+    if state is not None:
+        load_model(model, str(resume_from / "model.safetensors"), device=env.device)
+        optimizer_from_tensors(optimizer, state["tensors"], state["meta"]["optimizer"])
+        set_rng_state(state["tensors"])
+    metrics_path = run_dir / "metrics.jsonl"
+    if env.is_main:
+        _truncate_metrics(metrics_path, start_step)
+
+    step_model: nn.Module = model
+    if tc.compile:
+        step_model = torch.compile(model)
+    if env.enabled:
+        step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=None if env.device == "cpu"
+                                                         else [env.local_rank])
+    device_type = "cuda" if env.device.startswith("cuda") else "cpu"
+    autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if tc.bf16 else contextlib.nullcontext())
+
+    global_batch = tc.batch_size * tc.grad_accum * env.world_size
+    end_step = tc.max_steps if stop_at_step is None else min(tc.max_steps, stop_at_step)
+    elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0
+    t0 = time.time()
+    bar = tqdm(total=end_step, initial=start_step, disable=not (progress and env.is_main), unit="step",
+               dynamic_ncols=True, desc="pretrain")
+    step = start_step
+    train_loss = float("nan")
+    val_loss: Optional[float] = state["meta"].get("val_loss") if state else None
+    ckpt: Optional[Path] = resume_from
+
+    def checkpoint(at: int) -> Path:
+        tensors, meta = optimizer_to_tensors(optimizer)
+        tensors.update(rng_state())
+        trainer_meta = {"step": at, "optimizer": meta, "seconds": elapsed_before + time.time() - t0,
+                        "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size}
+        return save_checkpoint(run_dir, at, model, cfg, tokenizer, {"tensors": tensors, "meta": trainer_meta},
+                               keep=tc.keep_checkpoints)
+
+    model.train()
+    while step < end_step:
+        lr = learning_rate(step, tc)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=env.device)
+        for micro in range(tc.grad_accum):
+            first = (micro * env.world_size + env.rank) * tc.batch_size
+            x, y = train_windows.batch(step, global_batch, first, first + tc.batch_size)
+            x, y = x.to(env.device), y.to(env.device)
+            sync = micro == tc.grad_accum - 1 or not env.enabled
+            with (contextlib.nullcontext() if sync else step_model.no_sync()):
+                with autocast:
+                    _, loss = step_model(x, y)
+                (loss / tc.grad_accum).backward()
+            total += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        train_loss = float(distributed.mean_across(total / tc.grad_accum, env))
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss became {train_loss} at step {step}; lower train.lr or "
+                                     f"resume from the last checkpoint")
+        if env.is_main:
+            _append_metrics(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 6),
+                                           "lr": lr, "grad_norm": round(float(grad_norm), 4)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
+        out_of_time = tc.max_minutes is not None and (elapsed_before + time.time() - t0) / 60 >= tc.max_minutes
+        stop = distributed.agree(out_of_time, env) or step == end_step
+        if step % tc.eval_interval == 0 or stop:
+            val_loss = validation_loss(model, val_windows, tc.eval_batches, tc.batch_size, autocast, env.device)
+            if env.is_main:
+                _append_metrics(metrics_path, {"step": step, "split": "val", "loss": round(val_loss, 6)})
+                loss_curve(metrics_path, run_dir / "loss.png")
+            if progress and env.is_main:
+                bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+        if env.is_main and (step % tc.save_interval == 0 or stop):
+            ckpt = checkpoint(step)
+        distributed.barrier(env)
+        if stop:
+            break
+    bar.close()
+    seconds = elapsed_before + time.time() - t0
+    distributed.teardown(env)
+    return TrainResult(run_dir, step, train_loss, val_loss, ckpt, seconds)

@@ -1,0 +1,39 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from omnigpt import Config  # noqa: E402
+
+CORPUS = (
+    "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. "
+    "Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump! "
+    "Sphinx of black quartz, judge my vow. The five boxing wizards jump quickly. "
+) * 40
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(CORPUS)
+    return path
+
+
+def tiny_config(corpus: str, **train) -> Config:
+    """A 2-layer byte-level GPT that trains in well under a second a step."""
+    t = {"seed": 7, "batch_size": 4, "max_steps": 20, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+         "eval_interval": 10, "eval_batches": 2, "save_interval": 5}
+    t.update(train)
+    return Config.from_dict({
+        "model": {"vocab_size": 272, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, "dropout": 0.1},
+        "data": {"corpus": [str(corpus)], "tokenizer": "byte", "val_fraction": 0.1},
+        "train": t,
+    })
+
+
+@pytest.fixture
+def tiny(corpus_file):
+    return lambda **train: tiny_config(str(corpus_file), **train)

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from omnigpt import GPT, ModelConfig
+from omnigpt.model.attention import padded_causal_mask
+
+
+def make(position="learned", **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=97, block_size=48, n_layer=3, n_head=4, n_embd=32, position=position, **kw)
+    return GPT(cfg).eval()
+
+
+@pytest.mark.parametrize("position", ["learned", "sinusoidal", "rope"])
+def test_cached_step_by_step_logits_equal_full_sequence(position):
+    model = make(position)
+    x = torch.randint(0, 97, (2, 40))
+    with torch.no_grad():
+        full, _ = model(x)
+        caches = model.new_caches(2, 40)
+        steps = [model(x[:, :7], caches=caches)[0]]  # a prompt, then one token at a time
+        steps += [model(x[:, i:i + 1], caches=caches)[0] for i in range(7, 40)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_shapes_loss_and_tied_head():
+    model = make()
+    x = torch.randint(0, 97, (3, 16))
+    logits, loss = model(x, x)
+    assert logits.shape == (3, 16, 97)
+    assert loss.shape == () and 3.5 < loss.item() < 5.5  # near ln(97) at initialisation
+    assert model.lm_head.weight is model.wte.weight
+    last, _ = model(x, last_only=True)
+    torch.testing.assert_close(last, logits[:, -1:])
+
+
+def test_ignored_labels_take_no_part_in_the_loss():
+    model = make()
+    x = torch.randint(0, 97, (1, 10))
+    y = x.clone()
+    y[:, :5] = -100
+    _, part = model(x, y)
+    logits, _ = model(x)
+    expected = torch.nn.functional.cross_entropy(logits[0, 5:], x[0, 5:])
+    torch.testing.assert_close(part, expected)
+
+
+def test_left_padding_with_mask_matches_the_unpadded_sequence():
+    model = make("rope")
+    x = torch.randint(0, 97, (1, 12))
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), x], 1)
+    valid = torch.cat([torch.zeros(1, 4, dtype=torch.bool), torch.ones(1, 12, dtype=torch.bool)], 1)
+    positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+    with torch.no_grad():
+        ref, _ = model(x)
+        out, _ = model(padded, positions=positions, mask=padded_causal_mask(valid, 16))
+    torch.testing.assert_close(out[:, 4:], ref, atol=1e-5, rtol=0)
+
+
+def test_position_past_the_context_is_a_clear_error():
+    model = make()
+    with pytest.raises(ValueError, match="past the context length 48"):
+        model(torch.zeros(1, 49, dtype=torch.long))
+
+
+def test_dropout_only_in_training_mode():
+    model = make(dropout=0.5)
+    x = torch.randint(0, 97, (1, 8))
+    a, b = model(x)[0], model(x)[0]
+    torch.testing.assert_close(a, b)
+    model.train()
+    assert not torch.allclose(model(x)[0], model(x)[0])

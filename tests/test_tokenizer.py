@@ -1,0 +1,54 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omnigpt.data.text import builtin_documents
+from omnigpt.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerError
+
+BYTE = Tokenizer.byte_level()
+BPE = Tokenizer.train_bpe(builtin_documents()[:30], vocab_size=600)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_unicode_round_trips(text):
+    for tok in (BYTE, BPE):
+        assert tok.decode(tok.encode(text)) == text
+
+
+def test_byte_ids_are_byte_values_and_specials_follow():
+    assert BYTE.encode("A\u00e9") == [65, 0xC3, 0xA9]
+    assert BYTE.vocab_size == 256 + len(SPECIAL_TOKENS)
+    assert min(BYTE.token_id(t) for t in SPECIAL_TOKENS) == 256
+
+
+def test_bpe_compresses_and_keeps_placeholders_whole():
+    text = "The import statement <image> and <audio> here"
+    ids = BPE.encode(text)
+    assert len(ids) < len(text.encode()) / 1.5
+    assert BPE.image_id in ids and BPE.audio_id in ids
+    assert BPE.vocab_size == 600
+
+
+def test_save_and_load_give_the_same_tokenizer(tmp_path):
+    path = BPE.save(tmp_path / "tok")
+    assert path.name == "tokenizer.json"
+    again = Tokenizer.load(tmp_path / "tok")
+    assert again.kind == "bpe" and again.encode("def f(x): return x") == BPE.encode("def f(x): return x")
+    assert Tokenizer.load(BYTE.save(tmp_path / "b.json")).kind == "byte"
+
+
+def test_bad_tokenizer_file_is_named(tmp_path):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    with pytest.raises(TokenizerError, match="tokenizer.json: not a readable tokenizer.json"):
+        Tokenizer.load(bad)
+    with pytest.raises(TokenizerError, match="tokenizer file not found"):
+        Tokenizer.load(tmp_path / "missing.json")
+
+
+def test_stream_decoding_waits_for_whole_characters():
+    ids = BYTE.encode("naïve 🙂")
+    pieces = list(BYTE.decode_stream(ids))
+    assert "".join(pieces) == "naïve 🙂"
+    assert all("\ufffd" not in p for p in pieces)

@@ -1,0 +1,98 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from omnigpt import load_checkpoint, train
+from omnigpt.train.checkpoint import list_checkpoints, load_trainer_state
+
+
+def losses(run, split="train"):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if r["split"] == split]
+
+
+def test_short_run_learns_and_writes_metrics_png_and_checkpoint(tiny, tmp_path):
+    result = train(tiny(max_steps=30), tmp_path / "run", progress=False)
+    train_losses = losses(tmp_path / "run")
+    assert [s for s, _ in train_losses] == list(range(1, 31))  # train loss logged every step
+    assert train_losses[-1][1] < train_losses[0][1] - 1.0
+    assert [s for s, _ in losses(tmp_path / "run", "val")] == [10, 20, 30]
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.step == 30 and result.checkpoint.name == "step-00000030"
+    assert sorted(p.name for p in result.checkpoint.iterdir()) == [
+        "config.yaml", "model.safetensors", "tokenizer.json", "trainer_state.safetensors"]
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.step == 30 and ckpt.config.model.n_layer == 2
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    cfg = tiny(max_steps=20, grad_accum=2)
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "split", stop_at_step=10, progress=False)
+    assert losses(tmp_path / "split")[-1][0] == 10
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")  # bit-identical, dropout included
+    a = load_checkpoint(tmp_path / "straight").model.state_dict()
+    b = load_checkpoint(tmp_path / "split").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_drops_metrics_logged_after_the_last_checkpoint(tiny, tmp_path):
+    cfg = tiny(max_steps=12, save_interval=5)
+    train(cfg, tmp_path / "r", stop_at_step=8, progress=False)  # checkpoints at 5 and 8
+    import shutil
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "step-00000008")  # as if killed before saving step 8
+    train(cfg, tmp_path / "r", resume=True, progress=False)
+    steps = [s for s, _ in losses(tmp_path / "r")]
+    assert steps == list(range(1, 13))
+
+
+def test_sigkill_never_leaves_a_broken_checkpoint(corpus_file, tmp_path):
+    from conftest import tiny_config
+    cfg = tiny_config(str(corpus_file), max_steps=100000, save_interval=1, keep_checkpoints=2, eval_interval=1000)
+    cfg.save(tmp_path / "c.yaml")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for delay in (0.05, 0.3, 0.55, 0.8):
+        proc = subprocess.Popen([sys.executable, "-m", "omnigpt.cli", "pretrain", "--config", str(tmp_path / "c.yaml"),
+                                 "--out", str(run), "--resume", "--quiet"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while not list_checkpoints(run) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        found = list_checkpoints(run)
+        assert found, proc.stderr.read().decode()
+        for ckpt in found:  # every complete-looking checkpoint loads, weights and trainer state
+            assert load_checkpoint(ckpt).step == load_trainer_state(ckpt)["meta"]["step"]
+    assert load_trainer_state(found[-1])["meta"]["step"] > 1
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+def test_two_processes_give_the_loss_of_one(corpus_file, tmp_path):
+    from conftest import tiny_config
+    one = tiny_config(str(corpus_file), max_steps=6, batch_size=8, eval_interval=100)
+    one.model.dropout = 0.0  # dropout masks differ by process; everything else must agree
+    two = tiny_config(str(corpus_file), max_steps=6, batch_size=4, eval_interval=100)
+    two.model.dropout = 0.0
+    one.save(tmp_path / "one.yaml")
+    two.save(tmp_path / "two.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "omnigpt.cli", "pretrain", "--quiet"]
+    subprocess.run(base + ["--config", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "r1")], check=True,
+                   env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+                    "-m", "omnigpt.cli", "pretrain", "--quiet", "--config", str(tmp_path / "two.yaml"),
+                    "--out", str(tmp_path / "r2")], check=True, env=env, capture_output=True)
+    l1 = [v for _, v in losses(tmp_path / "r1")]
+    l2 = [v for _, v in losses(tmp_path / "r2")]
+    assert len(l1) == len(l2) == 6
+    torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-5, atol=0)

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="pretrain a small GPT on built-in text, then sample it")
-    d.add_argument("--minutes", type=float, default=4.0, help="training wall-time budget")
+    d.add_argument("--minutes", type=float, default=4.5, help="training wall-time budget")
     d.add_argument("--out", default="runs/demo")
     d.set_defaults(func=cmd_demo)
 

@@ -90,7 +90,7 @@ def build_hf(args: argparse.Namespace):
 
 
 def make_step(model, opt, loss_fn: Callable, autocast: contextlib.AbstractContextManager | None):
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with (autocast if autocast is not None else contextlib.nullcontext()):
             loss = loss_fn(model, x, y)
         loss.backward()

@@ -26,6 +26,14 @@ def test_wrong_type_is_named():
         Config.from_dict({"model": {"position": "alibi"}})
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 3e-4\n")  # YAML 1.1 reads this as a string
+    assert Config.load(path).train.lr == 3e-4
+    with pytest.raises(ConfigError, match="'train.lr' must be a number, got 'fast'"):
+        Config.from_dict({"train": {"lr": "fast"}})
+
+
 def test_integers_are_accepted_for_floats_but_not_booleans():
     assert Config.from_dict({"train": {"lr": 1}}).train.lr == 1.0
     with pytest.raises(ConfigError, match="'train.lr' must be a number"):

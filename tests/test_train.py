@@ -53,6 +53,17 @@ def test_resume_drops_metrics_logged_after_the_last_checkpoint(tiny, tmp_path):
     assert steps == list(range(1, 13))
 
 
+def test_gradient_clipping_of_zero_means_no_clipping(tiny, tmp_path):
+    train(tiny(max_steps=8, grad_clip=0.0), tmp_path / "r", progress=False)
+    assert losses(tmp_path / "r")[-1][1] < losses(tmp_path / "r")[0][1] - 0.5
+
+
+def test_a_new_run_does_not_overwrite_an_old_one(tiny, tmp_path):
+    train(tiny(max_steps=5), tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="already holds a training run: continue it with --resume"):
+        train(tiny(max_steps=5), tmp_path / "r", progress=False)
+
+
 def test_sigkill_never_leaves_a_broken_checkpoint(corpus_file, tmp_path):
     from conftest import tiny_config
     cfg = tiny_config(str(corpus_file), max_steps=100000, save_interval=1, keep_checkpoints=2, eval_interval=1000)
@@ -89,7 +100,11 @@ def test_two_processes_give_the_loss_of_one(corpus_file, tmp_path):
     base = [sys.executable, "-m", "omnigpt.cli", "pretrain", "--quiet"]
     subprocess.run(base + ["--config", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "r1")], check=True,
                    env=env, capture_output=True)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
                     "-m", "omnigpt.cli", "pretrain", "--quiet", "--config", str(tmp_path / "two.yaml"),
                     "--out", str(tmp_path / "r2")], check=True, env=env, capture_output=True)
     l1 = [v for _, v in losses(tmp_path / "r1")]

@@ -35,13 +35,15 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 def _load_run_config(args: argparse.Namespace):
     from .config import Config
 
-    saved = Path(args.out) / "config.yaml"
-    if args.resume and saved.is_file():
-        cfg = Config.load(saved)
+    from .train.checkpoint import list_checkpoints
+
+    found = list_checkpoints(args.out) if args.resume else []
+    if found:  # a checkpoint's own config: written atomically with it, so never cut short
+        cfg = Config.load(found[-1] / "config.yaml")
     elif args.config:
         cfg = Config.load(_config_path(args.config))
     else:
-        raise SystemExit("error: --config is required (or --resume with a run folder that has config.yaml)")
+        raise SystemExit("error: --config is required (or --resume with a run folder that has a checkpoint)")
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
     if args.minutes is not None:
@@ -137,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
     print(f"omnigpt demo: pretraining a {cfg.model.n_layer}-layer GPT on the English text that ships with "
           f"Python for up to {args.minutes:g} minutes; run folder {out}")
-    result = train(cfg, out, resume=(out / "checkpoints").is_dir())
+    result = train(cfg, out, resume=True)  # a rerun continues (and extends) an earlier demo
     ckpt = load_checkpoint(out)
     vocab = ckpt.tokenizer.vocab_size
     uni = unigram_loss(load_tokens(out / "data", "train"), load_tokens(out / "data", "val"), vocab)
@@ -214,14 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from .config import ConfigError
     from .data.text import DataError
-    from .generate import PromptTooLongError
+    from .generate import GenerationError
     from .tokenizer import TokenizerError
     from .train.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, TokenizerError, CheckpointError, PromptTooLongError) as exc:
+    except (ConfigError, DataError, TokenizerError, CheckpointError, GenerationError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

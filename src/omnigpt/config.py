@@ -71,14 +71,14 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch on each process
     grad_accum: int = 1
     max_steps: int = 1000
-    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this much training wall time
+    max_minutes: Optional[float] = None  # stop (with a checkpoint) after this many minutes of this invocation
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 50
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # 0 turns clipping off
     bf16: bool = False
     compile: bool = False
     eval_interval: int = 100
@@ -91,6 +91,8 @@ class TrainConfig:
                      "keep_checkpoints"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
 
@@ -173,6 +175,11 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
         return [_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)

@@ -16,7 +16,11 @@ from .model.attention import padded_causal_mask
 from .tokenizer import Tokenizer
 
 
-class PromptTooLongError(ValueError):
+class GenerationError(ValueError):
+    """A generation setting or prompt is unusable."""
+
+
+class PromptTooLongError(GenerationError):
     """The prompt plus the tokens to generate do not fit the model's context."""
 
 
@@ -36,17 +40,17 @@ class GenerationConfig:
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+            raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise GenerationError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.num_beams < 1:
-            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+            raise GenerationError(f"num_beams must be >= 1, got {self.num_beams}")
 
 
 # --------------------------------------------------------------------------------------------- logits
@@ -94,11 +98,14 @@ def next_tokens(logits: torch.Tensor, cfg: GenerationConfig, seen: torch.Tensor,
 def fit_prompt(ids: list[int], context: int, max_new_tokens: int, truncate: bool) -> list[int]:
     """Check that a prompt plus max_new_tokens fits the context; cut it from the left when truncate."""
     if not ids:
-        raise ValueError("the prompt is empty: give at least one token")
-    room = context - max_new_tokens
+        raise GenerationError("the prompt is empty: give at least one token")
+    room = context - max_new_tokens + 1  # the last new token is never fed back, so it needs no position
+    if room < 1:
+        raise PromptTooLongError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
+                                 f"context of {context} tokens; use at most {context - 1}")
     if len(ids) <= room:
         return ids
-    if truncate and room > 0:
+    if truncate:
         return ids[-room:]
     raise PromptTooLongError(
         f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the model's context of "
@@ -135,8 +142,10 @@ def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationCo
     caches = model.new_caches(B, L + cfg.max_new_tokens)
     mask = padded_causal_mask(valid, L) if padded else None
     logits, _ = model(ids, positions=positions, mask=mask, caches=caches, last_only=True)
-    seen = torch.zeros(B, V, dtype=torch.bool, device=device)
-    seen.scatter_(1, ids, valid)
+    track_seen = cfg.repetition_penalty != 1.0
+    seen = torch.zeros(B, V if track_seen else 1, dtype=torch.bool, device=device)
+    if track_seen:
+        seen.scatter_(1, ids, valid)
     generator = None
     if cfg.temperature > 0:
         generator = torch.Generator(device=device)
@@ -148,10 +157,14 @@ def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationCo
         tok = next_tokens(logits[:, -1], cfg, seen, generator)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         yield tok
-        done |= torch.isin(tok, stop)
-        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+        if len(stop):
+            done |= torch.isin(tok, stop)
+            if bool(done.all()):
+                return
+        if step == cfg.max_new_tokens - 1:
             return
-        seen[torch.arange(B, device=device), tok] = True
+        if track_seen:
+            seen[torch.arange(B, device=device), tok] = True
         pos = pos + 1
         if padded:
             valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)
@@ -292,7 +305,7 @@ def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional
     """
     cfg = _config(config, overrides)
     if cfg.num_beams > 1:
-        raise ValueError("streaming needs num_beams = 1: beam search only knows its answer at the end")
+        raise GenerationError("streaming needs num_beams = 1: beam search only knows its answer at the end")
     (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training

@@ -128,7 +128,7 @@ class TokenWindows:
 
     def __init__(self, tokens: np.ndarray, block_size: int, seed: int, fim_rate: float = 0.0,
                  fim: Optional[FIMTokens] = None):
-        if len(tokens) < block_size + 2:
+        if len(tokens) < block_size + 1:
             raise DataError(f"only {len(tokens)} tokens: too few for windows of {block_size} tokens "
                             f"(reduce model.block_size or give more text)")
         if fim_rate > 0 and fim is None:
@@ -143,7 +143,8 @@ class TokenWindows:
         """Rows start..stop of the `count` windows of step `step`: inputs and targets, each (rows, block_size)."""
         stop = count if stop is None else stop
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        starts = torch.randint(len(self.tokens) - self.block_size - 1, (count,), generator=g)[start:stop]
+        # A window takes block_size + 1 tokens, so the last start is len - block_size - 1.
+        starts = torch.randint(len(self.tokens) - self.block_size, (count,), generator=g)[start:stop]
         rows = []
         for i, s in zip(range(start, stop), starts.tolist()):
             rows.append(self._window(s, step, i))

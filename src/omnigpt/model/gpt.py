@@ -64,15 +64,8 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
 
-    def embed(self, idx: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, T) at positions (B, T) -> input vectors (B, T, C)."""
-        x = self.wte(idx)
-        return self.add_positions(x, positions)
-
     def add_positions(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if int(positions.max()) >= self.config.block_size:
-            raise ValueError(f"position {int(positions.max())} is past the context length "
-                             f"{self.config.block_size} (model.block_size)")
+        """x (B, T, C) plus the embeddings of positions (B, T) or (1, T), for learned/sinusoidal positions."""
         if self.config.position == "learned":
             x = x + self.wpe(positions)
         elif self.config.position == "sinusoidal":
@@ -87,14 +80,18 @@ class GPT(nn.Module):
 
         targets (B, T): next-token labels, IGNORE_INDEX where no loss is wanted; the mean cross-entropy
         is returned as the second value. positions (B, T) default to past..past+T-1, where past is the
-        number of cached tokens. mask (B, 1, T, S) boolean, see `SelfAttention`. caches: one KVCache per
+        number of cached tokens; callers that pass positions keep them below model.block_size. mask (B, 1, T, S) boolean, see `SelfAttention`. caches: one KVCache per
         block, filled in place. last_only: compute logits for the last position only (B, 1, V).
         """
         x = self.wte(idx) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         if positions is None:
             past = caches[0].length if caches else 0
-            positions = torch.arange(past, past + T, device=x.device).expand(B, T)
+            # Checked with Python integers: a check on tensor values would stall the GPU and split compiled graphs.
+            if past + T > self.config.block_size:
+                raise ValueError(f"position {past + T - 1} is past the context length {self.config.block_size} "
+                                 f"(model.block_size)")
+            positions = torch.arange(past, past + T, device=x.device)[None]
         x = self.add_positions(x, positions)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, mask, caches[i] if caches else None)

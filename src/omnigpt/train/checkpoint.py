@@ -83,6 +83,15 @@ def _fsync_tree(folder: Path) -> None:
     _fsync_dir(folder)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace a small text file in one step: a reader sees the old content or the new, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Config, tokenizer: Tokenizer,
                     trainer_state: Optional[dict[str, Any]] = None, keep: Optional[int] = None) -> Path:
     """Write checkpoint `step` of a run atomically; keep only the newest `keep` checkpoints if given."""
@@ -108,8 +117,9 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Co
     else:
         tmp.rename(final)
     _fsync_dir(final.parent)
-    if keep is not None:
-        for stale in list_checkpoints(run_dir)[:-keep]:
+    if keep is not None:  # prune only older checkpoints, never the one just written
+        older = [p for p in list_checkpoints(run_dir) if p.name < final.name]
+        for stale in older[:max(0, len(older) - (keep - 1))]:
             shutil.rmtree(stale, ignore_errors=True)
     for leftover in final.parent.glob(".tmp-*"):  # from saves killed midway
         if leftover != tmp:

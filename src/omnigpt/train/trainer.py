@@ -19,13 +19,14 @@ from safetensors.torch import load_model
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Config
+from ..config import Config, ConfigError
+from ..data.text import DataError
 from ..data.text import FIMTokens, TokenWindows, load_tokens, prepare_tokens, read_corpus
 from ..model.gpt import GPT
 from ..tokenizer import Tokenizer
 from ..viz import loss_curve
 from . import distributed
-from .checkpoint import (list_checkpoints, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
+from .checkpoint import (list_checkpoints, write_atomic, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
                          save_checkpoint)
 from .optim import build_optimizer, learning_rate
 
@@ -56,9 +57,10 @@ def prepare_run_data(config: Config, run_dir: Path, env: distributed.DistEnv) ->
             docs = read_corpus(config.data.corpus, config.data.encoding_errors)
             tokenizer = Tokenizer.create(config.data.tokenizer, docs, config.model.vocab_size)
         if tokenizer.vocab_size > config.model.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
+            raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
                              f"{config.model.vocab_size}: raise model.vocab_size")
-        tokenizer.save(tok_path)
+        if not tok_path.is_file():
+            tokenizer.save(tok_path)
         if not (data_dir / "meta.json").is_file():
             docs = docs if docs is not None else read_corpus(config.data.corpus, config.data.encoding_errors)
             prepare_tokens(docs, tokenizer, data_dir, config.data.val_fraction)
@@ -66,19 +68,37 @@ def prepare_run_data(config: Config, run_dir: Path, env: distributed.DistEnv) ->
     return Tokenizer.load(tok_path)
 
 
+def _gather_rng(env: distributed.DistEnv) -> dict[str, torch.Tensor]:
+    """RNG states of all processes, keyed `rank{r}.rng...` (collected on every process, kept by rank 0)."""
+    mine = rng_state()
+    states = [mine] * env.world_size
+    if env.enabled:
+        states = [None] * env.world_size
+        torch.distributed.all_gather_object(states, {k: v.cpu() for k, v in mine.items()})
+    return {f"rank{r}.{k}": v for r, s in enumerate(states) for k, v in s.items()}
+
+
+def _rank_rng(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    prefix = f"rank{rank}."
+    mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not mine:
+        raise ConfigError(f"the checkpoint has no random state for process {rank}: resume with the number of "
+                          f"processes that wrote it")
+    return mine
+
+
 def rng_state() -> dict[str, torch.Tensor]:
+    """This process's CPU generator and, on a GPU, its own device's generator."""
     state = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            state[f"rng.cuda.{i}"] = s
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["rng.cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
 
 
 @torch.no_grad()
@@ -106,9 +126,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows logged after `step` by a run that died before its next checkpoint."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):  # a line cut short by a killed process
+            continue
+    write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: Optional[int] = None,
@@ -133,24 +158,31 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             resume_from = found[-1]
             state = load_trainer_state(resume_from)
             start_step = state["meta"]["step"]
+    elif list_checkpoints(run_dir) or (run_dir / "data").exists():
+        raise ConfigError(f"{run_dir} already holds a training run: continue it with --resume (resume=True), "
+                          f"or choose a new output folder")
     if env.is_main:
-        cfg.save(run_dir / "config.yaml")
+        write_atomic(run_dir / "config.yaml", cfg.to_yaml())
     tokenizer = prepare_run_data(cfg, run_dir, env)
 
-    torch.manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)  # the same initial weights on every process
     fim = FIMTokens(tokenizer.fim_prefix_id, tokenizer.fim_middle_id, tokenizer.fim_suffix_id)
     train_windows = TokenWindows(load_tokens(run_dir / "data", "train"), cfg.model.block_size, tc.seed,
                                  cfg.data.fim_rate, fim)
     val_tokens = load_tokens(run_dir / "data", "val")
-    val_block = min(cfg.model.block_size, len(val_tokens) - 2)
+    if len(val_tokens) < 3:
+        raise DataError(f"the validation split has {len(val_tokens)} tokens; give more text or raise "
+                        f"data.val_fraction")
+    val_block = min(cfg.model.block_size, len(val_tokens) - 1)
     val_windows = TokenWindows(val_tokens, val_block, VAL_SEED)
 
     model = GPT(cfg.model).to(env.device)
     optimizer = build_optimizer(model, tc)
+    torch.manual_seed(tc.seed + env.rank)  # then each process draws its own dropout masks
     if state is not None:
         load_model(model, str(resume_from / "model.safetensors"), device=env.device)
         optimizer_from_tensors(optimizer, state["tensors"], state["meta"]["optimizer"])
-        set_rng_state(state["tensors"])
+        set_rng_state(_rank_rng(state["tensors"], env.rank))
     metrics_path = run_dir / "metrics.jsonl"
     if env.is_main:
         _truncate_metrics(metrics_path, start_step)
@@ -166,7 +198,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
 
     global_batch = tc.batch_size * tc.grad_accum * env.world_size
     end_step = tc.max_steps if stop_at_step is None else min(tc.max_steps, stop_at_step)
-    elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0
+    elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0  # for the record; budgets are per call
     t0 = time.time()
     bar = tqdm(total=end_step, initial=start_step, disable=not (progress and env.is_main), unit="step",
                dynamic_ncols=True, desc="pretrain")
@@ -175,9 +207,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     val_loss: Optional[float] = state["meta"].get("val_loss") if state else None
     ckpt: Optional[Path] = resume_from
 
-    def checkpoint(at: int) -> Path:
+    def checkpoint(at: int, rng: dict[str, torch.Tensor]) -> Path:
         tensors, meta = optimizer_to_tensors(optimizer)
-        tensors.update(rng_state())
+        tensors.update(rng)
         trainer_meta = {"step": at, "optimizer": meta, "seconds": elapsed_before + time.time() - t0,
                         "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size}
         return save_checkpoint(run_dir, at, model, cfg, tokenizer, {"tensors": tensors, "meta": trainer_meta},
@@ -199,7 +231,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                     _, loss = step_model(x, y)
                 (loss / tc.grad_accum).backward()
             total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -212,7 +244,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                                            "lr": lr, "grad_norm": round(float(grad_norm), 4)})
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
-        out_of_time = tc.max_minutes is not None and (elapsed_before + time.time() - t0) / 60 >= tc.max_minutes
+        out_of_time = tc.max_minutes is not None and (time.time() - t0) / 60 >= tc.max_minutes
         stop = distributed.agree(out_of_time, env) or step == end_step
         if step % tc.eval_interval == 0 or stop:
             val_loss = validation_loss(model, val_windows, tc.eval_batches, tc.batch_size, autocast, env.device)
@@ -221,8 +253,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                 loss_curve(metrics_path, run_dir / "loss.png")
             if progress and env.is_main:
                 bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
-        if env.is_main and (step % tc.save_interval == 0 or stop):
-            ckpt = checkpoint(step)
+        if step % tc.save_interval == 0 or stop:
+            rng = _gather_rng(env)  # every process's generators, so each resumes its own dropout stream
+            if env.is_main:
+                ckpt = checkpoint(step, rng)
         distributed.barrier(env)
         if stop:
             break

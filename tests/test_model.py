@@ -71,3 +71,19 @@ def test_dropout_only_in_training_mode():
     torch.testing.assert_close(a, b)
     model.train()
     assert not torch.allclose(model(x)[0], model(x)[0])
+
+
+def test_decoding_head_follows_weight_updates():
+    model = make()
+    x = torch.randint(0, 97, (2, 5))
+    with torch.no_grad():
+        caches = model.new_caches(2, 8)
+        model(x[:, :4], caches=caches)
+        fast = model(x[:, 4:], caches=caches, last_only=True)[0]  # decoding: the transposed-head path
+        model.wte.weight.add_(0.5)  # an in-place update, as an optimizer step makes
+        caches = model.new_caches(2, 8)
+        model(x[:, :4], caches=caches)
+        after = model(x[:, 4:], caches=caches, last_only=True)[0]
+        reference = model(x)[0][:, -1:]  # the full sequence: the plain F.linear path
+    assert not torch.allclose(fast, after)
+    torch.testing.assert_close(after, reference, atol=1e-5, rtol=0)

@@ -98,12 +98,28 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if last_only:
             x = x[:, -1:]
-        logits = self.lm_head(x)
+        logits = self.head(x)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, C) -> logits (B, T, V).
+
+        In inference, a few rows (decoding) are multiplied by a transposed copy of the head weight: a
+        (C, V) matrix streams about twice as fast as F.linear's (V, C) on CPUs. The copy is remade whenever
+        the weight changes (its version counter moves on every in-place update).
+        """
+        w = self.lm_head.weight
+        if torch.is_grad_enabled() or x.shape[0] * x.shape[1] > 8:
+            return self.lm_head(x)
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if getattr(self, "_head_t_key", None) != key:
+            self._head_t = w.detach().t().contiguous()
+            self._head_t_key = key
+        return x.to(self._head_t.dtype) @ self._head_t
 
     def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list[KVCache]:
         c = self.config

@@ -157,6 +157,3 @@ class Tokenizer:
         text = self.decode(seen)
         if len(text) > len(emitted):
             yield text[len(emitted):]
-
-    def __len__(self) -> int:
-        return self.vocab_size

@@ -159,14 +159,11 @@ class TokenWindows:
                 return fim_transform(np.asarray(self.tokens[s:s + T - 3]), rng, self.fim)
         return np.asarray(self.tokens[s:s + T])
 
-    def sequential(self, batch_size: int, max_batches: Optional[int] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Non-overlapping windows in order, for evaluation: every token after the first is predicted once
-        (a shorter final window holds the remainder)."""
-        yield from sequential_windows(self.tokens, self.block_size, batch_size, max_batches)
-
 
 def sequential_windows(tokens: np.ndarray, block_size: int, batch_size: int,
                        max_batches: Optional[int] = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Non-overlapping windows in order, for evaluation: every token after the first is predicted once
+    (a shorter final window holds the remainder)."""
     T = block_size
     n_full = (len(tokens) - 1) // T
     n = n_full if max_batches is None else min(n_full, max_batches * batch_size)

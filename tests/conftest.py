@@ -37,3 +37,19 @@ def tiny_config(corpus: str, **train) -> Config:
 @pytest.fixture
 def tiny(corpus_file):
     return lambda **train: tiny_config(str(corpus_file), **train)
+
+
+def tiny_omni_config(fusion: str = "prefix", encoder: str = "cnn", **train) -> Config:
+    """A 2-layer multimodal GPT on built-in scenes (32 px), a byte tokenizer: trains at many steps a second."""
+    t = {"seed": 3, "batch_size": 8, "max_steps": 20, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+         "eval_interval": 10, "eval_batches": 1, "save_interval": 10}
+    t.update(train)
+    return Config.from_dict({
+        "model": {"vocab_size": 272, "block_size": 160, "n_layer": 2, "n_head": 2, "n_embd": 32,
+                  "position": "rope"},
+        "vision": {"encoder": encoder, "image_size": 32, "width": 32, "channels": [8, 16], "patch_size": 8,
+                   "n_layer": 1, "n_head": 2, "reduce": "pool", "grid": 3},
+        "fusion": {"mode": fusion},
+        "data": {"sources": ["builtin:scenes"], "tokenizer": "byte", "builtin_scenes": 64},
+        "train": t,
+    })

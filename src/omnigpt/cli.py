@@ -49,7 +49,19 @@ def _load_run_config(args: argparse.Namespace):
     if args.minutes is not None:
         cfg.train.max_minutes = args.minutes
     if args.data:
-        cfg.data.corpus = list(args.data)
+        if args.command == "finetune":
+            cfg.data.sources = list(args.data)
+        else:
+            cfg.data.corpus = list(args.data)
+    for name in ("images", "on_bad_file"):
+        if getattr(args, name, None):
+            setattr(cfg.data, name, getattr(args, name))
+    if getattr(args, "val", None):
+        cfg.data.val_sources = list(args.val)
+    if getattr(args, "init_from", None):
+        cfg.train.init_from = args.init_from
+    if getattr(args, "freeze", None) is not None:
+        cfg.train.freeze = [p for p in args.freeze.split(",") if p]
     if args.errors:
         cfg.data.encoding_errors = args.errors
     if args.bf16:
@@ -61,6 +73,18 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from .train.trainer import train
 
     cfg = _load_run_config(args)
+    result = train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet)
+    print(json.dumps({"step": result.step, "train_loss": result.train_loss, "val_loss": result.val_loss,
+                      "checkpoint": str(result.checkpoint), "seconds": round(result.seconds, 1)}))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from .train.trainer import train
+
+    cfg = _load_run_config(args)
+    if not cfg.data.sources:
+        raise SystemExit("error: nothing to fine-tune on: give --data (builtin:scenes, coco:FILE.json with "
+                         "--images DIR, or a .jsonl manifest) or data.sources in the config")
     result = train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet)
     print(json.dumps({"step": result.step, "train_loss": result.train_loss, "val_loss": result.val_loss,
                       "checkpoint": str(result.checkpoint), "seconds": round(result.seconds, 1)}))
@@ -82,21 +106,70 @@ def cmd_generate(args: argparse.Namespace) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     gen = _generation_config(args)
     prompts = list(args.prompt)
+    images = _images_per_prompt(prompts, list(args.image or []))
     if args.stream:
         if len(prompts) != 1:
             raise SystemExit("error: --stream takes exactly one --prompt")
         sys.stdout.write(prompts[0])
-        for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen):
+        for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen, images=images[0] if images else None):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
         return
-    outs = generate(ckpt.model, ckpt.tokenizer, prompts, gen)
+    outs = generate(ckpt.model, ckpt.tokenizer, prompts, gen, images=images)
     if args.json:
         print(json.dumps([{"prompt": p, "completion": o} for p, o in zip(prompts, outs)], ensure_ascii=False))
     else:
         for p, o in zip(prompts, outs):
             print(p + o)
+
+
+def _images_per_prompt(prompts: list[str], images: list[str]) -> Optional[list[list[str]]]:
+    """Hand the --image files to the prompts in order, each taking one per <image> placeholder."""
+    if not images:
+        return None
+    wanted = [p.count("<image>") for p in prompts]
+    if sum(wanted) != len(images):
+        raise SystemExit(f"error: the prompts hold {sum(wanted)} <image> placeholder(s) but {len(images)} "
+                         f"--image file(s) were given")
+    out, i = [], 0
+    for n in wanted:
+        out.append(images[i:i + n])
+        i += n
+    return out
+
+
+def cmd_caption(args: argparse.Namespace) -> None:
+    from .data.image import load_image
+    from .generate import generate
+    from .train.checkpoint import load_checkpoint
+    from .viz import attention_figure, image_attention
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if not hasattr(ckpt.model, "vision_config"):
+        raise SystemExit(f"error: {ckpt.path} is a text-only model: it has no image encoder to caption with")
+    images = [load_image(p) for p in args.images]
+    prompt = args.prompt
+    caps = generate(ckpt.model, ckpt.tokenizer, [prompt] * len(images), images=[[im] for im in images],
+                    max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    caps = [c.strip() for c in caps]
+    results = []
+    for k, (path, img, cap) in enumerate(zip(args.images, images, caps)):
+        row = {"image": path, "caption": cap}
+        if args.attention_map:
+            out = Path(args.attention_map)
+            if len(images) > 1:
+                out = out.with_name(f"{out.stem}-{k + 1}{out.suffix or '.png'}")
+            ids = ckpt.tokenizer.encode(" " + cap)
+            words = image_attention(ckpt.model, ckpt.tokenizer, img, prompt, ids)
+            row["attention_map"] = str(attention_figure(img, cap, words, out))
+        results.append(row)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    else:
+        for row in results:
+            extra = f"  (attention map: {row['attention_map']})" if "attention_map" in row else ""
+            print(f"{row['image']}: {row['caption']}{extra}")
 
 
 def _run_dir_of(checkpoint: Path) -> Optional[Path]:
@@ -112,7 +185,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
-    if args.data:
+    task = args.task or ("caption+vqa" if hasattr(ckpt.model, "vision_config") else "text")
+    if task != "text":
+        result = _evaluate_images(ckpt, args, task)
+    elif args.data:
         result = perplexity_of_file(ckpt.model, ckpt.tokenizer, args.data, args.errors or "strict")
         result["data"] = args.data
     else:
@@ -123,6 +199,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["data"] = "validation split"
     result["checkpoint"] = str(ckpt.path)
     print(json.dumps(result))
+
+
+def _evaluate_images(ckpt, args: argparse.Namespace, task: str) -> dict:
+    from .data.image import load_image
+    from .data.sources import read_source, references_by_image
+    from .evaluate import evaluate_captions, evaluate_scenes, evaluate_vqa
+
+    if not hasattr(ckpt.model, "vision_config"):
+        raise SystemExit(f"error: --task {task} needs a model with an image encoder; {ckpt.path} is text-only")
+    tasks = ("caption", "vqa") if task == "caption+vqa" else (task,)
+    spec = args.data or "builtin:scenes"
+    if spec == "builtin:scenes":
+        result = evaluate_scenes(ckpt.model, ckpt.tokenizer, args.split, args.limit or 500, tasks=tasks,
+                                 size=ckpt.config.vision.image_size, progress=not args.quiet)
+    else:
+        items = read_source(spec, args.images, args.on_bad_file or "error")
+        result = {}
+        captions = [it for it in items if it.question is None]
+        questions = [it for it in items if it.question is not None][:args.limit]
+        if "caption" in tasks and captions:
+            refs = list(references_by_image(captions).items())[:args.limit]
+            result["caption"] = evaluate_captions(ckpt.model, ckpt.tokenizer, [load_image(p) for p, _ in refs],
+                                                  [r for _, r in refs], progress=not args.quiet)
+        if "vqa" in tasks and questions:
+            result["vqa"] = evaluate_vqa(ckpt.model, ckpt.tokenizer, [load_image(q.image) for q in questions],
+                                         [q.question for q in questions], [q.text for q in questions],
+                                         progress=not args.quiet)
+        if not result:
+            raise SystemExit(f"error: {spec} holds no {' or '.join(tasks)} examples")
+        result["data"] = spec
+    result["checkpoint"] = str(ckpt.path)
+    return result
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -177,17 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     tt.set_defaults(func=cmd_tokenizer_train)
 
     r = sub.add_parser("pretrain", help="pretrain a GPT from a YAML config")
-    r.add_argument("--config", help="YAML file, or a shipped config name such as text-tiny")
-    r.add_argument("--out", required=True, help="run folder")
     r.add_argument("--data", nargs="+", help="text files to train on (overrides data.corpus)")
-    r.add_argument("--max-steps", type=int, help="length of the run (overrides train.max_steps)")
-    r.add_argument("--minutes", type=float, help="wall-time budget (overrides train.max_minutes)")
-    r.add_argument("--stop-at-step", type=int, help="stop early at this step, keeping the schedule of max-steps")
-    r.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
-    r.add_argument("--bf16", action="store_true", help="bf16 autocast")
     r.add_argument("--errors", choices=["strict", "replace"], help="what to do with bytes that are not UTF-8")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_arguments(r)
     r.set_defaults(func=cmd_pretrain)
+
+    f = sub.add_parser("finetune", help="fine-tune a multimodal GPT on image-text data (captions, VQA)")
+    f.add_argument("--data", nargs="+", help="builtin:scenes, coco:CAPTIONS.json (with --images), or a JSONL "
+                                             "manifest of {\"image\", \"text\"} (overrides data.sources)")
+    f.add_argument("--val", nargs="+", help="validation sources (default: held out from --data)")
+    f.add_argument("--images", help="image folder of a COCO captions file")
+    f.add_argument("--on-bad-file", choices=["skip", "error"], help="a missing or unreadable image: skip it "
+                                                                      "(with a warning) or stop")
+    f.add_argument("--init-from", help="checkpoint to start from (a text GPT, or a multimodal model)")
+    f.add_argument("--freeze", help="comma-separated parts to keep fixed: vision,projector,decoder,"
+                                    "cross_attention ('' for none)")
+    f.set_defaults(func=cmd_finetune, errors=None)
+    _run_arguments(f)
 
     g = sub.add_parser("generate", help="continue prompts with a trained model")
     g.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
@@ -203,14 +317,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--truncate", action="store_true", help="cut a too-long prompt from the left")
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
+    g.add_argument("--image", action="append", help="image file for the prompts' <image> placeholders, in "
+                                                     "order (repeatable)")
     g.set_defaults(func=cmd_generate)
 
-    e = sub.add_parser("evaluate", help="perplexity of a model on a text file or its validation split")
+    c = sub.add_parser("caption", help="describe images with a multimodal model")
+    c.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    c.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, GIF)")
+    c.add_argument("--attention-map", help="write a PNG: the image and, per word, its attention to the image "
+                                           "(one file per image, numbered, when several are given)")
+    c.add_argument("--prompt", default="<image> caption:", help="captioning prompt (default: %(default)s)")
+    c.add_argument("--max-new-tokens", type=int, default=40)
+    c.add_argument("--num-beams", type=int, default=1)
+    c.add_argument("--json", action="store_true", help="print JSON instead of text")
+    c.set_defaults(func=cmd_caption)
+
+    e = sub.add_parser("evaluate", help="perplexity on text; captioning and VQA scores of a multimodal model")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data", help="text file (default: the run's validation split)")
+    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa"],
+                   help="default: text for a text GPT, caption+vqa for a multimodal model")
+    e.add_argument("--data", help="text: a text file (default: the run's validation split); caption/vqa: "
+                                  "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest")
+    e.add_argument("--images", help="image folder of a COCO captions file")
+    e.add_argument("--split", default="test", choices=["train", "val", "test", "compositional"],
+                   help="built-in scene split (default: test)")
+    e.add_argument("--limit", type=int, help="evaluate at most this many images (built-in scenes: 500)")
+    e.add_argument("--on-bad-file", choices=["skip", "error"])
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--errors", choices=["strict", "replace"])
     e.set_defaults(func=cmd_evaluate)
     return p
+
+
+def _run_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--config", help="YAML file, or a shipped config name such as text-tiny")
+    r.add_argument("--out", required=True, help="run folder")
+    r.add_argument("--max-steps", type=int, help="length of the run (overrides train.max_steps)")
+    r.add_argument("--minutes", type=float, help="wall-time budget (overrides train.max_minutes)")
+    r.add_argument("--stop-at-step", type=int, help="stop early at this step, keeping the schedule of max-steps")
+    r.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    r.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

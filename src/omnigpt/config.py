@@ -6,6 +6,7 @@ Loading is strict: an unknown key or a value of the wrong type is an error that 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,6 +48,97 @@ class ModelConfig:
 
 
 @dataclass
+class VisionConfig:
+    """The image encoder: `cnn` (strided conv stages) or `vit` (patches + the shared Transformer block).
+
+    Its output is a grid of vectors, `tokens` per image, with 2-D learned positions. Token reduction keeps
+    a large image from flooding the context: `pool` averages the grid down to `grid` x `grid` tokens,
+    `pixel_shuffle` folds each `reduce_factor` x `reduce_factor` patch of tokens into one wider token.
+    """
+    encoder: Literal["cnn", "vit"] = "cnn"
+    image_size: int = 64  # images are resized (and center cropped) to image_size x image_size pixels
+    width: int = 256  # the encoder's output width (ViT width; CNN channels of the last stage)
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # CNN: one stride-2 stage each
+    patch_size: int = 8  # ViT
+    n_layer: int = 4  # ViT
+    n_head: int = 4  # ViT
+    reduce: Literal["none", "pool", "pixel_shuffle"] = "none"
+    grid: int = 4  # tokens per side after `pool`
+    reduce_factor: int = 2  # `pixel_shuffle` factor
+    dropout: float = 0.0
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+    def feature_side(self) -> int:
+        """Tokens per side of the encoder's grid before reduction."""
+        if self.encoder == "vit":
+            return self.image_size // self.patch_size
+        return math.ceil(self.image_size / 2 ** len(self.channels))
+
+    def token_side(self) -> int:
+        side = self.feature_side()
+        if self.reduce == "pool":
+            return min(self.grid, side)
+        if self.reduce == "pixel_shuffle":
+            return side // self.reduce_factor
+        return side
+
+    @property
+    def tokens(self) -> int:
+        """Vectors per image handed to the decoder."""
+        return self.token_side() ** 2
+
+    def validate(self) -> None:
+        if self.image_size <= 0 or self.width <= 0:
+            raise ConfigError("vision.image_size and vision.width must be positive")
+        if self.encoder == "vit":
+            if self.image_size % self.patch_size:
+                raise ConfigError(f"vision.image_size ({self.image_size}) must be a multiple of vision.patch_size "
+                                  f"({self.patch_size})")
+            if self.width % self.n_head:
+                raise ConfigError(f"vision.width ({self.width}) must be divisible by vision.n_head ({self.n_head})")
+        elif not self.channels:
+            raise ConfigError("vision.channels is empty: the CNN encoder needs at least one stage")
+        if self.reduce == "pixel_shuffle" and (self.reduce_factor < 1 or self.feature_side() % self.reduce_factor):
+            raise ConfigError(f"vision.reduce_factor ({self.reduce_factor}) must divide the encoder's grid side "
+                              f"({self.feature_side()})")
+        if self.reduce == "pool" and self.grid < 1:
+            raise ConfigError(f"vision.grid must be >= 1, got {self.grid}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("vision.mean and vision.std take three numbers (R, G, B)")
+
+
+@dataclass
+class FusionConfig:
+    """How encoder outputs reach the decoder.
+
+    prefix: projected image vectors replace the `<image>` placeholder in the token stream (early fusion).
+    cross_attention: the decoder reads them through gated cross-attention layers inserted before every
+    `cross_every`-th block; each gate is tanh of a parameter that starts at 0, so a pretrained text GPT is
+    unchanged until training opens the gates.
+    """
+    mode: Literal["prefix", "cross_attention"] = "prefix"
+    projector: Literal["linear", "mlp"] = "mlp"
+    cross_every: int = 1
+
+    def validate(self) -> None:
+        if self.cross_every < 1:
+            raise ConfigError(f"fusion.cross_every must be >= 1, got {self.cross_every}")
+
+
+@dataclass
+class AugmentConfig:
+    """Seeded training augmentations of images (all off by default)."""
+    random_crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # area fraction range
+    hflip: bool = False  # off: a caption that says "left" would become wrong
+    rotate_degrees: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+
+@dataclass
 class DataConfig:
     # Text files to pretrain on; the word "builtin" stands for the English text that ships with Python.
     corpus: list[str] = field(default_factory=lambda: ["builtin"])
@@ -55,14 +147,28 @@ class DataConfig:
     val_fraction: float = 0.1
     fim_rate: float = 0.0  # fraction of training windows rewritten to fill-in-the-middle (PSM order)
     encoding_errors: Literal["strict", "replace"] = "strict"
+    # Image-text fine-tuning (`omnigpt finetune`). A source is "builtin:scenes" (generated shape scenes),
+    # "coco:captions.json" (with `images`, the image folder) or a JSONL manifest.
+    sources: list[str] = field(default_factory=list)
+    val_sources: list[str] = field(default_factory=list)  # default: a held-out part of the sources
+    images: Optional[str] = None
+    tasks: list[Literal["caption", "vqa"]] = field(default_factory=lambda: ["caption", "vqa"])
+    caption_fraction: float = 0.5  # share of training examples that are captions when both tasks are on
+    builtin_scenes: int = 1_000_000  # built-in training scenes (each is drawn on demand)
+    on_bad_file: Literal["skip", "error"] = "error"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
-        if not self.corpus:
+        if not self.corpus and not self.sources:
             raise ConfigError("data.corpus is empty: give at least one text file or 'builtin'")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.fim_rate <= 1.0:
             raise ConfigError(f"data.fim_rate must be in [0, 1], got {self.fim_rate}")
+        if not 0.0 <= self.caption_fraction <= 1.0:
+            raise ConfigError(f"data.caption_fraction must be in [0, 1], got {self.caption_fraction}")
+        if self.sources and not self.tasks:
+            raise ConfigError("data.tasks is empty: choose caption, vqa or both")
 
 
 @dataclass
@@ -85,6 +191,8 @@ class TrainConfig:
     eval_batches: int = 20
     save_interval: int = 200
     keep_checkpoints: int = 2
+    init_from: Optional[str] = None  # start from this checkpoint's weights and tokenizer (text GPT or omni)
+    freeze: list[Literal["vision", "projector", "decoder", "cross_attention"]] = field(default_factory=list)
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "save_interval",
@@ -102,11 +210,21 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    vision: Optional[VisionConfig] = None  # set: a multimodal model (OmniGPT) with an image encoder
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def validate(self) -> "Config":
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        self.fusion.validate()
+        if self.vision is not None:
+            self.vision.validate()
+            if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
+                raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
+                                  f"({self.model.block_size}): reduce them with vision.reduce")
+        if self.data.sources and self.vision is None:
+            raise ConfigError("data.sources holds image-text data but the config has no 'vision' section")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,15 +1,18 @@
-"""Evaluation of language models: perplexity on text, and the unigram baseline it should beat."""
+"""Evaluation: perplexity on text and the unigram baseline it should beat; captioning (BLEU-4, CIDEr-D,
+exact match) and visual question answering (accuracy overall and per question type)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .data import builtin
 from .data.text import DataError, load_tokens, read_text_file, sequential_windows, token_dtype
+from .metrics import accuracy_by_type, bleu4, cider_d, exact_match, majority_baseline, normalize_caption, vqa_accuracy
 from .tokenizer import Tokenizer
 
 
@@ -58,3 +61,90 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[np.asarray(eval_tokens, dtype=np.int64)].mean())
+
+
+# ---------------------------------------------------------------------------------- images: captions, VQA
+def _answer_batches(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], images: Sequence,
+                    max_new_tokens: int, batch_size: int, num_beams: int = 1, progress: bool = False) -> list[str]:
+    """Greedy (or beam) continuations of prompts, each with one image, in batches; stripped of spaces."""
+    from tqdm.auto import tqdm
+
+    from .generate import generate
+
+    out: list[str] = []
+    starts = range(0, len(prompts), batch_size)
+    for b in tqdm(starts, disable=not progress, desc="evaluate", unit="batch", leave=False):
+        ps, ims = list(prompts[b:b + batch_size]), [[im] for im in images[b:b + batch_size]]
+        out += generate(model, tokenizer, ps, images=ims, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    return [o.strip() for o in out]
+
+
+def caption_scores(predictions: list[str], references: list[list[str]]) -> dict:
+    """BLEU-4 (0-100), CIDEr-D (0-10), and exact match (0-1) of normalized captions."""
+    preds = [normalize_caption(p) for p in predictions]
+    refs = [[normalize_caption(r) for r in rs] for rs in references]
+    return {"bleu4": bleu4(preds, refs), "cider_d": cider_d(preds, refs)[0], "exact_match": exact_match(preds, refs)}
+
+
+def evaluate_captions(model: nn.Module, tokenizer: Tokenizer, images: Sequence, references: list[list[str]],
+                      batch_size: int = 32, max_new_tokens: int = 40, num_beams: int = 1,
+                      progress: bool = False) -> dict:
+    """Caption each image with the captioning prompt and score against its reference captions."""
+    preds = _answer_batches(model, tokenizer, [builtin.CAPTION_PROMPT] * len(images), images, max_new_tokens,
+                            batch_size, num_beams, progress)
+    return {**caption_scores(preds, references), "count": len(preds), "samples": _samples(preds, references)}
+
+
+def evaluate_vqa(model: nn.Module, tokenizer: Tokenizer, images: Sequence, questions: list[str],
+                 answers: list, types: Optional[list[str]] = None, batch_size: int = 64,
+                 progress: bool = False) -> dict:
+    """Answer each question about its image; VQA accuracy overall and per question type."""
+    prompts = [builtin.vqa_prompt(q) for q in questions]
+    preds = _answer_batches(model, tokenizer, prompts, images, 8, batch_size, progress=progress)
+    result = {"vqa_accuracy": vqa_accuracy(preds, answers), "count": len(preds)}
+    if types is not None:
+        result["vqa_by_type"] = accuracy_by_type(preds, answers, types)
+    result["samples"] = [{"question": q, "prediction": p, "answer": a}
+                         for q, p, a in list(zip(questions, preds, answers))[:5]]
+    return result
+
+
+def _samples(preds: list[str], references: list[list[str]], n: int = 5) -> list[dict]:
+    return [{"prediction": p, "reference": r[0]} for p, r in list(zip(preds, references))[:n]]
+
+
+def evaluate_scenes(model: nn.Module, tokenizer: Tokenizer, split: str = "test", count: int = 500,
+                    batch_size: int = 64, progress: bool = False, size: int = 64,
+                    tasks: Sequence[str] = ("caption", "vqa")) -> dict:
+    """Captioning and VQA on built-in scenes of a split.
+
+    caption_exact_match compares the parsed object sets (order-insensitive), also per number of objects;
+    majority_by_type is the accuracy of always giving each question type's most common training answer.
+    """
+    scenes = builtin.scenes(split, count, size=size)
+    images = [s.image for s in scenes]
+    result: dict = {"split": split, "scenes": count}
+    if "caption" in tasks:
+        preds = _answer_batches(model, tokenizer, [builtin.CAPTION_PROMPT] * count, images, 40, batch_size,
+                                progress=progress)
+        matches = [builtin.caption_matches(p, s.caption) for p, s in zip(preds, scenes)]
+        by_objects: dict[str, list[bool]] = {}
+        for m, s in zip(matches, scenes):
+            by_objects.setdefault(str(len(s.objects)), []).append(m)
+        scores = caption_scores(preds, [[s.caption] for s in scenes])
+        result.update({
+            "caption_exact_match": sum(matches) / count,
+            "caption_exact_match_by_objects": {k: sum(v) / len(v) for k, v in sorted(by_objects.items())},
+            "bleu4": scores["bleu4"], "cider_d": scores["cider_d"],
+            "caption_samples": [{"prediction": p, "reference": s.caption, "match": m}
+                                for p, s, m in list(zip(preds, scenes, matches))[:5]]})
+    if "vqa" in tasks:
+        qa = [(s.image, q) for s in scenes for q in s.qas]
+        vqa = evaluate_vqa(model, tokenizer, [im for im, _ in qa], [q.question for _, q in qa],
+                           [q.answer for _, q in qa], [q.type for _, q in qa], batch_size, progress)
+        train = [q for s in builtin.scenes("train", 2000, size=size) for q in s.qas]
+        majority = majority_baseline([q.answer for q in train], [q.type for q in train],
+                                     [q.answer for _, q in qa], [q.type for _, q in qa])
+        result.update({"vqa_accuracy": vqa["vqa_accuracy"], "vqa_by_type": vqa["vqa_by_type"],
+                       "majority_by_type": majority, "questions": vqa["count"], "vqa_samples": vqa["samples"]})
+    return result

@@ -7,11 +7,15 @@ start at 0 at each prompt's first real token, so a prompt gives the same output 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
+from PIL import Image
 from torch import nn
 
+from .data.batch import expand_placeholders
+from .data.image import ImageTransform, preprocess
 from .model.attention import padded_causal_mask
 from .tokenizer import Tokenizer
 
@@ -127,10 +131,11 @@ def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, 
 # ----------------------------------------------------------------------------------------- sampling loop
 @torch.inference_mode()
 def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationConfig, stop_ids: Sequence[int],
-               pad_id: int) -> Iterator[torch.Tensor]:
+               pad_id: int, media: Optional[dict] = None, suppress_ids: Sequence[int] = ()) -> Iterator[torch.Tensor]:
     """Yield the next token of every row, (B,), step by step, until all rows stopped or max_new_tokens.
 
-    A row that has produced a stop token keeps receiving `pad_id`; the caller ignores it.
+    A row that has produced a stop token keeps receiving `pad_id`; the caller ignores it. media: extra
+    inputs of the prompt's forward pass (a multimodal model's images). suppress_ids are never generated.
     """
     device = next(model.parameters()).device
     V = model.config.vocab_size
@@ -141,7 +146,8 @@ def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationCo
     positions = (valid.long().cumsum(1) - 1).clamp(min=0)
     caches = model.new_caches(B, L + cfg.max_new_tokens)
     mask = padded_causal_mask(valid, L) if padded else None
-    logits, _ = model(ids, positions=positions, mask=mask, caches=caches, last_only=True)
+    logits, _ = model(ids, positions=positions, mask=mask, caches=caches, last_only=True, **(media or {}))
+    suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=device)
     track_seen = cfg.repetition_penalty != 1.0
     seen = torch.zeros(B, V if track_seen else 1, dtype=torch.bool, device=device)
     if track_seen:
@@ -154,7 +160,10 @@ def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationCo
     done = torch.zeros(B, dtype=torch.bool, device=device)
     pos = positions[:, -1:]
     for step in range(cfg.max_new_tokens):
-        tok = next_tokens(logits[:, -1], cfg, seen, generator)
+        step_logits = logits[:, -1]
+        if len(suppress):
+            step_logits = step_logits.index_fill(1, suppress, float("-inf"))
+        tok = next_tokens(step_logits, cfg, seen, generator)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         yield tok
         if len(stop):
@@ -173,7 +182,8 @@ def sample_ids(model: nn.Module, prompts: Sequence[list[int]], cfg: GenerationCo
 
 
 @torch.inference_mode()
-def beam_search_ids(model: nn.Module, prompt: list[int], cfg: GenerationConfig, stop_ids: Sequence[int]) -> list[int]:
+def beam_search_ids(model: nn.Module, prompt: list[int], cfg: GenerationConfig, stop_ids: Sequence[int],
+                    media: Optional[dict] = None, suppress_ids: Sequence[int] = ()) -> list[int]:
     """Beam search for one prompt; returns the best continuation (stop token excluded).
 
     Hypotheses end at a stop token or at max_new_tokens; each is scored by its summed log-probability
@@ -185,11 +195,12 @@ def beam_search_ids(model: nn.Module, prompt: list[int], cfg: GenerationConfig, 
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
     caches = model.new_caches(nb, len(prompt) + cfg.max_new_tokens)
     for c in caches:  # the prompt is identical for every beam: run it once, copy the cache
-        c.k, c.v = c.k[:1], c.v[:1]
-    logits, _ = model(ids, caches=caches, last_only=True)
+        c.first_row()
+    logits, _ = model(ids, caches=caches, last_only=True, **(media or {}))
     for c in caches:
-        c.k, c.v = c.k.expand(nb, -1, -1, -1).contiguous(), c.v.expand(nb, -1, -1, -1).contiguous()
+        c.repeat_rows(nb)
     logits = logits.expand(nb, -1, -1)
+    suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=device)
     scores = torch.full((nb,), float("-inf"), device=device)
     scores[0] = 0.0  # all beams start equal: expand only the first, or every hypothesis appears nb times
     beams: list[list[int]] = [[] for _ in range(nb)]
@@ -206,7 +217,10 @@ def beam_search_ids(model: nn.Module, prompt: list[int], cfg: GenerationConfig, 
         for b, hyp in enumerate(beams):
             if hyp:
                 seen[b, hyp] = True
-        logp = apply_repetition_penalty(logits[:, -1].float(), seen, cfg.repetition_penalty).log_softmax(-1)
+        step_logits = logits[:, -1].float()
+        if len(suppress):
+            step_logits = step_logits.index_fill(1, suppress, float("-inf"))
+        logp = apply_repetition_penalty(step_logits, seen, cfg.repetition_penalty).log_softmax(-1)
         cand = (scores[:, None] + logp).view(-1)
         top_scores, top_idx = cand.topk(2 * nb)
         new_beams, new_scores, origins = [], [], []
@@ -257,29 +271,84 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
 
 def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
     context = model.config.block_size
-    return [fit_prompt(tokenizer.encode(p), context, cfg.max_new_tokens, cfg.truncate) for p in prompts]
+    per_image = getattr(model, "tokens_per_image", 1)
+    out = []
+    for p in prompts:
+        ids = tokenizer.encode(p)
+        if per_image > 1:
+            ids = expand_placeholders(ids, tokenizer.image_id, per_image)
+        fitted = fit_prompt(ids, context, cfg.max_new_tokens, cfg.truncate)
+        if fitted.count(tokenizer.image_id) != ids.count(tokenizer.image_id):
+            raise PromptTooLongError("truncating the prompt to fit the context would cut into an image: "
+                                     "shorten the text or lower max_new_tokens")
+        out.append(fitted)
+    return out
+
+
+ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+
+
+def prepare_media(model: nn.Module, images: Optional[Sequence[Sequence[ImageInput]]], n_prompts: int) -> dict:
+    """Per-prompt lists of images (paths, PIL images or preprocessed (3, S, S) tensors) -> model inputs."""
+    if not images or not any(images):
+        return {}
+    vision = getattr(model, "vision_config", None)
+    if vision is None:
+        raise GenerationError("this model has no image encoder: it cannot take images")
+    if len(images) != n_prompts:
+        raise GenerationError(f"images were given for {len(images)} prompts, but there are {n_prompts} prompts")
+    transform = ImageTransform(vision.image_size, tuple(vision.mean), tuple(vision.std))
+    tensors, rows = [], []
+    for r, row in enumerate(images):
+        for img in row:
+            tensors.append(img if isinstance(img, torch.Tensor) else preprocess(img, transform))
+            rows.append(r)
+    device = next(model.parameters()).device
+    return {"images": torch.stack(tensors).to(device), "image_rows": torch.tensor(rows, device=device)}
+
+
+def _image_lists(images, single: bool) -> Optional[list[list]]:
+    if images is None:
+        return None
+    if single:
+        return [[images] if isinstance(images, (str, Path, Image.Image, torch.Tensor)) else list(images)]
+    return [[im] if isinstance(im, (str, Path, Image.Image, torch.Tensor)) else list(im or []) for im in images]
+
+
+def _suppress(model: nn.Module, tokenizer: Tokenizer) -> list[int]:
+    """Placeholders stand for encoder outputs: a multimodal model must not write them."""
+    return [tokenizer.image_id, tokenizer.audio_id] if hasattr(model, "vision_config") else []
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str],
-             config: Optional[GenerationConfig] = None, **overrides) -> str | list[str]:
+             config: Optional[GenerationConfig] = None, images=None, **overrides) -> str | list[str]:
     """Continue each prompt; returns the new text only (a string for a string prompt, else a list).
 
+    images: for a multimodal model, what the prompt's `<image>` placeholders stand for, in order: for one
+    prompt an image or a list of images; for a list of prompts one image or list per prompt. An image is
+    a path, a PIL image or a preprocessed (3, S, S) tensor.
     Keyword overrides set fields of `config`, e.g. `generate(m, tok, "Hi", temperature=0.8, seed=1)`.
     """
     cfg = _config(config, overrides)
     single = isinstance(prompts, str)
     texts = [prompts] if single else list(prompts)
     ids = prepare_prompts(model, tokenizer, texts, cfg)
+    image_lists = _image_lists(images, single)
+    media = prepare_media(model, image_lists, len(ids))
+    suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training
     model.eval()
     try:
         if cfg.num_beams > 1:
-            outs = [beam_search_ids(model, p, cfg, stops) for p in ids]
+            outs = []
+            for i, p in enumerate(ids):
+                row_media = prepare_media(model, [image_lists[i]], 1) if image_lists else {}
+                outs.append(beam_search_ids(model, p, cfg, stops, row_media, suppress))
         else:
             outs = [[] for _ in ids]
             ended = [False] * len(ids)
-            for tok in sample_ids(model, ids, cfg, stops, tokenizer.pad_id):
+            for tok in sample_ids(model, ids, cfg, stops, tokenizer.pad_id, media, suppress):
                 for i, t in enumerate(tok.tolist()):
                     if ended[i]:
                         continue
@@ -298,7 +367,7 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
 
 
 def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional[GenerationConfig] = None,
-           **overrides) -> Iterator[str]:
+           images=None, **overrides) -> Iterator[str]:
     """Yield the continuation of one prompt piece by piece as it is generated (sampling or greedy).
 
     The concatenated pieces equal `generate(...)` with the same settings and seed.
@@ -307,12 +376,14 @@ def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional
     if cfg.num_beams > 1:
         raise GenerationError("streaming needs num_beams = 1: beam search only knows its answer at the end")
     (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg)
+    media = prepare_media(model, _image_lists(images, True), 1)
+    suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training
     model.eval()
 
     def tokens() -> Iterator[int]:
-        for tok in sample_ids(model, [ids], cfg, stops, tokenizer.pad_id):
+        for tok in sample_ids(model, [ids], cfg, stops, tokenizer.pad_id, media, suppress):
             t = int(tok[0])
             if t in stops:
                 return

@@ -1,8 +1,16 @@
-"""Pictures of a run, written as PNG next to it: the loss curve."""
+"""Pictures of a run, written as PNG next to it: the loss curve, and attention maps of generated captions."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .tokenizer import Tokenizer
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -38,6 +46,92 @@ def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     if train or val:
         ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+# --------------------------------------------------------------------------------------- attention maps
+@dataclass
+class WordAttention:
+    word: str
+    grid: np.ndarray  # (side, side) attention to the image's token grid, summing to the share the word gave it
+
+
+@torch.inference_mode()
+def image_attention(model: nn.Module, tokenizer: Tokenizer, image, prompt: str, completion_ids: list[int]
+                    ) -> list[WordAttention]:
+    """For each word of a completion, the decoder's attention to the image tokens, averaged over heads,
+    layers and the word's tokens.
+
+    The attention of a word is that of the positions that predicted its tokens. In prefix fusion it is
+    the self-attention onto the placeholder positions; in cross-attention fusion, the cross-attention
+    onto the image's vectors.
+    """
+    from .data.batch import expand_placeholders
+    from .generate import prepare_media
+
+    if not hasattr(model, "vision_config"):
+        raise ValueError("attention maps need a multimodal model (with an image encoder)")
+    prompt_ids = expand_placeholders(tokenizer.encode(prompt), tokenizer.image_id, model.tokens_per_image)
+    if prompt_ids.count(tokenizer.image_id) != model.tokens_per_image:
+        raise ValueError("an attention map needs a prompt with exactly one <image>")
+    ids = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)
+    cross = model.fusion == "cross_attention"
+    layers = [c.attn for c in model.cross] if cross else [b.attn for b in model.gpt.blocks]
+    was_training = model.training
+    model.eval()
+    try:
+        for layer in layers:
+            layer.record = []
+        model(ids, **prepare_media(model, [[image]], 1))
+        maps = torch.stack([layer.record[0][0] for layer in layers]).mean(dim=(0, 1))  # (T, S)
+    finally:
+        for layer in layers:
+            layer.record = None
+        model.train(was_training)
+    if not cross:
+        maps = maps[:, torch.tensor(prompt_ids, device=maps.device) == tokenizer.image_id]
+    side = model.vision_config.token_side()
+    words: list[WordAttention] = []
+    first = len(prompt_ids) - 1  # the position that predicts the first completion token
+    for j, tok in enumerate(completion_ids):
+        piece = tokenizer.decode([tok])
+        row = maps[first + j].float().cpu().numpy().reshape(side, side)
+        if words and not piece.startswith(" "):
+            words[-1].word += piece
+            words[-1].grid = np.concatenate([words[-1].grid[None], row[None]]).mean(0)  # pairwise mean
+        else:
+            words.append(WordAttention(piece.strip(), row))
+    return [w for w in words if w.word]
+
+
+def attention_figure(image: Image.Image, caption: str, words: list[WordAttention], png_path: str | Path,
+                     columns: int = 6) -> Path:
+    """The image with its caption, then one panel per word: the image under a heatmap of its attention."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(words) + 1
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.4), dpi=110, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    w, h = image.size
+    axes[0, 0].imshow(image)
+    axes[0, 0].set_title("image", fontsize=9)
+    for k, word in enumerate(words, start=1):
+        ax = axes.flat[k]
+        ax.imshow(image)
+        heat = word.grid / max(float(word.grid.max()), 1e-9)
+        ax.imshow(heat, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="bilinear", vmin=0, vmax=1)
+        ax.set_title(f"{word.word}  ({word.grid.sum():.0%})", fontsize=9)
+    fig.suptitle(caption, fontsize=10)
     fig.tight_layout()
     png_path = Path(png_path)
     fig.savefig(png_path)

@@ -40,6 +40,42 @@ class KVCache:
         self.k = self.k.index_select(0, index)
         self.v = self.v.index_select(0, index)
 
+    def first_row(self) -> None:
+        """Keep only row 0, before filling (beam search runs the shared prompt once)."""
+        self.k, self.v = self.k[:1], self.v[:1]
+
+    def repeat_rows(self, n: int) -> None:
+        """Copy the single filled row to n rows."""
+        self.k = self.k.expand(n, -1, -1, -1).contiguous()
+        self.v = self.v.expand(n, -1, -1, -1).contiguous()
+
+
+class MediaCache:
+    """Keys and values a cross-attention layer computed from encoder outputs, kept for every decoding step.
+
+    k, v (B, H, M, D) and valid (B, M) boolean (False at padding media tokens); empty until the prompt's
+    forward pass fills them.
+    """
+
+    def __init__(self):
+        self.k: Optional[torch.Tensor] = None
+        self.v: Optional[torch.Tensor] = None
+        self.valid: Optional[torch.Tensor] = None
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+            self.valid = self.valid.index_select(0, index)
+
+    def first_row(self) -> None:
+        pass
+
+    def repeat_rows(self, n: int) -> None:
+        if self.k is not None:
+            self.k = self.k.expand(n, -1, -1, -1).contiguous()
+            self.v = self.v.expand(n, -1, -1, -1).contiguous()
+            self.valid = self.valid.expand(n, -1).contiguous()
+
 
 def rope_tables(positions: torch.Tensor, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin for rotary embeddings at integer `positions` (B, T) -> (B, 1, T, D/2) each."""
@@ -70,6 +106,7 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.rope_theta = rope_theta
         self.causal = causal
+        self.record: Optional[list[torch.Tensor]] = None  # a list: attention maps (B, H, T, S) are appended
 
     def forward(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None) -> torch.Tensor:
@@ -90,7 +127,11 @@ class SelfAttention(nn.Module):
             past = cache.length
             k, v = cache.append(k, v)
         dropout = self.dropout if self.training else 0.0
-        if mask is None and (past == 0 or T == 1):
+        if self.record is not None:
+            if mask is None and self.causal and T > 1:
+                mask = causal_mask(T, past, x.device)
+            y = attend_and_record(q, k, v, mask, self.record)
+        elif mask is None and (past == 0 or T == 1):
             # A single new token may attend to everything cached, so causal masking is unnecessary.
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=self.causal and past == 0
                                                and T > 1)
@@ -100,6 +141,61 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.proj(y))
+
+
+def attend_and_record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                      record: list[torch.Tensor]) -> torch.Tensor:
+    """Attention written out (for inspection, not speed): appends the weights (B, H, T, S) to `record`."""
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1)
+    record.append(weights.detach())
+    return (weights @ v.float()).type_as(q)
+
+
+class CrossAttention(nn.Module):
+    """Queries from the decoder's tokens, keys and values from encoder outputs (no positions, no causality)."""
+
+    def __init__(self, n_embd: int, n_head: int, media_dim: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.n_head = n_head
+        self.head_size = n_embd // n_head
+        self.q = nn.Linear(n_embd, n_embd, bias=bias)
+        self.kv = nn.Linear(media_dim, 2 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.record: Optional[list[torch.Tensor]] = None
+
+    def forward(self, x: torch.Tensor, media: Optional[torch.Tensor] = None, media_valid: Optional[torch.Tensor] = None,
+                cache: Optional[MediaCache] = None) -> torch.Tensor:
+        """x (B, T, C), media (B, M, media_dim), media_valid (B, M) boolean -> (B, T, C).
+
+        With a cache that is already filled, media may be None: the stored keys and values are used.
+        """
+        B, T, C = x.shape
+        q = self.q(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)
+        if cache is not None and cache.k is not None:
+            k, v, media_valid = cache.k, cache.v, cache.valid
+        else:
+            if media is None:
+                raise ValueError("cross-attention needs encoder outputs (media) on the first call")
+            M = media.shape[1]
+            k, v = self.kv(media).view(B, M, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
+            if media_valid is None:
+                media_valid = torch.ones(B, M, dtype=torch.bool, device=x.device)
+            if cache is not None:
+                cache.k, cache.v, cache.valid = k, v, media_valid
+        # A row without any media attends to its padding (no softmax over nothing), then outputs zeros.
+        has_media = media_valid.any(-1)
+        mask = (media_valid | ~has_media[:, None])[:, None, None, :]
+        if self.record is not None:
+            y = attend_and_record(q, k, v, mask, self.record)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        y = torch.where(has_media[:, None, None, None], y, torch.zeros_like(y))
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 def causal_mask(t: int, past: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -5,17 +5,18 @@ With `position: learned`, `bias: true` and `tie_embeddings: true` the parameter 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..data.batch import IGNORE_INDEX
 from .attention import KVCache, sinusoidal_table
 from .block import Block
 
-IGNORE_INDEX = -100  # label value that takes no part in the loss
+__all__ = ["GPT", "IGNORE_INDEX"]
 
 
 class GPT(nn.Module):
@@ -75,13 +76,15 @@ class GPT(nn.Module):
     def forward(self, idx: Optional[torch.Tensor] = None, targets: Optional[torch.Tensor] = None, *,
                 inputs_embeds: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, caches: Optional[list[KVCache]] = None,
-                last_only: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                last_only: bool = False, before_block: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Token ids idx (B, T) (or inputs_embeds (B, T, C) without positions added) -> logits (B, T, V).
 
         targets (B, T): next-token labels, IGNORE_INDEX where no loss is wanted; the mean cross-entropy
         is returned as the second value. positions (B, T) default to past..past+T-1, where past is the
         number of cached tokens; callers that pass positions keep them below model.block_size. mask (B, 1, T, S) boolean, see `SelfAttention`. caches: one KVCache per
         block, filled in place. last_only: compute logits for the last position only (B, 1, V).
+        before_block(i, x) -> x runs before block i (how cross-attention layers are inserted).
         """
         x = self.wte(idx) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
@@ -94,6 +97,8 @@ class GPT(nn.Module):
             positions = torch.arange(past, past + T, device=x.device)[None]
         x = self.add_positions(x, positions)
         for i, block in enumerate(self.blocks):
+            if before_block is not None:
+                x = before_block(i, x)
             x = block(x, positions, mask, caches[i] if caches else None)
         x = self.ln_f(x)
         if last_only:

@@ -20,7 +20,7 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from ..config import Config, ConfigError
-from ..model.gpt import GPT
+from ..model.omni import build_model
 from ..tokenizer import Tokenizer, TokenizerError
 
 PREFIX = "step-"
@@ -35,7 +35,7 @@ class CheckpointError(ValueError):
 class Checkpoint:
     path: Path
     config: Config
-    model: GPT
+    model: nn.Module  # a GPT, or an OmniGPT when the config has a vision section
     tokenizer: Tokenizer
     step: int
 
@@ -138,7 +138,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
     except TokenizerError as exc:
         raise CheckpointError(f"{folder}: {exc}") from None
-    model = GPT(config.model)
+    model = build_model(config, tokenizer.image_id)
     weights = folder / "model.safetensors"
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))

@@ -15,23 +15,19 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import Config, ConfigError
-from ..data.text import DataError
-from ..data.text import FIMTokens, TokenWindows, load_tokens, prepare_tokens, read_corpus
-from ..model.gpt import GPT
-from ..tokenizer import Tokenizer
+from ..model.omni import build_model
 from ..viz import loss_curve
 from . import distributed
-from .checkpoint import (list_checkpoints, write_atomic, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
-                         save_checkpoint)
+from .checkpoint import (list_checkpoints, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
+                         resolve, save_checkpoint, write_atomic)
+from .datasets import TrainingData, prepare
 from .optim import build_optimizer, learning_rate
-
-VAL_SEED = 987_654_321  # validation windows are fixed for a run, whatever the training seed
-
 
 @dataclass
 class TrainResult:
@@ -41,31 +37,6 @@ class TrainResult:
     val_loss: Optional[float]
     checkpoint: Optional[Path]
     seconds: float
-
-
-def prepare_run_data(config: Config, run_dir: Path, env: distributed.DistEnv) -> Tokenizer:
-    """Train or load the tokenizer and tokenize the corpus into run_dir/data, once (on the main process)."""
-    tok_path = run_dir / "tokenizer.json"
-    data_dir = run_dir / "data"
-    if env.is_main:
-        docs = None
-        if tok_path.is_file():
-            tokenizer = Tokenizer.load(tok_path)
-        elif config.data.tokenizer_path:
-            tokenizer = Tokenizer.load(config.data.tokenizer_path)
-        else:
-            docs = read_corpus(config.data.corpus, config.data.encoding_errors)
-            tokenizer = Tokenizer.create(config.data.tokenizer, docs, config.model.vocab_size)
-        if tokenizer.vocab_size > config.model.vocab_size:
-            raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
-                             f"{config.model.vocab_size}: raise model.vocab_size")
-        if not tok_path.is_file():
-            tokenizer.save(tok_path)
-        if not (data_dir / "meta.json").is_file():
-            docs = docs if docs is not None else read_corpus(config.data.corpus, config.data.encoding_errors)
-            prepare_tokens(docs, tokenizer, data_dir, config.data.val_fraction)
-    distributed.barrier(env)
-    return Tokenizer.load(tok_path)
 
 
 def _gather_rng(env: distributed.DistEnv) -> dict[str, torch.Tensor]:
@@ -102,19 +73,45 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, windows: TokenWindows, batches: int, batch_size: int,
+def validation_loss(model: nn.Module, data: TrainingData, batches: int, batch_size: int,
                     autocast: contextlib.AbstractContextManager, device: str) -> float:
-    """Mean loss over a fixed set of validation windows."""
+    """Mean loss over a fixed set of validation batches."""
     was_training = model.training
     model.eval()
     total = 0.0
     for i in range(batches):
-        x, y = windows.batch(i, batch_size)
         with autocast:
-            _, loss = model(x.to(device), y.to(device))
+            _, loss = model(**data.val_batch(i, batch_size).to(device).model_inputs())
         total += float(loss)
     model.train(was_training)
     return total / batches
+
+
+def init_weights(model: nn.Module, source: str | Path) -> None:
+    """Copy weights from a checkpoint: a text GPT's go into the decoder, an omni model's wherever names match."""
+    weights = resolve(source) / "model.safetensors"
+    target = getattr(model, "gpt", model)
+    with safe_open(str(weights), framework="pt") as f:
+        names = list(f.keys())
+    into = model if any(n.startswith("gpt.") for n in names) else target
+    missing, unexpected = load_model(into, str(weights), strict=False)
+    wanted = {n for n, _ in target.named_parameters()}
+    if into is target:
+        missing = [m for m in missing if m in wanted]
+    else:
+        missing = [m for m in missing if m.startswith("gpt.")]
+    if missing or unexpected:
+        raise ConfigError(f"train.init_from {source}: its weights do not fit this model's decoder (missing "
+                          f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}); use its model config")
+
+
+def freeze(model: nn.Module, parts: list[str]) -> None:
+    if not parts:
+        return
+    if not hasattr(model, "modules_to_freeze"):
+        raise ConfigError(f"train.freeze {parts} needs a multimodal model (a config with a 'vision' section)")
+    for module in model.modules_to_freeze(parts):
+        module.requires_grad_(False)
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -136,9 +133,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_atomic(path, "".join(line + "\n" for line in keep))
 
 
+def _adopt_model_config(cfg: Config, source: str) -> None:
+    """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, if it has one, image encoder)."""
+    folder = resolve(source)
+    start = Config.load(folder / "config.yaml")
+    cfg.model = start.model
+    if start.vision is not None and cfg.vision is not None:
+        cfg.vision, cfg.fusion = start.vision, start.fusion
+    cfg.validate()
+
+
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: Optional[int] = None,
           progress: bool = True) -> TrainResult:
-    """Pretrain a GPT on config.data.corpus; checkpoints, metrics.jsonl and loss.png go to out_dir.
+    """Pretrain a GPT on config.data.corpus, or fine-tune on config.data.sources (image-text examples);
+    checkpoints, metrics.jsonl and loss.png go to out_dir.
 
     resume: continue from out_dir's latest checkpoint, exactly as if the run had never stopped.
     stop_at_step: end (with a checkpoint) after this step without changing the schedule, which still
@@ -161,22 +169,18 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     elif list_checkpoints(run_dir) or (run_dir / "data").exists():
         raise ConfigError(f"{run_dir} already holds a training run: continue it with --resume (resume=True), "
                           f"or choose a new output folder")
+    if tc.init_from and not resume:
+        _adopt_model_config(cfg, tc.init_from)
     if env.is_main:
         write_atomic(run_dir / "config.yaml", cfg.to_yaml())
-    tokenizer = prepare_run_data(cfg, run_dir, env)
+    data = prepare(cfg, run_dir, env)
+    tokenizer = data.tokenizer
 
     torch.manual_seed(tc.seed)  # the same initial weights on every process
-    fim = FIMTokens(tokenizer.fim_prefix_id, tokenizer.fim_middle_id, tokenizer.fim_suffix_id)
-    train_windows = TokenWindows(load_tokens(run_dir / "data", "train"), cfg.model.block_size, tc.seed,
-                                 cfg.data.fim_rate, fim)
-    val_tokens = load_tokens(run_dir / "data", "val")
-    if len(val_tokens) < 3:
-        raise DataError(f"the validation split has {len(val_tokens)} tokens; give more text or raise "
-                        f"data.val_fraction")
-    val_block = min(cfg.model.block_size, len(val_tokens) - 1)
-    val_windows = TokenWindows(val_tokens, val_block, VAL_SEED)
-
-    model = GPT(cfg.model).to(env.device)
+    model = build_model(cfg, tokenizer.image_id).to(env.device)
+    if tc.init_from and state is None:
+        init_weights(model, tc.init_from)
+    freeze(model, tc.freeze)
     optimizer = build_optimizer(model, tc)
     torch.manual_seed(tc.seed + env.rank)  # then each process draws its own dropout masks
     if state is not None:
@@ -201,7 +205,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0  # for the record; budgets are per call
     t0 = time.time()
     bar = tqdm(total=end_step, initial=start_step, disable=not (progress and env.is_main), unit="step",
-               dynamic_ncols=True, desc="pretrain")
+               dynamic_ncols=True, desc="finetune" if cfg.data.sources else "pretrain")
     step = start_step
     train_loss = float("nan")
     val_loss: Optional[float] = state["meta"].get("val_loss") if state else None
@@ -223,12 +227,11 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         total = torch.zeros((), device=env.device)
         for micro in range(tc.grad_accum):
             first = (micro * env.world_size + env.rank) * tc.batch_size
-            x, y = train_windows.batch(step, global_batch, first, first + tc.batch_size)
-            x, y = x.to(env.device), y.to(env.device)
+            batch = data.train_batch(step, global_batch, first, first + tc.batch_size).to(env.device)
             sync = micro == tc.grad_accum - 1 or not env.enabled
             with (contextlib.nullcontext() if sync else step_model.no_sync()):
                 with autocast:
-                    _, loss = step_model(x, y)
+                    _, loss = step_model(**batch.model_inputs())
                 (loss / tc.grad_accum).backward()
             total += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
@@ -247,7 +250,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         out_of_time = tc.max_minutes is not None and (time.time() - t0) / 60 >= tc.max_minutes
         stop = distributed.agree(out_of_time, env) or step == end_step
         if step % tc.eval_interval == 0 or stop:
-            val_loss = validation_loss(model, val_windows, tc.eval_batches, tc.batch_size, autocast, env.device)
+            val_loss = validation_loss(model, data, tc.eval_batches, tc.batch_size, autocast, env.device)
             if env.is_main:
                 _append_metrics(metrics_path, {"step": step, "split": "val", "loss": round(val_loss, 6)})
                 loss_curve(metrics_path, run_dir / "loss.png")

@@ -1,0 +1,90 @@
+"""The one batch type every model in omnigpt takes, and the collate that builds it from examples.
+
+A training example is a prompt (no loss), a target (loss) and the images its `<image>` placeholders stand
+for. Collate joins prompt + target + end-of-text, shifts by one for next-token labels, right-pads rows with
+the pad token (labels IGNORE_INDEX there and on the prompt), and stacks all images of the batch in reading
+order with the row each belongs to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .text import DataError
+
+IGNORE_INDEX = -100  # label value that takes no part in the loss
+
+
+@dataclass
+class Example:
+    prompt: list[int]  # token ids, placeholders already expanded (see expand_placeholders)
+    target: list[int]  # token ids the loss is taken on (end-of-text is appended by collate)
+    images: list[torch.Tensor] = field(default_factory=list)  # (3, S, S) each, in placeholder order
+    task: str = ""
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B, T) input token ids
+    targets: Optional[torch.Tensor] = None  # (B, T) next-token labels, IGNORE_INDEX where no loss
+    images: Optional[torch.Tensor] = None  # (N, 3, S, S) every image of the batch in reading order
+    image_rows: Optional[torch.Tensor] = None  # (N,) the row each image belongs to
+    tasks: list[str] = field(default_factory=list)
+
+    def to(self, device: str | torch.device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return replace(self, ids=move(self.ids), targets=move(self.targets), images=move(self.images),
+                       image_rows=move(self.image_rows))
+
+    def model_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images."""
+        inputs: dict[str, Any] = {"idx": self.ids, "targets": self.targets}
+        if self.images is not None:
+            inputs["images"] = self.images
+            inputs["image_rows"] = self.image_rows
+        return inputs
+
+
+def expand_placeholders(ids: Sequence[int], placeholder: int, n: int) -> list[int]:
+    """Each placeholder id becomes n copies: the slots that n image vectors will fill."""
+    out: list[int] = []
+    for t in ids:
+        if t == placeholder:
+            out.extend([placeholder] * n)
+        else:
+            out.append(t)
+    return out
+
+
+def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: int) -> Batch:
+    """Examples -> one right-padded Batch of at most block_size positions.
+
+    A target that runs past the context is cut (the model then sees no end-of-text for it); a prompt that
+    alone fills the context is an error, since nothing would be learned from it.
+    """
+    rows, labels, images, image_rows = [], [], [], []
+    for r, ex in enumerate(examples):
+        if len(ex.prompt) >= block_size:
+            raise DataError(f"a prompt of {len(ex.prompt)} tokens (images included) leaves no room for its "
+                            f"target in the context of {block_size} tokens: raise model.block_size or use "
+                            f"fewer image tokens (vision.reduce)")
+        seq = (list(ex.prompt) + list(ex.target) + [eos_id])[:block_size + 1]
+        x = seq[:-1]
+        y = [IGNORE_INDEX] * (len(ex.prompt) - 1) + seq[len(ex.prompt):]
+        rows.append(x)
+        labels.append(y)
+        images.extend(ex.images)
+        image_rows.extend([r] * len(ex.images))
+    T = max(len(x) for x in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+    for r, (x, y) in enumerate(zip(rows, labels)):
+        ids[r, :len(x)] = torch.tensor(x, dtype=torch.long)
+        targets[r, :len(y)] = torch.tensor(y, dtype=torch.long)
+    batch = Batch(ids, targets, tasks=[ex.task for ex in examples])
+    if images:
+        batch.images = torch.stack(images)
+        batch.image_rows = torch.tensor(image_rows, dtype=torch.long)
+    return batch

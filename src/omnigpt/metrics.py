@@ -1,0 +1,196 @@
+"""Caption and visual-question-answering metrics: BLEU-4, CIDEr-D, exact match, VQA accuracy, and the
+per-question-type majority baseline a VQA model must beat.
+
+Pure functions of strings; no model code, so `evaluate.py` and tests can use them alike.
+"""
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections import Counter, defaultdict
+from typing import Hashable, Sequence, Union
+
+from sacrebleu.metrics import BLEU
+
+Answers = Union[str, Sequence[str]]  # one answer, or the several human answers of a VQA v2 question
+
+ARTICLES = {"a", "an", "the"}
+NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+                "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+
+
+def normalize_caption(text: str) -> str:
+    """Lower case; apostrophes removed (so "dog's" -> "dogs", "don't" -> "dont" stay one word); every other
+    punctuation character (Unicode category P*: .,;:!?-"()[] ...) replaced by a space; runs of whitespace
+    collapsed to one space, none at the ends. Symbols such as $ + = are kept."""
+    text = text.lower().replace("'", "").replace("\u2019", "")
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+def normalize_answer(text: str) -> str:
+    """A VQA answer for exact matching: `normalize_caption`, then articles (a, an, the) dropped and number
+    words zero..ten written as digits ("Two dogs." -> "2 dogs")."""
+    words = [NUMBER_WORDS.get(w, w) for w in normalize_caption(text).split() if w not in ARTICLES]
+    return " ".join(words)
+
+
+def _check_pairs(predictions: Sequence[str], references: Sequence, name: str) -> None:
+    if isinstance(predictions, str) or isinstance(references, str):
+        raise TypeError(f"predictions and {name} must be lists, not a single string")
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} {name}: "
+                         f"need one entry of {name} per prediction")
+    if not predictions:
+        raise ValueError("nothing to score: predictions is empty")
+
+
+def _check_reference_lists(references: Sequence[Sequence[str]]) -> None:
+    for i, refs in enumerate(references):
+        if isinstance(refs, str):  # a string is a sequence too: one caption would become many 1-letter ones
+            raise TypeError(f"references[{i}] must be a list of strings, got the string {refs!r}")
+        if len(refs) == 0:
+            raise ValueError(f"references[{i}] is empty: every prediction needs at least one reference")
+
+
+def bleu4(predictions: list[str], references: list[list[str]]) -> float:
+    """Corpus BLEU-4 (0..100) by sacrebleu with its defaults (13a tokenizer, case-sensitive, exponential
+    smoothing); normalize both sides with `normalize_caption` first for the usual caption setting.
+
+    references[i] holds the reference captions of prediction i; the counts may differ. sacrebleu takes
+    reference *streams* (stream k = the k-th reference of every segment) and drops `None` entries per segment,
+    so shorter lists are padded with None; a padded segment is scored exactly as with its own references.
+    """
+    _check_pairs(predictions, references, "references")
+    _check_reference_lists(references)
+    width = max(len(refs) for refs in references)
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
+    return float(BLEU(max_ngram_order=4).corpus_score(list(predictions), streams).score)
+
+
+def _ngrams(words: list[str], n: int) -> Counter:
+    """Counts of every 1..n-gram (tuples of words)."""
+    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+
+
+def _tfidf(counts: Counter, idf: dict, default_idf: float, n: int) -> tuple[list[dict], list[float]]:
+    """Per n-gram order: the vector {g: count * idf(g)} and its Euclidean norm."""
+    vecs: list[dict] = [{} for _ in range(n)]
+    for g, tf in counts.items():
+        vecs[len(g) - 1][g] = tf * idf.get(g, default_idf)
+    return vecs, [math.sqrt(sum(w * w for w in v.values())) for v in vecs]
+
+
+def _clipped_cosine(pred: dict, pred_norm: float, ref: dict, ref_norm: float) -> float:
+    if pred_norm == 0.0 or ref_norm == 0.0:
+        return 0.0
+    dot = sum(min(w, ref.get(g, 0.0)) * ref.get(g, 0.0) for g, w in pred.items())
+    return dot / (pred_norm * ref_norm)
+
+
+def cider_d(predictions: list[str], references: list[list[str]], sigma: float = 6.0,
+            n: int = 4) -> tuple[float, list[float]]:
+    """CIDEr-D (Vedantam et al. 2015, as in the coco-caption code): the corpus mean and the score of each image.
+
+    Captions are tokenized as `normalize_caption(text).split()`. With N = number of images (predictions),
+    R_i the references of image i, and g an n-gram of order k = 1..n:
+
+        df(g)      = number of images i whose references R_i contain g (reference sets of this corpus only)
+        idf(g)     = log(N) - log(max(1, df(g)))          (n-grams seen in no reference get log N)
+        v_k(s)[g]  = count of g in s * idf(g)             (raw counts, only n-grams of order k)
+        sim_k(c,r) = sum_g min(v_k(c)[g], v_k(r)[g]) * v_k(r)[g] / (|v_k(c)| |v_k(r)|)   (0 if a norm is 0)
+        penalty    = exp(-(len(c) - len(r))^2 / (2 sigma^2))                              (len in words)
+        CIDEr-D(c_i, R_i) = 10 * (1/n) sum_k (1/|R_i|) sum_{r in R_i} sim_k(c_i, r) * penalty
+
+    The min() clipping keeps a repeated word from earning more than the references hold. A one-image corpus
+    scores 0 (log N = 0): CIDEr-D is a corpus-relative metric.
+    """
+    _check_pairs(predictions, references, "references")
+    _check_reference_lists(references)
+    if n < 1 or sigma <= 0:
+        raise ValueError(f"need n >= 1 and sigma > 0, got n={n}, sigma={sigma}")
+    pred_words = [normalize_caption(p).split() for p in predictions]
+    ref_words = [[normalize_caption(r).split() for r in refs] for refs in references]
+    ref_counts = [[_ngrams(w, n) for w in refs] for refs in ref_words]
+    df: Counter = Counter()
+    for counts in ref_counts:
+        df.update(set().union(*counts))
+    log_n = math.log(len(predictions))
+    idf = {g: log_n - math.log(d) for g, d in df.items()}
+
+    scores = []
+    for words, refs, counts in zip(pred_words, ref_words, ref_counts):
+        p_vec, p_norm = _tfidf(_ngrams(words, n), idf, log_n, n)
+        total = 0.0
+        for r_words, r_counts in zip(refs, counts):
+            r_vec, r_norm = _tfidf(r_counts, idf, log_n, n)
+            penalty = math.exp(-((len(words) - len(r_words)) ** 2) / (2 * sigma ** 2))
+            total += sum(_clipped_cosine(p_vec[k], p_norm[k], r_vec[k], r_norm[k]) for k in range(n)) * penalty
+        scores.append(10.0 * total / n / len(refs))
+    return sum(scores) / len(scores), scores
+
+
+def _vqa_score(prediction: str, answers: Answers) -> float:
+    """1/0 exact match against one answer; min(1, matches / 3) against a list of human answers (VQA v2)."""
+    pred = normalize_answer(prediction)
+    if isinstance(answers, str):
+        return float(pred == normalize_answer(answers))
+    if len(answers) == 0:
+        raise ValueError("an empty list of answers cannot score a prediction")
+    matches = sum(pred == normalize_answer(a) for a in answers)
+    return min(1.0, matches / 3)
+
+
+def vqa_accuracy(predictions: list[str], answers: list[Answers]) -> float:
+    """Mean VQA score (0..1) after `normalize_answer`. An entry of `answers` is one answer (exact match) or the
+    list of human answers of VQA v2, scored min(1, matches / 3): three annotators agreeing earn full credit.
+    (The official VQA script averages this over the 10 leave-one-annotator-out subsets, which differs slightly
+    when 1..3 of 10 annotators match.)"""
+    _check_pairs(predictions, answers, "answers")
+    return sum(_vqa_score(p, a) for p, a in zip(predictions, answers)) / len(predictions)
+
+
+def exact_match(predictions: list[str], references: list[Answers]) -> float:
+    """Fraction (0..1) of predictions equal to their reference after `normalize_caption`; a list of references
+    counts as a match when any one of them matches."""
+    _check_pairs(predictions, references, "references")
+    hits = 0
+    for pred, refs in zip(predictions, references):
+        options = [refs] if isinstance(refs, str) else refs
+        hits += normalize_caption(pred) in {normalize_caption(r) for r in options}
+    return hits / len(predictions)
+
+
+def accuracy_by_type(predictions: list[str], answers: list[Answers], types: list[Hashable]) -> dict:
+    """{question type: mean VQA score (0..1)} in order of first appearance, scored as in `vqa_accuracy`."""
+    _check_pairs(predictions, answers, "answers")
+    _check_pairs(predictions, types, "types")
+    per_type: dict = defaultdict(list)
+    for pred, ans, kind in zip(predictions, answers, types):
+        per_type[kind].append(_vqa_score(pred, ans))
+    return {kind: sum(s) / len(s) for kind, s in per_type.items()}
+
+
+def _consensus(answers: Answers) -> str:
+    """The answer of a question: itself, or the most common of its human answers (first seen wins ties)."""
+    if isinstance(answers, str):
+        return normalize_answer(answers)
+    return Counter(normalize_answer(a) for a in answers).most_common(1)[0][0]
+
+
+def majority_baseline(train_answers: list[Answers], train_types: list[Hashable], test_answers: list[Answers],
+                      test_types: list[Hashable]) -> dict:
+    """{question type: accuracy (0..1)} on the test set of always answering, for each question type, the most
+    common training answer of that type (each training question contributes its consensus answer; ties go to
+    the answer seen first). A type absent from training gets the most common training answer overall."""
+    _check_pairs(train_answers, train_types, "train_types")
+    _check_pairs(test_answers, test_types, "test_types")
+    by_type: dict = defaultdict(Counter)
+    overall: Counter = Counter()
+    for ans, kind in zip(train_answers, train_types):
+        answer = _consensus(ans)
+        by_type[kind][answer] += 1
+        overall[answer] += 1
+    fallback = overall.most_common(1)[0][0]
+    guesses = [by_type[k].most_common(1)[0][0] if k in by_type else fallback for k in test_types]
+    return accuracy_by_type(guesses, test_answers, test_types)

@@ -1,0 +1,153 @@
+"""OmniGPT: image encoder + projector + the GPT decoder, joined by early fusion or gated cross-attention.
+
+prefix fusion: the prompt holds `vision.tokens` copies of the `<image>` id per image (see
+`data.batch.expand_placeholders`); their embeddings are replaced by the projected image vectors.
+cross_attention fusion: the prompt holds one `<image>` token per image; every text token of a row reads
+all of that row's image vectors through the gated cross-attention layers.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..config import Config
+from .attention import KVCache, MediaCache
+from .fusion import GatedCrossAttention, Projector, place_at_placeholders
+from .gpt import GPT
+from .vision import build_vision_encoder
+
+
+class OmniGPT(nn.Module):
+    def __init__(self, config: Config, image_token_id: int):
+        super().__init__()
+        if config.vision is None:
+            raise ValueError("OmniGPT needs a 'vision' section in the config")
+        self.full_config = config
+        self.config = config.model  # what generation reads: block_size, vocab_size
+        self.vision_config = config.vision
+        self.fusion = config.fusion.mode
+        self.image_token_id = image_token_id
+        self.gpt = GPT(config.model)
+        self.vision = build_vision_encoder(config.vision)
+        self.projector = Projector(self.vision.out_dim, config.model.n_embd, config.fusion.projector)
+        self.cross_at: list[int] = []
+        if self.fusion == "cross_attention":
+            m = config.model
+            self.cross_at = list(range(0, m.n_layer, config.fusion.cross_every))
+            self.cross = nn.ModuleList(GatedCrossAttention(m.n_embd, m.n_head, m.dropout, m.bias, m.norm_eps)
+                                       for _ in self.cross_at)
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Placeholder tokens one image takes in a prompt."""
+        return self.vision_config.tokens if self.fusion == "prefix" else 1
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """images (N, 3, S, S) -> projected vectors (N, vision.tokens, n_embd)."""
+        return self.projector(self.vision(images))
+
+    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, *,
+                images: Optional[torch.Tensor] = None, image_rows: Optional[torch.Tensor] = None,
+                positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+                caches: Optional[list] = None, last_only: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Token ids idx (B, T) with placeholders, images (N, 3, S, S), image_rows (N,) -> (logits, loss).
+
+        Images are needed on the pass that first sees their placeholders (training, or a prompt's first
+        decoding pass); later decoding steps read the KV / media caches. The other arguments are GPT's.
+        """
+        B = idx.shape[0]
+        is_ph = idx == self.image_token_id
+        first_pass = not caches or caches[0].length == 0
+        n_images = 0 if images is None else images.shape[0]
+        if image_rows is None and n_images:
+            image_rows = self._rows_from_placeholders(is_ph, n_images)
+        if first_pass:
+            self._check_placeholders(is_ph, n_images, image_rows)
+        x = self.gpt.wte(idx)
+        vectors = self.encode_images(images) if n_images else None
+        before_block = None
+        if self.fusion == "prefix" and vectors is not None:
+            x = place_at_placeholders(x, is_ph, vectors)
+        elif self.fusion == "cross_attention":
+            media, media_valid = self._media_per_row(vectors, image_rows, B, x)
+            gpt_caches = caches[:self.gpt.config.n_layer] if caches else None
+            media_caches = caches[self.gpt.config.n_layer:] if caches else [None] * len(self.cross_at)
+            layer_of = {block: j for j, block in enumerate(self.cross_at)}
+
+            def before_block(i: int, h: torch.Tensor) -> torch.Tensor:
+                j = layer_of.get(i)
+                cache = media_caches[j] if j is not None else None
+                if j is None or (media is None and (cache is None or cache.k is None)):
+                    return h  # no image in this batch: the layer has nothing to read
+                return self.cross[j](h, media, media_valid, cache)
+
+            caches = gpt_caches
+        return self.gpt(targets=targets, inputs_embeds=x, positions=positions, mask=mask, caches=caches,
+                        last_only=last_only, before_block=before_block)
+
+    def _rows_from_placeholders(self, is_ph: torch.Tensor, n_images: int) -> torch.Tensor:
+        per_row = is_ph.sum(1) // self.tokens_per_image
+        return torch.repeat_interleave(torch.arange(is_ph.shape[0], device=is_ph.device), per_row)[:n_images]
+
+    def _check_placeholders(self, is_ph: torch.Tensor, n_images: int, image_rows: Optional[torch.Tensor]) -> None:
+        n = self.tokens_per_image
+        counts = is_ph.sum(1).tolist()
+        given = [0] * len(counts)
+        if n_images:
+            for r in image_rows.tolist():
+                given[r] += 1
+        for r, (c, g) in enumerate(zip(counts, given)):
+            if c != g * n:
+                found = f"{c // n} <image> placeholder(s)" if c % n == 0 else f"{c} placeholder tokens"
+                raise ValueError(f"prompt {r} has {found} but {g} image(s) were given"
+                                 + (f" (an image takes {n} placeholder tokens)" if n > 1 else ""))
+
+    def _media_per_row(self, vectors: Optional[torch.Tensor], image_rows: Optional[torch.Tensor], B: int,
+                       like: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(N, n, C) image vectors -> media (B, M, C) with each row's images concatenated, valid (B, M)."""
+        if vectors is None:
+            return None, None
+        N, n, C = vectors.shape
+        per_row = torch.bincount(image_rows, minlength=B)
+        M = int(per_row.max()) * n
+        media = like.new_zeros(B, max(M, n), C)
+        valid = torch.zeros(B, max(M, n), dtype=torch.bool, device=like.device)
+        slot = torch.zeros(B, dtype=torch.long)
+        for i, r in enumerate(image_rows.tolist()):
+            s = int(slot[r]) * n
+            media[r, s:s + n] = vectors[i].to(media.dtype)
+            valid[r, s:s + n] = True
+            slot[r] += 1
+        return media, valid
+
+    def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list:
+        """The decoder's KV caches, then one media cache per cross-attention layer."""
+        caches: list = self.gpt.new_caches(batch, max_len, dtype)
+        return caches + [MediaCache() for _ in self.cross_at]
+
+    def modules_to_freeze(self, names: list[str]) -> list[nn.Module]:
+        parts = {"vision": [self.vision], "projector": [self.projector], "decoder": [self.gpt],
+                 "cross_attention": [self.cross] if self.cross_at else []}
+        return [m for name in names for m in parts[name]]
+
+    def attention_records(self, on: bool) -> list[list[torch.Tensor]]:
+        """Switch recording of decoder self-attention weights on (one list per block) or off."""
+        records = []
+        for block in self.gpt.blocks:
+            block.attn.record = [] if on else None
+            records.append(block.attn.record)
+        return records
+
+
+def build_model(config: Config, image_token_id: Optional[int] = None) -> nn.Module:
+    """A text GPT, or an OmniGPT when the config has a vision section."""
+    if config.vision is None:
+        return GPT(config.model)
+    if image_token_id is None:
+        raise ValueError("a multimodal model needs the tokenizer's <image> token id")
+    return OmniGPT(config, image_token_id)

@@ -1,0 +1,273 @@
+"""What a training run learns from: token windows (pretraining) or image-text examples (fine-tuning).
+
+Both give the trainer the same three things: the tokenizer, `train_batch(step, count, start, stop)` (rows
+start..stop of step `step`'s global batch, a pure function of the seed and the step, so resumed and
+multi-process runs see the same data), and `val_batch(i, batch_size)` (fixed validation batches).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol, Sequence
+
+from PIL import Image
+
+from ..config import Config, ConfigError
+from ..data import builtin
+from ..data.batch import Batch, Example, collate, expand_placeholders
+from ..data.image import Augment, ImageTransform, preprocess
+from ..data.sources import ImageText, read_source
+from ..data.text import DataError, FIMTokens, TokenWindows, load_tokens, prepare_tokens, read_corpus
+from ..tokenizer import Tokenizer
+from . import distributed
+
+VAL_SEED = 987_654_321  # validation data is fixed for a run, whatever the training seed
+BUILTIN_SCENES = "builtin:scenes"
+BUILTIN_SEED = 0  # the built-in scenes are one fixed dataset; the training seed only changes the sampling
+BUILTIN_VAL_SCENES = 256
+TOKENIZER_SCENES = 3000  # built-in scenes whose texts train a BPE tokenizer
+
+
+class TrainingData(Protocol):
+    tokenizer: Tokenizer
+
+    def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch: ...
+
+    def val_batch(self, i: int, batch_size: int) -> Batch: ...
+
+
+# ------------------------------------------------------------------------------------------------ text
+class TextData:
+    """Pretraining: random windows of a tokenized corpus (see `data.text.TokenWindows`)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        fim = FIMTokens(tokenizer.fim_prefix_id, tokenizer.fim_middle_id, tokenizer.fim_suffix_id)
+        self.train = TokenWindows(load_tokens(run_dir / "data", "train"), cfg.model.block_size, cfg.train.seed,
+                                  cfg.data.fim_rate, fim)
+        val_tokens = load_tokens(run_dir / "data", "val")
+        if len(val_tokens) < 3:
+            raise DataError(f"the validation split has {len(val_tokens)} tokens; give more text or raise "
+                            f"data.val_fraction")
+        self.val = TokenWindows(val_tokens, min(cfg.model.block_size, len(val_tokens) - 1), VAL_SEED)
+
+    def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
+        return Batch(*self.train.batch(step, count, start, stop))
+
+    def val_batch(self, i: int, batch_size: int) -> Batch:
+        return Batch(*self.val.batch(i, batch_size))
+
+
+def load_or_create_tokenizer(cfg: Config, run_dir: Path, texts: Callable[[], list[str]]) -> Tokenizer:
+    """The run's tokenizer: kept in run_dir, else from train.init_from, data.tokenizer_path, or trained on
+    texts() with data.tokenizer and model.vocab_size."""
+    tok_path = run_dir / "tokenizer.json"
+    if tok_path.is_file():
+        return Tokenizer.load(tok_path)
+    if cfg.train.init_from:
+        from .checkpoint import resolve
+        tokenizer = Tokenizer.load(resolve(cfg.train.init_from) / "tokenizer.json")
+    elif cfg.data.tokenizer_path:
+        tokenizer = Tokenizer.load(cfg.data.tokenizer_path)
+    else:
+        tokenizer = Tokenizer.create(cfg.data.tokenizer, texts(), cfg.model.vocab_size)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
+                          f"{cfg.model.vocab_size}: raise model.vocab_size")
+    tokenizer.save(tok_path)
+    return tokenizer
+
+
+def prepare_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> TextData:
+    """Train or load the tokenizer and tokenize the corpus into run_dir/data, once (on the main process)."""
+    if env.is_main:
+        docs: list[str] = []
+
+        def texts() -> list[str]:
+            if not docs:
+                docs.extend(read_corpus(cfg.data.corpus, cfg.data.encoding_errors))
+            return docs
+
+        tokenizer = load_or_create_tokenizer(cfg, run_dir, texts)
+        if not (run_dir / "data" / "meta.json").is_file():
+            prepare_tokens(texts(), tokenizer, run_dir / "data", cfg.data.val_fraction)
+    distributed.barrier(env)
+    return TextData(cfg, run_dir, Tokenizer.load(run_dir / "tokenizer.json"))
+
+
+# ------------------------------------------------------------------------------------------ image-text
+@dataclass
+class RawExample:
+    image: Image.Image | Path
+    prompt: str
+    target: str  # without the leading space
+    task: str  # "caption" or the question type
+
+
+class ExampleSet(Protocol):
+    def __len__(self) -> int: ...
+
+    def example(self, index: int, rng: random.Random) -> RawExample: ...
+
+
+class SceneExamples:
+    """Built-in shape scenes drawn on demand: each is a caption example or one of its questions."""
+
+    def __init__(self, split: str, count: int, seed: int, tasks: Sequence[str], caption_fraction: float,
+                 size: int = 64):
+        self.split, self.count, self.seed, self.size = split, count, seed, size
+        self.tasks = list(tasks)
+        self.caption_fraction = caption_fraction if len(self.tasks) == 2 else float("caption" in self.tasks)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def example(self, index: int, rng: random.Random) -> RawExample:
+        s = builtin.scene(self.seed, index, self.split, self.size)
+        if rng.random() < self.caption_fraction or not s.qas:
+            return RawExample(s.image, builtin.CAPTION_PROMPT, s.caption, "caption")
+        qa = rng.choice(s.qas)
+        return RawExample(s.image, builtin.vqa_prompt(qa.question), qa.answer, qa.type)
+
+
+class FileExamples:
+    """Examples read from a manifest or COCO file: captions, or question/answer rows."""
+
+    def __init__(self, items: Sequence[ImageText]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def example(self, index: int, rng: random.Random) -> RawExample:
+        it = self.items[index]
+        if it.question is not None:
+            return RawExample(it.image, builtin.vqa_prompt(it.question), it.text, "vqa")
+        return RawExample(it.image, builtin.CAPTION_PROMPT, it.text, "caption")
+
+    def texts(self) -> list[str]:
+        return [t for it in self.items for t in ((it.question or ""), it.text) if t]
+
+
+class Concat:
+    def __init__(self, parts: Sequence[ExampleSet]):
+        self.parts = [p for p in parts if len(p)]
+        if not self.parts:
+            raise DataError("no usable examples: every source is empty")
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def example(self, index: int, rng: random.Random) -> RawExample:
+        for p in self.parts:
+            if index < len(p):
+                return p.example(index, rng)
+            index -= len(p)
+        raise IndexError(index)
+
+
+class ImageTextData:
+    """Fine-tuning batches: images preprocessed (and augmented, seeded per row) plus tokenized prompts."""
+
+    def __init__(self, cfg: Config, tokenizer: Tokenizer, train: ExampleSet, val: ExampleSet):
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.train_set, self.val_set = train, val
+        v = cfg.vision
+        self.transform = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
+        a = cfg.data.augment
+        self.augment = Augment(tuple(a.random_crop_scale), hflip=a.hflip, rotate_degrees=a.rotate_degrees,
+                               brightness=a.brightness, contrast=a.contrast, saturation=a.saturation, hue=a.hue)
+        self.n_placeholders = v.tokens if cfg.fusion.mode == "prefix" else 1
+        self._ids: dict[str, list[int]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        ids = self._ids.get(text)
+        if ids is None:
+            ids = self.tokenizer.encode(text)
+            if len(self._ids) < 200_000:
+                self._ids[text] = ids
+        return ids
+
+    def make_example(self, raw: RawExample, rng: Optional[random.Random]) -> Example:
+        prompt = expand_placeholders(self.encode(raw.prompt), self.tokenizer.image_id, self.n_placeholders)
+        image = preprocess(raw.image, self.transform, self.augment if rng is not None else None, rng)
+        return Example(prompt, self.encode(builtin.target_text(raw.target)), [image], raw.task)
+
+    def _rows(self, examples: ExampleSet, seed: int, step: int, start: int, stop: int, augment: bool) -> Batch:
+        rows = []
+        for r in range(start, stop):
+            rng = random.Random(hash((seed, step, r)))
+            raw = examples.example(rng.randrange(len(examples)), rng)
+            rows.append(self.make_example(raw, rng if augment else None))
+        return collate(rows, self.tokenizer.pad_id, self.tokenizer.eos_id, self.cfg.model.block_size)
+
+    def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
+        return self._rows(self.train_set, self.cfg.train.seed, step, start, stop, augment=self.augment.active)
+
+    def val_batch(self, i: int, batch_size: int) -> Batch:
+        return self._rows(self.val_set, VAL_SEED, i, 0, batch_size, augment=False)
+
+
+def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[ExampleSet]:
+    d = cfg.data
+    sets: list[ExampleSet] = []
+    for spec in specs:
+        if spec == BUILTIN_SCENES:
+            count = d.builtin_scenes if split == "train" else BUILTIN_VAL_SCENES
+            sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg)))
+        elif spec.startswith("builtin:"):
+            raise ConfigError(f"unknown built-in source {spec!r}: the built-in image-text source is "
+                              f"{BUILTIN_SCENES!r}")
+        else:
+            sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file)))
+    return sets
+
+
+def builtin_size(cfg: Config) -> int:
+    """Built-in scenes are drawn at the encoder's resolution (64 px unless the config says otherwise)."""
+    return max(24, cfg.vision.image_size) if cfg.vision else 64
+
+
+def prepare_image_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> ImageTextData:
+    """Read the sources, hold out validation examples, and set up the tokenizer (trained on the texts)."""
+    train_sets = _read_sources(cfg, cfg.data.sources, "train")
+    if cfg.data.val_sources:
+        val_sets = _read_sources(cfg, cfg.data.val_sources, "val")
+    else:  # built-in scenes have their own val split; file sources give up their last val_fraction
+        val_sets = []
+        for i, s in enumerate(train_sets):
+            if isinstance(s, SceneExamples):
+                val_sets.append(SceneExamples("val", BUILTIN_VAL_SCENES, BUILTIN_SEED, s.tasks, s.caption_fraction,
+                                              s.size))
+            else:
+                n_val = max(1, int(len(s) * cfg.data.val_fraction))
+                if len(s) - n_val < 1:
+                    raise DataError(f"source {cfg.data.sources[i]} has {len(s)} example(s): too few to hold out "
+                                    f"validation examples; give data.val_sources")
+                val_sets.append(FileExamples(s.items[-n_val:]))
+                train_sets[i] = FileExamples(s.items[:-n_val])
+
+    def texts() -> list[str]:
+        out: list[str] = []
+        for s in train_sets:
+            if isinstance(s, SceneExamples):
+                for sc in builtin.scenes("train", TOKENIZER_SCENES, seed=s.seed, size=s.size):
+                    out += [sc.caption] + [f"question: {q.question} answer: {q.answer}" for q in sc.qas]
+                out.append("caption:")
+            else:
+                out += s.texts()
+        return out
+
+    if env.is_main:
+        load_or_create_tokenizer(cfg, run_dir, texts)
+    distributed.barrier(env)
+    tokenizer = Tokenizer.load(run_dir / "tokenizer.json")
+    return ImageTextData(cfg, tokenizer, Concat(train_sets), Concat(val_sets))
+
+
+def prepare(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> TrainingData:
+    if cfg.data.sources:
+        return prepare_image_text(cfg, run_dir, env)
+    return prepare_text(cfg, run_dir, env)

@@ -1,0 +1,146 @@
+"""The multimodal model: placeholders, fusion modes, loss masking, caches, freezing, starting from a text GPT."""
+import pytest
+import torch
+
+from conftest import tiny_omni_config
+from omnigpt.data import builtin
+from omnigpt.data.batch import IGNORE_INDEX, Example, collate, expand_placeholders
+from omnigpt.generate import generate
+from omnigpt.model.gpt import GPT
+from omnigpt.model.omni import OmniGPT
+from omnigpt.tokenizer import Tokenizer
+
+TOK = Tokenizer.byte_level()
+
+
+def _model(fusion="prefix", encoder="cnn", seed=0):
+    torch.manual_seed(seed)
+    return OmniGPT(tiny_omni_config(fusion, encoder), TOK.image_id).eval()
+
+
+def _example(model, prompt, target, n_images, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = expand_placeholders(TOK.encode(prompt), TOK.image_id, model.tokens_per_image)
+    return Example(ids, TOK.encode(target), [torch.randn(3, 32, 32, generator=g) for _ in range(n_images)])
+
+
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+@pytest.mark.parametrize("encoder", ["cnn", "vit"])
+def test_forward_shapes_and_gradients_reach_every_part(fusion, encoder):
+    model = _model(fusion, encoder).train()
+    if fusion == "cross_attention":  # closed gates pass no gradient to the encoder: open them as training does
+        with torch.no_grad():
+            for layer in model.cross:
+                layer.attn_gate.fill_(0.5)
+    batch = collate([_example(model, "<image> caption:", " a red circle", 1),
+                     _example(model, "<image> and <image>:", " two", 2, seed=1)], TOK.pad_id, TOK.eos_id, 160)
+    logits, loss = model(**batch.model_inputs())
+    assert logits.shape == (*batch.ids.shape, 272)
+    loss.backward()
+    for part in ("vision", "projector", "gpt"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), part
+
+
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+def test_placeholder_count_must_match_the_images(fusion):
+    model = _model(fusion)
+    batch = collate([_example(model, "<image> <image> caption:", " x", 2)], TOK.pad_id, TOK.eos_id, 160)
+    with pytest.raises(ValueError, match=r"prompt 0 has 2 <image> placeholder\(s\) but 1 image\(s\) were given"):
+        model(batch.ids, images=batch.images[:1], image_rows=batch.image_rows[:1])
+    with pytest.raises(ValueError, match=r"but 0 image\(s\)"):
+        model(batch.ids)
+
+
+def test_images_fill_the_placeholders_in_reading_order():
+    model = _model("prefix")
+    a, b = torch.randn(3, 32, 32), torch.randn(3, 32, 32)
+    ids = torch.tensor([expand_placeholders(TOK.encode("<image><image> x"), TOK.image_id, 9)])
+    ab, _ = model(ids, images=torch.stack([a, b]))
+    ba, _ = model(ids, images=torch.stack([b, a]))
+    assert not torch.allclose(ab[0, -1], ba[0, -1], atol=1e-4)  # the order of images matters ...
+    ab2, _ = model(ids, images=torch.stack([a, b]))
+    assert torch.equal(ab, ab2)  # ... and the same order gives the same logits
+
+
+def test_gated_cross_attention_leaves_a_text_gpt_unchanged_at_initialisation():
+    cfg = tiny_omni_config("cross_attention")
+    torch.manual_seed(0)
+    gpt = GPT(cfg.model).eval()
+    model = OmniGPT(cfg, TOK.image_id).eval()
+    model.gpt.load_state_dict(gpt.state_dict())
+    ids = torch.tensor([TOK.encode("<image> caption: a small red circle")])
+    images = torch.randn(1, 3, 32, 32)
+    expected, _ = gpt(ids)
+    got, _ = model(ids, images=images)
+    assert torch.equal(got, expected)
+    with torch.no_grad():  # opening the gates makes the image matter
+        for layer in model.cross:
+            layer.attn_gate.fill_(1.0)
+    opened, _ = model(ids, images=images)
+    assert not torch.allclose(opened, expected, atol=1e-4)
+
+
+def test_loss_is_taken_on_the_target_tokens_only():
+    model = _model("prefix")
+    ex = _example(model, "<image> question: how many? answer:", " 2", 1)
+    batch = collate([ex], TOK.pad_id, TOK.eos_id, 160)
+    labels = batch.targets[0]
+    supervised = labels[labels != IGNORE_INDEX].tolist()
+    assert supervised == TOK.encode(" 2") + [TOK.eos_id]
+    logits, loss = model(**batch.model_inputs())
+    keep = labels != IGNORE_INDEX
+    manual = torch.nn.functional.cross_entropy(logits[0, keep], labels[keep])
+    assert torch.allclose(loss, manual, atol=1e-6)
+    other = collate([_example(model, "<image> question: how many? answer:", " 2", 1)], TOK.pad_id, TOK.eos_id,
+                    160)
+    other.ids[0, -len(supervised) - 3] = TOK.encode("Q")[0]  # change a prompt token: the labels stay the same
+    assert torch.equal(other.targets, batch.targets)
+
+
+def test_padding_rows_take_no_loss():
+    model = _model("prefix")
+    short = _example(model, "<image> caption:", " a", 1)
+    long = _example(model, "<image> caption:", " a much longer caption here", 1, seed=1)
+    batch = collate([short, long], TOK.pad_id, TOK.eos_id, 160)
+    n_short = len(short.prompt) + len(short.target)
+    assert (batch.targets[0, n_short:] == IGNORE_INDEX).all()
+    assert (batch.ids[0, n_short:] == TOK.pad_id).all()
+
+
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+def test_cached_decoding_equals_full_forward(fusion):
+    model = _model(fusion)
+    prompt = expand_placeholders(TOK.encode("<image> caption:"), TOK.image_id, model.tokens_per_image)
+    ids = torch.tensor([prompt + TOK.encode(" a red")])
+    images = torch.randn(1, 3, 32, 32)
+    full, _ = model(ids, images=images)
+    caches = model.new_caches(1, ids.shape[1])
+    step, _ = model(ids[:, :len(prompt)], images=images, caches=caches)
+    outs = [step]
+    for t in range(len(prompt), ids.shape[1]):
+        step, _ = model(ids[:, t:t + 1], caches=caches)
+        outs.append(step)
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+def test_a_prompt_gives_the_same_output_alone_in_a_batch_and_with_beams(fusion):
+    model = _model(fusion)
+    imgs = [s.image for s in builtin.scenes("test", 3, size=32)]
+    prompts = ["<image> caption:", "<image> question: how many circles? answer:", "<image> x"]
+    together = generate(model, TOK, prompts, images=imgs, max_new_tokens=6)
+    alone = [generate(model, TOK, p, images=im, max_new_tokens=6) for p, im in zip(prompts, imgs)]
+    assert together == alone
+    beam1 = generate(model, TOK, prompts[0], images=imgs[0], max_new_tokens=6, num_beams=1)
+    assert beam1 == alone[0]
+    out = generate(model, TOK, prompts[0], images=imgs[0], max_new_tokens=6, num_beams=3)
+    assert isinstance(out, str) and "<image>" not in out
+
+
+def test_generation_never_writes_a_placeholder():
+    model = _model("prefix")
+    with torch.no_grad():
+        model.gpt.lm_head.weight[TOK.image_id] += 50.0  # make <image> the most likely token everywhere
+    out = generate(model, TOK, "<image> caption:", images=torch.randn(3, 32, 32), max_new_tokens=5)
+    assert "<image>" not in out and len(TOK.encode(out)) == 5

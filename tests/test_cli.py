@@ -83,3 +83,46 @@ def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
     bad.write_bytes(b"ok \xff\xfe")
     assert "bad.txt: invalid UTF-8 at byte offset 3" in fail(capsys, "evaluate", "--checkpoint", run_dir,
                                                               "--data", bad)
+
+
+@pytest.fixture
+def image_run(tmp_path, capsys):
+    from conftest import tiny_omni_config
+
+    tiny_omni_config(max_steps=3).save(tmp_path / "omni.yaml")
+    out = run(capsys, "finetune", "--config", tmp_path / "omni.yaml", "--out", tmp_path / "cap", "--quiet")
+    assert json.loads(out.strip().splitlines()[-1])["step"] == 3
+    return tmp_path / "cap"
+
+
+def test_finetune_caption_generate_evaluate_with_images(image_run, tmp_path, capsys):
+    from omnigpt.data import builtin
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"scene{i}.png")
+        builtin.scene(0, i, "test", size=32).image.save(paths[-1])
+    rows = json.loads(run(capsys, "caption", "--checkpoint", image_run, *paths, "--max-new-tokens", "6",
+                          "--attention-map", tmp_path / "att.png", "--json"))
+    assert [r["image"] for r in rows] == [str(p) for p in paths]
+    assert [r["attention_map"] for r in rows] == [str(tmp_path / "att-1.png"), str(tmp_path / "att-2.png")]
+    assert (tmp_path / "att-2.png").read_bytes()[:4] == b"\x89PNG"
+    out = json.loads(run(capsys, "generate", "--checkpoint", image_run, "--image", paths[0], "--prompt",
+                         "<image> question: how many circles? answer:", "--max-new-tokens", "3", "--json"))
+    assert out[0]["prompt"].startswith("<image> question")
+    result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--limit", "4", "--quiet"))
+    for key in ("caption_exact_match", "bleu4", "cider_d", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
+        assert key in result
+    manifest = builtin.write_scene_dataset(tmp_path / "m", "test", 3, size=32)
+    result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--task", "caption", "--data",
+                            manifest, "--quiet"))
+    assert result["caption"]["count"] == 3 and 0 <= result["caption"]["bleu4"] <= 100
+
+
+def test_image_commands_report_bad_input(image_run, run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    assert "bad.png" in fail(capsys, "caption", "--checkpoint", image_run, bad)
+    assert "text-only" in fail(capsys, "caption", "--checkpoint", run_dir, bad)
+    assert "1 <image> placeholder(s) but 2 --image file(s)" in fail(
+        capsys, "generate", "--checkpoint", image_run, "--image", bad, "--image", bad, "--prompt", "<image> x")

@@ -144,3 +144,19 @@ def test_generation_never_writes_a_placeholder():
         model.gpt.lm_head.weight[TOK.image_id] += 50.0  # make <image> the most likely token everywhere
     out = generate(model, TOK, "<image> caption:", images=torch.randn(3, 32, 32), max_new_tokens=5)
     assert "<image>" not in out and len(TOK.encode(out)) == 5
+
+
+def test_example_averaged_loss_weighs_a_short_answer_like_a_long_caption():
+    model = _model("prefix")
+    short = _example(model, "<image> q:", " 2", 1)
+    long = _example(model, "<image> caption:", " a small red circle at the top left", 1, seed=1)
+    batch = collate([short, long], TOK.pad_id, TOK.eos_id, 160, loss_average="example")
+    assert torch.allclose(batch.loss_weights.sum(1), torch.ones(2))
+    logits, loss = model(**batch.model_inputs())
+    per_example = []
+    for r in range(2):
+        keep = batch.targets[r] != IGNORE_INDEX
+        per_example.append(torch.nn.functional.cross_entropy(logits[r, keep], batch.targets[r, keep]))
+    torch.testing.assert_close(loss, torch.stack(per_example).mean())
+    token_batch = collate([short, long], TOK.pad_id, TOK.eos_id, 160)
+    assert token_batch.loss_weights is None

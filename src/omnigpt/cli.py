@@ -11,6 +11,10 @@ from typing import Optional, Sequence
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+class CommandError(ValueError):
+    """The command line asks for something impossible (printed as one line, exit status 2)."""
+
+
 def _config_path(name: str) -> Path:
     """A YAML path, or the name of a config shipped with omnigpt (`text-tiny`)."""
     path = Path(name)
@@ -43,7 +47,7 @@ def _load_run_config(args: argparse.Namespace):
     elif args.config:
         cfg = Config.load(_config_path(args.config))
     else:
-        raise SystemExit("error: --config is required (or --resume with a run folder that has a checkpoint)")
+        raise CommandError("--config is required (or --resume with a run folder that has a checkpoint)")
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
     if args.minutes is not None:
@@ -83,7 +87,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     cfg = _load_run_config(args)
     if not cfg.data.sources:
-        raise SystemExit("error: nothing to fine-tune on: give --data (builtin:scenes, coco:FILE.json with "
+        raise CommandError("nothing to fine-tune on: give --data (builtin:scenes, coco:FILE.json with "
                          "--images DIR, or a .jsonl manifest) or data.sources in the config")
     result = train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet)
     print(json.dumps({"step": result.step, "train_loss": result.train_loss, "val_loss": result.val_loss,
@@ -109,7 +113,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     images = _images_per_prompt(prompts, list(args.image or []))
     if args.stream:
         if len(prompts) != 1:
-            raise SystemExit("error: --stream takes exactly one --prompt")
+            raise CommandError("--stream takes exactly one --prompt")
         sys.stdout.write(prompts[0])
         for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen, images=images[0] if images else None):
             sys.stdout.write(piece)
@@ -130,7 +134,7 @@ def _images_per_prompt(prompts: list[str], images: list[str]) -> Optional[list[l
         return None
     wanted = [p.count("<image>") for p in prompts]
     if sum(wanted) != len(images):
-        raise SystemExit(f"error: the prompts hold {sum(wanted)} <image> placeholder(s) but {len(images)} "
+        raise CommandError(f"the prompts hold {sum(wanted)} <image> placeholder(s) but {len(images)} "
                          f"--image file(s) were given")
     out, i = [], 0
     for n in wanted:
@@ -147,7 +151,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
     ckpt = load_checkpoint(args.checkpoint)
     if not hasattr(ckpt.model, "vision_config"):
-        raise SystemExit(f"error: {ckpt.path} is a text-only model: it has no image encoder to caption with")
+        raise CommandError(f"{ckpt.path} is a text-only model: it has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
     prompt = args.prompt
     caps = generate(ckpt.model, ckpt.tokenizer, [prompt] * len(images), images=[[im] for im in images],
@@ -194,7 +198,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         run = _run_dir_of(Path(args.checkpoint))
         if run is None:
-            raise SystemExit(f"error: {args.checkpoint} has no tokenized validation split; give --data FILE")
+            raise CommandError(f"{args.checkpoint} has no tokenized validation split; give --data FILE")
         result = perplexity_of_split(ckpt.model, run / "data", "val")
         result["data"] = "validation split"
     result["checkpoint"] = str(ckpt.path)
@@ -207,7 +211,7 @@ def _evaluate_images(ckpt, args: argparse.Namespace, task: str) -> dict:
     from .evaluate import evaluate_captions, evaluate_scenes, evaluate_vqa
 
     if not hasattr(ckpt.model, "vision_config"):
-        raise SystemExit(f"error: --task {task} needs a model with an image encoder; {ckpt.path} is text-only")
+        raise CommandError(f"--task {task} needs a model with an image encoder; {ckpt.path} is text-only")
     tasks = ("caption", "vqa") if task == "caption+vqa" else (task,)
     spec = args.data or "builtin:scenes"
     if spec == "builtin:scenes":
@@ -227,7 +231,7 @@ def _evaluate_images(ckpt, args: argparse.Namespace, task: str) -> dict:
                                          [q.question for q in questions], [q.text for q in questions],
                                          progress=not args.quiet)
         if not result:
-            raise SystemExit(f"error: {spec} holds no {' or '.join(tasks)} examples")
+            raise CommandError(f"{spec} holds no {' or '.join(tasks)} examples")
         result["data"] = spec
     result["checkpoint"] = str(ckpt.path)
     return result
@@ -370,7 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, TokenizerError, CheckpointError, GenerationError, FloatingPointError) as exc:
+    except (CommandError, ConfigError, DataError, TokenizerError, CheckpointError, GenerationError,
+            FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -155,6 +155,9 @@ class DataConfig:
     tasks: list[Literal["caption", "vqa"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # share of training examples that are captions when both tasks are on
     builtin_scenes: int = 1_000_000  # built-in training scenes (each is drawn on demand)
+    # Built-in scenes: questions asked about one image in one training sequence (after the first, each is
+    # a follow-up turn); several per image train question answering faster for little extra compute.
+    questions_per_example: int = 1
     on_bad_file: Literal["skip", "error"] = "error"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -167,6 +170,8 @@ class DataConfig:
             raise ConfigError(f"data.fim_rate must be in [0, 1], got {self.fim_rate}")
         if not 0.0 <= self.caption_fraction <= 1.0:
             raise ConfigError(f"data.caption_fraction must be in [0, 1], got {self.caption_fraction}")
+        if self.questions_per_example < 1:
+            raise ConfigError(f"data.questions_per_example must be >= 1, got {self.questions_per_example}")
         if self.sources and not self.tasks:
             raise ConfigError("data.tasks is empty: choose caption, vqa or both")
 
@@ -193,6 +198,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     init_from: Optional[str] = None  # start from this checkpoint's weights and tokenizer (text GPT or omni)
     freeze: list[Literal["vision", "projector", "decoder", "cross_attention"]] = field(default_factory=list)
+    # Fine-tuning loss: the mean over all target tokens ("token"), or over examples, each example's tokens
+    # sharing one unit of weight ("example": a one-word answer counts as much as a long caption).
+    loss_average: Literal["token", "example"] = "token"
 
     def validate(self) -> None:
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "save_interval",

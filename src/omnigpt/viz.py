@@ -93,7 +93,7 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image, prompt: str, 
             layer.record = None
         model.train(was_training)
     if not cross:
-        maps = maps[:, torch.tensor(prompt_ids, device=maps.device) == tokenizer.image_id]
+        maps = maps[:, ids[0] == tokenizer.image_id]
     side = model.vision_config.token_side()
     words: list[WordAttention] = []
     first = len(prompt_ids) - 1  # the position that predicts the first completion token

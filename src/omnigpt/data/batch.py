@@ -23,6 +23,9 @@ class Example:
     target: list[int]  # token ids the loss is taken on (end-of-text is appended by collate)
     images: list[torch.Tensor] = field(default_factory=list)  # (3, S, S) each, in placeholder order
     task: str = ""
+    # Further (prompt, target) turns in the same sequence, e.g. more questions about the same image; each
+    # target is followed by end-of-text, and only targets take loss.
+    turns: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -31,16 +34,19 @@ class Batch:
     targets: Optional[torch.Tensor] = None  # (B, T) next-token labels, IGNORE_INDEX where no loss
     images: Optional[torch.Tensor] = None  # (N, 3, S, S) every image of the batch in reading order
     image_rows: Optional[torch.Tensor] = None  # (N,) the row each image belongs to
+    loss_weights: Optional[torch.Tensor] = None  # (B, T) weight of each label in the loss; None: all equal
     tasks: list[str] = field(default_factory=list)
 
     def to(self, device: str | torch.device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, ids=move(self.ids), targets=move(self.targets), images=move(self.images),
-                       image_rows=move(self.image_rows))
+                       image_rows=move(self.image_rows), loss_weights=move(self.loss_weights))
 
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images."""
         inputs: dict[str, Any] = {"idx": self.ids, "targets": self.targets}
+        if self.loss_weights is not None:
+            inputs["loss_weights"] = self.loss_weights
         if self.images is not None:
             inputs["images"] = self.images
             inputs["image_rows"] = self.image_rows
@@ -58,8 +64,13 @@ def expand_placeholders(ids: Sequence[int], placeholder: int, n: int) -> list[in
     return out
 
 
-def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: int) -> Batch:
+def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: int,
+            loss_average: str = "token") -> Batch:
     """Examples -> one right-padded Batch of at most block_size positions.
+
+    loss_average "token": every target token weighs the same, so long targets (captions) dominate short
+    ones (answers); "example": each example's tokens share one unit of weight, so every example counts
+    the same whatever its length.
 
     A target that runs past the context is cut (the model then sees no end-of-text for it); a prompt that
     alone fills the context is an error, since nothing would be learned from it.
@@ -70,9 +81,14 @@ def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: i
             raise DataError(f"a prompt of {len(ex.prompt)} tokens (images included) leaves no room for its "
                             f"target in the context of {block_size} tokens: raise model.block_size or use "
                             f"fewer image tokens (vision.reduce)")
-        seq = (list(ex.prompt) + list(ex.target) + [eos_id])[:block_size + 1]
+        seq: list[int] = []
+        supervised: list[bool] = []
+        for prompt, target in [(ex.prompt, ex.target)] + list(ex.turns):
+            seq += list(prompt) + list(target) + [eos_id]
+            supervised += [False] * len(prompt) + [True] * (len(target) + 1)
+        seq, supervised = seq[:block_size + 1], supervised[:block_size + 1]
         x = seq[:-1]
-        y = [IGNORE_INDEX] * (len(ex.prompt) - 1) + seq[len(ex.prompt):]
+        y = [t if keep else IGNORE_INDEX for t, keep in zip(seq[1:], supervised[1:])]
         rows.append(x)
         labels.append(y)
         images.extend(ex.images)
@@ -84,6 +100,11 @@ def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: i
         ids[r, :len(x)] = torch.tensor(x, dtype=torch.long)
         targets[r, :len(y)] = torch.tensor(y, dtype=torch.long)
     batch = Batch(ids, targets, tasks=[ex.task for ex in examples])
+    if loss_average == "example":
+        supervised = (targets != IGNORE_INDEX).float()
+        batch.loss_weights = supervised / supervised.sum(1, keepdim=True).clamp(min=1.0)
+    elif loss_average != "token":
+        raise ValueError(f"loss_average must be 'token' or 'example', got {loss_average!r}")
     if images:
         batch.images = torch.stack(images)
         batch.image_rows = torch.tensor(image_rows, dtype=torch.long)

@@ -43,6 +43,11 @@ def vqa_prompt(question: str) -> str:
     return f"<image> question: {question} answer:"
 
 
+def followup_prompt(question: str) -> str:
+    """A further question about the image already in the sequence (after the previous answer's end)."""
+    return f" question: {question} answer:"
+
+
 def target_text(text: str) -> str:
     """The training target that follows a prompt: a caption or an answer, after one space."""
     return " " + text

@@ -77,11 +77,11 @@ class GPT(nn.Module):
                 inputs_embeds: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, caches: Optional[list[KVCache]] = None,
                 last_only: bool = False, before_block: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
-                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                loss_weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Token ids idx (B, T) (or inputs_embeds (B, T, C) without positions added) -> logits (B, T, V).
 
         targets (B, T): next-token labels, IGNORE_INDEX where no loss is wanted; the mean cross-entropy
-        is returned as the second value. positions (B, T) default to past..past+T-1, where past is the
+        (weighted by loss_weights (B, T) when given) is returned as the second value. positions (B, T) default to past..past+T-1, where past is the
         number of cached tokens; callers that pass positions keep them below model.block_size. mask (B, 1, T, S) boolean, see `SelfAttention`. caches: one KVCache per
         block, filled in place. last_only: compute logits for the last position only (B, 1, V).
         before_block(i, x) -> x runs before block i (how cross-attention layers are inserted).
@@ -106,8 +106,7 @@ class GPT(nn.Module):
         logits = self.head(x)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = next_token_loss(logits, targets, loss_weights)
         return logits, loss
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,3 +130,14 @@ class GPT(nn.Module):
         p = self.wte.weight
         return [KVCache(batch, c.n_head, max_len, c.n_embd // c.n_head, dtype or p.dtype, p.device)
                 for _ in range(c.n_layer)]
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cross-entropy of logits (B, T, V) against targets (B, T), IGNORE_INDEX excluded: the plain mean over
+    tokens, or sum(weights * loss) / sum(weights) with weights (B, T)."""
+    flat = logits.float().view(-1, logits.size(-1))
+    if weights is None:
+        return F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE_INDEX)
+    per_token = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+    w = weights.reshape(-1).to(per_token.dtype) * (targets.reshape(-1) != IGNORE_INDEX)
+    return (per_token * w).sum() / w.sum().clamp(min=1e-12)

@@ -54,7 +54,8 @@ class OmniGPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, *,
                 images: Optional[torch.Tensor] = None, image_rows: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
-                caches: Optional[list] = None, last_only: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                caches: Optional[list] = None, last_only: bool = False,
+                loss_weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Token ids idx (B, T) with placeholders, images (N, 3, S, S), image_rows (N,) -> (logits, loss).
 
         Images are needed on the pass that first sees their placeholders (training, or a prompt's first
@@ -88,7 +89,7 @@ class OmniGPT(nn.Module):
 
             caches = gpt_caches
         return self.gpt(targets=targets, inputs_embeds=x, positions=positions, mask=mask, caches=caches,
-                        last_only=last_only, before_block=before_block)
+                        last_only=last_only, before_block=before_block, loss_weights=loss_weights)
 
     def _rows_from_placeholders(self, is_ph: torch.Tensor, n_images: int) -> torch.Tensor:
         per_row = is_ph.sum(1) // self.tokens_per_image

@@ -7,7 +7,7 @@ multi-process runs see the same data), and `val_batch(i, batch_size)` (fixed val
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -103,6 +103,7 @@ class RawExample:
     prompt: str
     target: str  # without the leading space
     task: str  # "caption" or the question type
+    turns: list[tuple[str, str]] = field(default_factory=list)  # more (prompt, target) about the same image
 
 
 class ExampleSet(Protocol):
@@ -115,10 +116,11 @@ class SceneExamples:
     """Built-in shape scenes drawn on demand: each is a caption example or one of its questions."""
 
     def __init__(self, split: str, count: int, seed: int, tasks: Sequence[str], caption_fraction: float,
-                 size: int = 64):
+                 size: int = 64, questions_per_example: int = 1):
         self.split, self.count, self.seed, self.size = split, count, seed, size
         self.tasks = list(tasks)
         self.caption_fraction = caption_fraction if len(self.tasks) == 2 else float("caption" in self.tasks)
+        self.questions_per_example = questions_per_example
 
     def __len__(self) -> int:
         return self.count
@@ -127,8 +129,9 @@ class SceneExamples:
         s = builtin.scene(self.seed, index, self.split, self.size)
         if rng.random() < self.caption_fraction or not s.qas:
             return RawExample(s.image, builtin.CAPTION_PROMPT, s.caption, "caption")
-        qa = rng.choice(s.qas)
-        return RawExample(s.image, builtin.vqa_prompt(qa.question), qa.answer, qa.type)
+        first, *more = rng.sample(s.qas, min(self.questions_per_example, len(s.qas)))
+        turns = [(builtin.followup_prompt(q.question), q.answer) for q in more]
+        return RawExample(s.image, builtin.vqa_prompt(first.question), first.answer, first.type, turns)
 
 
 class FileExamples:
@@ -193,7 +196,8 @@ class ImageTextData:
     def make_example(self, raw: RawExample, rng: Optional[random.Random]) -> Example:
         prompt = expand_placeholders(self.encode(raw.prompt), self.tokenizer.image_id, self.n_placeholders)
         image = preprocess(raw.image, self.transform, self.augment if rng is not None else None, rng)
-        return Example(prompt, self.encode(builtin.target_text(raw.target)), [image], raw.task)
+        turns = [(self.encode(p), self.encode(builtin.target_text(t))) for p, t in raw.turns]
+        return Example(prompt, self.encode(builtin.target_text(raw.target)), [image], raw.task, turns)
 
     def _rows(self, examples: ExampleSet, seed: int, step: int, start: int, stop: int, augment: bool) -> Batch:
         rows = []
@@ -201,7 +205,8 @@ class ImageTextData:
             rng = random.Random(hash((seed, step, r)))
             raw = examples.example(rng.randrange(len(examples)), rng)
             rows.append(self.make_example(raw, rng if augment else None))
-        return collate(rows, self.tokenizer.pad_id, self.tokenizer.eos_id, self.cfg.model.block_size)
+        return collate(rows, self.tokenizer.pad_id, self.tokenizer.eos_id, self.cfg.model.block_size,
+                       self.cfg.train.loss_average)
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
         return self._rows(self.train_set, self.cfg.train.seed, step, start, stop, augment=self.augment.active)
@@ -216,7 +221,8 @@ def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[Example
     for spec in specs:
         if spec == BUILTIN_SCENES:
             count = d.builtin_scenes if split == "train" else BUILTIN_VAL_SCENES
-            sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg)))
+            sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
+                                      d.questions_per_example if split == "train" else 1))
         elif spec.startswith("builtin:"):
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in image-text source is "
                               f"{BUILTIN_SCENES!r}")

@@ -1,0 +1,108 @@
+"""Fine-tuning on image-text data through the trainer: learning, resume, freezing, starting from a text GPT,
+manifest sources and their errors, attention maps."""
+import json
+import warnings
+
+import pytest
+import torch
+
+from conftest import tiny_config, tiny_omni_config
+from omnigpt import Config, ConfigError, generate, load_checkpoint, train
+from omnigpt.data import builtin
+from omnigpt.data.sources import DataWarning
+from omnigpt.data.text import DataError
+from omnigpt.viz import attention_figure, image_attention
+
+
+def _weights(run):
+    return {k: v.clone() for k, v in load_checkpoint(run).model.state_dict().items()}
+
+
+def test_a_tiny_captioner_learns_eight_images_by_heart(tmp_path):
+    cfg = tiny_omni_config(max_steps=300, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=10,
+                           eval_interval=300, save_interval=300)
+    cfg.model.n_embd, cfg.model.n_layer = 64, 2
+    cfg.model.vocab_size = 400
+    cfg.data.tokenizer = "bpe"  # one token per word of the scene grammar: short targets
+    cfg.data.builtin_scenes = 8
+    cfg.data.tasks = ["caption"]
+    train(cfg, tmp_path / "cap", progress=False)
+    ck = load_checkpoint(tmp_path / "cap")
+    scenes = builtin.scenes("train", 8, size=32)
+    out = generate(ck.model, ck.tokenizer, [builtin.CAPTION_PROMPT] * 8, images=[s.image for s in scenes],
+                   max_new_tokens=60)
+    assert [o.strip() for o in out] == [s.caption for s in scenes]
+
+
+def test_finetune_resume_continues_exactly(tmp_path):
+    cfg = tiny_omni_config(max_steps=12, save_interval=6)
+    cfg.data.augment.rotate_degrees = 10.0  # seeded per row: resuming must redraw the same augmentations
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "split", stop_at_step=6, progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_start_from_a_text_gpt_and_train_only_the_projector(tmp_path, corpus_file):
+    text = tiny_config(str(corpus_file), max_steps=4)
+    text.model.position = "rope"
+    text.model.block_size = 160
+    train(text, tmp_path / "text", progress=False)
+    cfg = tiny_omni_config(max_steps=4, init_from=str(tmp_path / "text"), freeze=["vision", "decoder"])
+    torch.manual_seed(cfg.train.seed)
+    train(cfg, tmp_path / "align", progress=False)
+    before, after = _weights(tmp_path / "text"), _weights(tmp_path / "align")
+    assert all(torch.equal(after["gpt." + k], v) for k, v in before.items())  # the decoder: the text GPT's
+    ck = load_checkpoint(tmp_path / "align")
+    from omnigpt.model.omni import OmniGPT
+    torch.manual_seed(cfg.train.seed)  # the weights the run started from
+    init = OmniGPT(ck.config, ck.model.image_token_id).state_dict()
+    assert all(torch.equal(after[k], init[k]) for k in init if k.startswith("vision."))  # frozen at init
+    assert any(not torch.equal(after[k], init[k]) for k in init if k.startswith("projector."))
+    assert load_checkpoint(tmp_path / "align").tokenizer.vocab_size == 264  # the text GPT's tokenizer
+
+
+def test_a_jsonl_manifest_trains_and_bad_rows_are_reported(tmp_path):
+    manifest = builtin.write_scene_dataset(tmp_path / "scenes", "train", 12, size=32)
+    cfg = tiny_omni_config(max_steps=3)
+    cfg.data.sources = [str(manifest)]
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 3 and result.val_loss is not None
+
+    lines = manifest.read_text().splitlines()
+    lines[4] = json.dumps({"image": "images/missing.png", "text": "a small red circle at the top"})
+    broken = manifest.with_name("broken.jsonl")
+    broken.write_text("\n".join(lines) + "\n")
+    cfg.data.sources = [str(broken)]
+    with pytest.raises(DataError, match=r"broken.jsonl line 5: image not found: .*missing.png"):
+        train(cfg, tmp_path / "run2", progress=False)
+    cfg.data.on_bad_file = "skip"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, tmp_path / "run3", progress=False)
+    assert any(issubclass(w.category, DataWarning) and "skipped 1 of 12" in str(w.message) for w in caught)
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="has no 'vision' section"):
+        Config.from_dict({"data": {"sources": ["builtin:scenes"]}})
+    with pytest.raises(ConfigError, match=r"an image takes 64 tokens, more than model.block_size \(32\)"):
+        Config.from_dict({"model": {"block_size": 32}, "vision": {"channels": [8, 8, 8]}})
+    with pytest.raises(ConfigError, match="vision.reduce_factor"):
+        Config.from_dict({"vision": {"reduce": "pixel_shuffle", "reduce_factor": 3}})
+
+
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+def test_attention_map_has_one_panel_per_word(tmp_path, fusion):
+    cfg = tiny_omni_config(fusion, max_steps=2)
+    train(cfg, tmp_path / "run", progress=False)
+    ck = load_checkpoint(tmp_path / "run")
+    image = builtin.scene(0, 0, "test", size=32).image
+    caption = "a small red circle"
+    words = image_attention(ck.model, ck.tokenizer, image, builtin.CAPTION_PROMPT, ck.tokenizer.encode(" " + caption))
+    assert [w.word for w in words] == caption.split()
+    for w in words:
+        assert w.grid.shape == (3, 3) and (w.grid >= 0).all() and w.grid.sum() <= 1.0 + 1e-5
+    png = attention_figure(image, caption, words, tmp_path / "att.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

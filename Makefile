@@ -30,6 +30,8 @@ bench: install
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/decode_throughput.py
 	$(BIN)/python bench/text_quality.py
+	$(BIN)/python bench/image_pipeline.py
+	$(BIN)/python bench/caption_quality.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -145,7 +145,7 @@ def test_background_is_far_from_every_object_colour():
 
 def test_prompts_and_targets():
     assert CAPTION_PROMPT == "<image> caption:"
-    assert vqa_prompt("how many stars?") == "<image> question: how many stars? answer:"
+    assert vqa_prompt("how many stars?") == "question: how many stars? <image> answer:"
     assert target_text("3") == " 3"
     assert answer_matches(" Top Left. ", "top left") and not answer_matches("top", "top left")
 

@@ -108,8 +108,8 @@ def test_finetune_caption_generate_evaluate_with_images(image_run, tmp_path, cap
     assert [r["attention_map"] for r in rows] == [str(tmp_path / "att-1.png"), str(tmp_path / "att-2.png")]
     assert (tmp_path / "att-2.png").read_bytes()[:4] == b"\x89PNG"
     out = json.loads(run(capsys, "generate", "--checkpoint", image_run, "--image", paths[0], "--prompt",
-                         "<image> question: how many circles? answer:", "--max-new-tokens", "3", "--json"))
-    assert out[0]["prompt"].startswith("<image> question")
+                         "question: how many circles? <image> answer:", "--max-new-tokens", "3", "--json"))
+    assert out[0]["prompt"].startswith("question: how many circles?")
     result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--limit", "4", "--quiet"))
     for key in ("caption_exact_match", "bleu4", "cider_d", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
         assert key in result

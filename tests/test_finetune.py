@@ -19,8 +19,8 @@ def _weights(run):
 
 
 def test_a_tiny_captioner_learns_eight_images_by_heart(tmp_path):
-    cfg = tiny_omni_config(max_steps=300, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=10,
-                           eval_interval=300, save_interval=300)
+    cfg = tiny_omni_config(max_steps=200, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=10,
+                           eval_interval=200, save_interval=200)
     cfg.model.n_embd, cfg.model.n_layer = 64, 2
     cfg.model.vocab_size = 400
     cfg.data.tokenizer = "bpe"  # one token per word of the scene grammar: short targets

@@ -40,7 +40,10 @@ _INDEX_BITS = 40
 
 
 def vqa_prompt(question: str) -> str:
-    return f"<image> question: {question} answer:"
+    """The question comes before the image: in a causal decoder the image's tokens can then be read in the
+    light of the question (which objects it asks about), which makes counting and existence questions
+    learnable much sooner than with the image first."""
+    return f"question: {question} <image> answer:"
 
 
 def followup_prompt(question: str) -> str:

@@ -160,3 +160,18 @@ def test_example_averaged_loss_weighs_a_short_answer_like_a_long_caption():
     torch.testing.assert_close(loss, torch.stack(per_example).mean())
     token_batch = collate([short, long], TOK.pad_id, TOK.eos_id, 160)
     assert token_batch.loss_weights is None
+
+
+@pytest.mark.parametrize("encoder,reduce,tokens", [("cnn", "none", 64), ("cnn", "pool", 9), ("cnn", "pixel_shuffle", 16),
+                                                   ("vit", "none", 16), ("vit", "pool", 4), ("vit", "pixel_shuffle", 4)])
+def test_token_reduction_bounds_the_tokens_an_image_takes(encoder, reduce, tokens):
+    from omnigpt.config import VisionConfig
+    from omnigpt.model.vision import build_vision_encoder
+
+    cfg = VisionConfig(encoder=encoder, image_size=32, width=16, channels=[8, 8], patch_size=8, n_layer=1,
+                       n_head=2, reduce=reduce, grid=3 if encoder == "cnn" else 2, reduce_factor=2)
+    cfg.validate()
+    enc = build_vision_encoder(cfg)
+    out = enc(torch.randn(2, 3, 32, 32))
+    assert cfg.tokens == tokens and out.shape == (2, tokens, enc.out_dim)
+    assert enc.out_dim == 16 * (cfg.reduce_factor ** 2 if reduce == "pixel_shuffle" else 1)

@@ -44,6 +44,16 @@ def test_finetune_resume_continues_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_loss_of_a_step_does_not_depend_on_how_its_batch_is_split(tmp_path):
+    whole = tiny_omni_config(max_steps=3, batch_size=8)
+    halves = tiny_omni_config(max_steps=3, batch_size=4, grad_accum=2)
+    train(whole, tmp_path / "whole", progress=False)
+    train(halves, tmp_path / "halves", progress=False)
+    rows = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()  # noqa
+                        if json.loads(x)["split"] == "train"]
+    assert rows(tmp_path / "halves") == pytest.approx(rows(tmp_path / "whole"), rel=1e-4)
+
+
 def test_start_from_a_text_gpt_and_train_only_the_projector(tmp_path, corpus_file):
     text = tiny_config(str(corpus_file), max_steps=4)
     text.model.position = "rope"
@@ -106,3 +116,21 @@ def test_attention_map_has_one_panel_per_word(tmp_path, fusion):
         assert w.grid.shape == (3, 3) and (w.grid >= 0).all() and w.grid.sum() <= 1.0 + 1e-5
     png = attention_figure(image, caption, words, tmp_path / "att.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_freeze_mistakes_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"'train.freeze\[1\]' must be one of .*got 'bogus'"):
+        tiny_omni_config(freeze=["vision", "bogus"])  # from YAML
+    cfg = tiny_omni_config()
+    cfg.train.freeze = ["bogus"]  # as the command line sets it
+    with pytest.raises(ConfigError, match=r"train.freeze: unknown part\(s\) \['bogus'\]"):
+        cfg.validate()
+    with pytest.raises(ConfigError, match="leaves nothing to train"):
+        tiny_omni_config(freeze=["vision", "projector", "decoder"])
+    with pytest.raises(ConfigError, match="fusion.mode is prefix"):
+        tiny_omni_config(freeze=["cross_attention"])
+    cfg = tiny_omni_config(max_steps=4, freeze=["vision"])
+    train(cfg, tmp_path / "r", stop_at_step=2, progress=False)
+    cfg.train.freeze = []
+    with pytest.raises(ConfigError, match=r"the run being resumed trained with \['vision'\]"):
+        train(cfg, tmp_path / "r", resume=True, progress=False)

@@ -14,8 +14,14 @@ TOK = Tokenizer.byte_level()
 
 
 def _model(fusion="prefix", encoder="cnn", seed=0):
+    """A random model; cross-attention gates opened (at 0 they would hide the whole cross-attention path)."""
     torch.manual_seed(seed)
-    return OmniGPT(tiny_omni_config(fusion, encoder), TOK.image_id).eval()
+    model = OmniGPT(tiny_omni_config(fusion, encoder), TOK.image_id).eval()
+    with torch.no_grad():
+        for layer in getattr(model, "cross", []):
+            layer.attn_gate.fill_(0.5)
+            layer.ff_gate.fill_(0.5)
+    return model
 
 
 def _example(model, prompt, target, n_images, seed=0):
@@ -28,10 +34,6 @@ def _example(model, prompt, target, n_images, seed=0):
 @pytest.mark.parametrize("encoder", ["cnn", "vit"])
 def test_forward_shapes_and_gradients_reach_every_part(fusion, encoder):
     model = _model(fusion, encoder).train()
-    if fusion == "cross_attention":  # closed gates pass no gradient to the encoder: open them as training does
-        with torch.no_grad():
-            for layer in model.cross:
-                layer.attn_gate.fill_(0.5)
     batch = collate([_example(model, "<image> caption:", " a red circle", 1),
                      _example(model, "<image> and <image>:", " two", 2, seed=1)], TOK.pad_id, TOK.eos_id, 160)
     logits, loss = model(**batch.model_inputs())
@@ -52,15 +54,19 @@ def test_placeholder_count_must_match_the_images(fusion):
         model(batch.ids)
 
 
-def test_images_fill_the_placeholders_in_reading_order():
-    model = _model("prefix")
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+def test_images_are_read_in_order_and_only_after_their_placeholder(fusion):
+    model = _model(fusion)
     a, b = torch.randn(3, 32, 32), torch.randn(3, 32, 32)
-    ids = torch.tensor([expand_placeholders(TOK.encode("<image><image> x"), TOK.image_id, 9)])
+    ids = torch.tensor([expand_placeholders(TOK.encode("x y <image> z <image> w"), TOK.image_id,
+                                            model.tokens_per_image)])
     ab, _ = model(ids, images=torch.stack([a, b]))
     ba, _ = model(ids, images=torch.stack([b, a]))
     assert not torch.allclose(ab[0, -1], ba[0, -1], atol=1e-4)  # the order of images matters ...
     ab2, _ = model(ids, images=torch.stack([a, b]))
     assert torch.equal(ab, ab2)  # ... and the same order gives the same logits
+    first = int((ids[0] == TOK.image_id).nonzero()[0])
+    torch.testing.assert_close(ab[0, :first], ba[0, :first])  # text before the first image does not see it
 
 
 def test_gated_cross_attention_leaves_a_text_gpt_unchanged_at_initialisation():
@@ -129,13 +135,15 @@ def test_a_prompt_gives_the_same_output_alone_in_a_batch_and_with_beams(fusion):
     model = _model(fusion)
     imgs = [s.image for s in builtin.scenes("test", 3, size=32)]
     prompts = ["<image> caption:", "<image> question: how many circles? answer:", "<image> x"]
+    prompts.append("a prompt without an image")
+    imgs.append([])
     together = generate(model, TOK, prompts, images=imgs, max_new_tokens=6)
     alone = [generate(model, TOK, p, images=im, max_new_tokens=6) for p, im in zip(prompts, imgs)]
     assert together == alone
-    beam1 = generate(model, TOK, prompts[0], images=imgs[0], max_new_tokens=6, num_beams=1)
-    assert beam1 == alone[0]
-    out = generate(model, TOK, prompts[0], images=imgs[0], max_new_tokens=6, num_beams=3)
-    assert isinstance(out, str) and "<image>" not in out
+    beams = generate(model, TOK, prompts[:2], images=imgs[:2], max_new_tokens=6, num_beams=3)
+    assert beams == [generate(model, TOK, p, images=im, max_new_tokens=6, num_beams=3)
+                     for p, im in zip(prompts[:2], imgs[:2])]
+    assert all("<image>" not in out for out in beams)
 
 
 def test_generation_never_writes_a_placeholder():
@@ -175,3 +183,18 @@ def test_token_reduction_bounds_the_tokens_an_image_takes(encoder, reduce, token
     out = enc(torch.randn(2, 3, 32, 32))
     assert cfg.tokens == tokens and out.shape == (2, tokens, enc.out_dim)
     assert enc.out_dim == 16 * (cfg.reduce_factor ** 2 if reduce == "pixel_shuffle" else 1)
+
+
+def test_generate_checks_images_against_placeholders():
+    from omnigpt.generate import GenerationError
+
+    model = _model("prefix")
+    img = torch.randn(3, 32, 32)
+    with pytest.raises(GenerationError, match=r"prompt 0 has 1 <image> placeholder\(s\) but 0 image\(s\)"):
+        generate(model, TOK, "<image> caption:", max_new_tokens=2)
+    with pytest.raises(GenerationError, match=r"prompt 0 has 0 <image> placeholder\(s\) but 1 image\(s\)"):
+        generate(model, TOK, "caption:", images=img, max_new_tokens=2)
+    with pytest.raises(GenerationError, match="one image .* per prompt"):
+        generate(model, TOK, ["<image> a", "<image> b"], images=img, max_new_tokens=2)
+    with pytest.raises(GenerationError, match=r"preprocessed to \(3, 32, 32\), got \(3, 16, 16\)"):
+        generate(model, TOK, "<image> a", images=torch.randn(3, 16, 16), max_new_tokens=2)

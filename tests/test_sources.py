@@ -167,3 +167,20 @@ def test_read_source_dispatches_and_explains_what_it_accepts(folder):
         read_source(str(folder / "notes.txt"))
     with pytest.raises(DataError, match="images= applies to coco: sources only"):
         read_source(str(folder / "train.jsonl"), images=str(folder / "imgs"))
+
+
+def test_text_holding_a_special_token_is_refused_with_its_line(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_text('{"image": "a.png", "text": "fine"}\n{"image": "a.png", "text": "a <image> cat"}\n')
+    with pytest.raises(DataError, match=r"m.jsonl line 2: 'text' contains the special token <image>"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def test_an_image_too_large_to_decode_is_reported_before_training(tmp_path, monkeypatch):
+    import omnigpt.data.sources as sources_module
+
+    Image.new("L", (3000, 2000)).save(tmp_path / "big.png")  # small on disk, 6 megapixels
+    (tmp_path / "m.jsonl").write_text('{"image": "big.png", "text": "x"}\n')
+    monkeypatch.setattr(sources_module, "MAX_PIXELS", 5_000_000)
+    with pytest.raises(DataError, match=r"line 1: image too large: .*big.png \(3000x2000 pixels"):
+        read_manifest(tmp_path / "m.jsonl")

@@ -6,7 +6,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .train.checkpoint import Checkpoint
 
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -65,7 +68,7 @@ def _load_run_config(args: argparse.Namespace):
     if getattr(args, "init_from", None):
         cfg.train.init_from = args.init_from
     if getattr(args, "freeze", None) is not None:
-        cfg.train.freeze = [p for p in args.freeze.split(",") if p]
+        cfg.train.freeze = [p.strip() for p in args.freeze.split(",") if p.strip()]
     if args.errors:
         cfg.data.encoding_errors = args.errors
     if args.bf16:
@@ -144,7 +147,7 @@ def _images_per_prompt(prompts: list[str], images: list[str]) -> Optional[list[l
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
-    from .data.image import load_image
+    from .data.image import ImageTransform, load_image
     from .generate import generate
     from .train.checkpoint import load_checkpoint
     from .viz import attention_figure, image_attention
@@ -166,7 +169,9 @@ def cmd_caption(args: argparse.Namespace) -> None:
                 out = out.with_name(f"{out.stem}-{k + 1}{out.suffix or '.png'}")
             ids = ckpt.tokenizer.encode(" " + cap)
             words = image_attention(ckpt.model, ckpt.tokenizer, img, prompt, ids)
-            row["attention_map"] = str(attention_figure(img, cap, words, out))
+            v = ckpt.config.vision
+            seen = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std)).resized(img)  # the model's view
+            row["attention_map"] = str(attention_figure(seen, cap, words, out))
         results.append(row)
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
@@ -205,34 +210,39 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def _evaluate_images(ckpt, args: argparse.Namespace, task: str) -> dict:
-    from .data.image import load_image
+def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) -> dict:
     from .data.sources import read_source, references_by_image
     from .evaluate import evaluate_captions, evaluate_scenes, evaluate_vqa
+    from .train.datasets import builtin_size
 
     if not hasattr(ckpt.model, "vision_config"):
         raise CommandError(f"--task {task} needs a model with an image encoder; {ckpt.path} is text-only")
     tasks = ("caption", "vqa") if task == "caption+vqa" else (task,)
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, got {args.limit}")
     spec = args.data or "builtin:scenes"
     if spec == "builtin:scenes":
         result = evaluate_scenes(ckpt.model, ckpt.tokenizer, args.split, args.limit or 500, tasks=tasks,
-                                 size=ckpt.config.vision.image_size, progress=not args.quiet)
+                                 size=builtin_size(ckpt.config), progress=not args.quiet)
     else:
         items = read_source(spec, args.images, args.on_bad_file or "error")
-        result = {}
+        result = {"data": spec}
         captions = [it for it in items if it.question is None]
         questions = [it for it in items if it.question is not None][:args.limit]
         if "caption" in tasks and captions:
             refs = list(references_by_image(captions).items())[:args.limit]
-            result["caption"] = evaluate_captions(ckpt.model, ckpt.tokenizer, [load_image(p) for p, _ in refs],
-                                                  [r for _, r in refs], progress=not args.quiet)
+            scores = evaluate_captions(ckpt.model, ckpt.tokenizer, [p for p, _ in refs], [r for _, r in refs],
+                                       progress=not args.quiet)
+            result.update({"caption_exact_match": scores["exact_match"], "bleu4": scores["bleu4"],
+                           "cider_d": scores["cider_d"], "images": scores["count"],
+                           "caption_samples": scores["samples"]})
         if "vqa" in tasks and questions:
-            result["vqa"] = evaluate_vqa(ckpt.model, ckpt.tokenizer, [load_image(q.image) for q in questions],
-                                         [q.question for q in questions], [q.text for q in questions],
-                                         progress=not args.quiet)
-        if not result:
+            vqa = evaluate_vqa(ckpt.model, ckpt.tokenizer, [q.image for q in questions],
+                               [q.question for q in questions], [q.text for q in questions], progress=not args.quiet)
+            result.update({"vqa_accuracy": vqa["vqa_accuracy"], "questions": vqa["count"],
+                           "vqa_samples": vqa["samples"]})
+        if len(result) == 1:
             raise CommandError(f"{spec} holds no {' or '.join(tasks)} examples")
-        result["data"] = spec
     result["checkpoint"] = str(ckpt.path)
     return result
 
@@ -289,15 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     tt.set_defaults(func=cmd_tokenizer_train)
 
     r = sub.add_parser("pretrain", help="pretrain a GPT from a YAML config")
-    r.add_argument("--data", nargs="+", help="text files to train on (overrides data.corpus)")
+    r.add_argument("--data", nargs="+", action="extend", help="text files to train on (overrides data.corpus)")
     r.add_argument("--errors", choices=["strict", "replace"], help="what to do with bytes that are not UTF-8")
     _run_arguments(r)
     r.set_defaults(func=cmd_pretrain)
 
     f = sub.add_parser("finetune", help="fine-tune a multimodal GPT on image-text data (captions, VQA)")
-    f.add_argument("--data", nargs="+", help="builtin:scenes, coco:CAPTIONS.json (with --images), or a JSONL "
-                                             "manifest of {\"image\", \"text\"} (overrides data.sources)")
-    f.add_argument("--val", nargs="+", help="validation sources (default: held out from --data)")
+    f.add_argument("--data", nargs="+", action="extend", help="builtin:scenes, coco:CAPTIONS.json (with --images), "
+                   "or a JSONL manifest of {\"image\", \"text\"} (repeatable; overrides data.sources)")
+    f.add_argument("--val", nargs="+", action="extend", help="validation sources (default: held out from --data)")
     f.add_argument("--images", help="image folder of a COCO captions file")
     f.add_argument("--on-bad-file", choices=["skip", "error"], help="a missing or unreadable image: skip it "
                                                                       "(with a warning) or stop")
@@ -345,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", help="image folder of a COCO captions file")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "compositional"],
                    help="built-in scene split (default: test)")
-    e.add_argument("--limit", type=int, help="evaluate at most this many images (built-in scenes: 500)")
+    e.add_argument("--limit", type=int, help="at most this many images (built-in scenes: 500) and questions")
     e.add_argument("--on-bad-file", choices=["skip", "error"])
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--errors", choices=["strict", "replace"])

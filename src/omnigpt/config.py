@@ -153,7 +153,7 @@ class DataConfig:
     val_sources: list[str] = field(default_factory=list)  # default: a held-out part of the sources
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa"]] = field(default_factory=lambda: ["caption", "vqa"])
-    caption_fraction: float = 0.5  # share of training examples that are captions when both tasks are on
+    caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on
     builtin_scenes: int = 1_000_000  # built-in training scenes (each is drawn on demand)
     # Built-in scenes: questions asked about one image in one training sequence (after the first, each is
     # a follow-up turn); several per image train question answering faster for little extra compute.
@@ -211,6 +211,10 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
+        parts = typing.get_args(typing.get_args(typing.get_type_hints(TrainConfig)["freeze"])[0])
+        unknown = [p for p in self.freeze if p not in parts]
+        if unknown:
+            raise ConfigError(f"train.freeze: unknown part(s) {unknown}; choose from {list(parts)}")
 
 
 @dataclass
@@ -233,6 +237,16 @@ class Config:
                                   f"({self.model.block_size}): reduce them with vision.reduce")
         if self.data.sources and self.vision is None:
             raise ConfigError("data.sources holds image-text data but the config has no 'vision' section")
+        if self.train.freeze:
+            if self.vision is None:
+                raise ConfigError(f"train.freeze {self.train.freeze} needs a multimodal model (a 'vision' section)")
+            if "cross_attention" in self.train.freeze and self.fusion.mode != "cross_attention":
+                raise ConfigError("train.freeze names cross_attention, but fusion.mode is prefix: there are no "
+                                  "cross-attention layers")
+            trainable = {"vision", "projector", "decoder"} | ({"cross_attention"} if self.fusion.mode ==
+                                                                  "cross_attention" else set())
+            if trainable <= set(self.train.freeze):
+                raise ConfigError(f"train.freeze {self.train.freeze} leaves nothing to train")
         return self
 
     def to_dict(self) -> dict[str, Any]:

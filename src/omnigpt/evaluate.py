@@ -89,7 +89,8 @@ def caption_scores(predictions: list[str], references: list[list[str]]) -> dict:
 def evaluate_captions(model: nn.Module, tokenizer: Tokenizer, images: Sequence, references: list[list[str]],
                       batch_size: int = 32, max_new_tokens: int = 40, num_beams: int = 1,
                       progress: bool = False) -> dict:
-    """Caption each image with the captioning prompt and score against its reference captions."""
+    """Caption each image (a path or PIL image; files are read batch by batch) with the captioning prompt and
+    score against its reference captions."""
     preds = _answer_batches(model, tokenizer, [builtin.CAPTION_PROMPT] * len(images), images, max_new_tokens,
                             batch_size, num_beams, progress)
     return {**caption_scores(preds, references), "count": len(preds), "samples": _samples(preds, references)}
@@ -98,7 +99,7 @@ def evaluate_captions(model: nn.Module, tokenizer: Tokenizer, images: Sequence, 
 def evaluate_vqa(model: nn.Module, tokenizer: Tokenizer, images: Sequence, questions: list[str],
                  answers: list, types: Optional[list[str]] = None, batch_size: int = 64,
                  progress: bool = False) -> dict:
-    """Answer each question about its image; VQA accuracy overall and per question type."""
+    """Answer each question about its image (a path or PIL image); VQA accuracy overall and per type."""
     prompts = [builtin.vqa_prompt(q) for q in questions]
     preds = _answer_batches(model, tokenizer, prompts, images, 8, batch_size, progress=progress)
     result = {"vqa_accuracy": vqa_accuracy(preds, answers), "count": len(preds)}

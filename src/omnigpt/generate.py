@@ -285,34 +285,74 @@ def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[st
     return out
 
 
-ImageInput = Union[str, Path, Image.Image, torch.Tensor]
+ImageInput = Union[str, Path, Image.Image, torch.Tensor]  # a file, a PIL image, or a preprocessed (3, S, S) tensor
+Images = Union[ImageInput, Sequence[ImageInput], Sequence[Sequence[ImageInput]], None]
 
 
-def prepare_media(model: nn.Module, images: Optional[Sequence[Sequence[ImageInput]]], n_prompts: int) -> dict:
-    """Per-prompt lists of images (paths, PIL images or preprocessed (3, S, S) tensors) -> model inputs."""
-    if not images or not any(images):
+def _is_image(x: object) -> bool:
+    return isinstance(x, (str, Path, Image.Image)) or (isinstance(x, torch.Tensor) and x.dim() == 3)
+
+
+def image_lists(images: Images, n_prompts: int, single: bool) -> list[list[ImageInput]]:
+    """`generate`'s images argument -> one list of images per prompt.
+
+    One prompt: an image or a list of images. Several prompts: one entry per prompt, each an image or a
+    list (empty for a prompt without images). A 4-D tensor stands for a list of (3, S, S) images.
+    """
+    def as_list(x) -> list:
+        if x is None:
+            return []
+        if _is_image(x):
+            return [x]
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            return list(x)
+        return list(x)
+
+    if images is None:
+        return [[] for _ in range(n_prompts)]
+    if single:
+        return [as_list(images)]
+    if _is_image(images) or (isinstance(images, torch.Tensor)):
+        raise GenerationError(f"give one image (or list of images) per prompt: {n_prompts} prompts, but a single "
+                              f"image was given")
+    lists = [as_list(x) for x in images]
+    if len(lists) != n_prompts:
+        raise GenerationError(f"images were given for {len(lists)} prompts, but there are {n_prompts} prompts")
+    return lists
+
+
+def check_placeholders(prompts: Sequence[list[int]], images: Sequence[Sequence[ImageInput]], image_id: int,
+                       per_image: int) -> None:
+    """Each prompt needs exactly as many images as it has `<image>` placeholders."""
+    for r, (ids, ims) in enumerate(zip(prompts, images)):
+        found = ids.count(image_id) // per_image
+        if found != len(ims):
+            raise GenerationError(f"prompt {r} has {found} <image> placeholder(s) but {len(ims)} image(s) were "
+                                  f"given")
+
+
+def prepare_media(model: nn.Module, images: Sequence[Sequence[ImageInput]]) -> dict:
+    """Per-prompt lists of images -> the `images` and `image_rows` inputs of a multimodal model."""
+    if not any(images):
         return {}
     vision = getattr(model, "vision_config", None)
     if vision is None:
         raise GenerationError("this model has no image encoder: it cannot take images")
-    if len(images) != n_prompts:
-        raise GenerationError(f"images were given for {len(images)} prompts, but there are {n_prompts} prompts")
     transform = ImageTransform(vision.image_size, tuple(vision.mean), tuple(vision.std))
     tensors, rows = [], []
     for r, row in enumerate(images):
         for img in row:
-            tensors.append(img if isinstance(img, torch.Tensor) else preprocess(img, transform))
+            if isinstance(img, torch.Tensor):
+                if tuple(img.shape) != (3, vision.image_size, vision.image_size):
+                    raise GenerationError(f"an image tensor must be preprocessed to (3, {vision.image_size}, "
+                                          f"{vision.image_size}), got {tuple(img.shape)}; or pass a path or a "
+                                          f"PIL image")
+                tensors.append(img.float())
+            else:
+                tensors.append(preprocess(img, transform))
             rows.append(r)
     device = next(model.parameters()).device
     return {"images": torch.stack(tensors).to(device), "image_rows": torch.tensor(rows, device=device)}
-
-
-def _image_lists(images, single: bool) -> Optional[list[list]]:
-    if images is None:
-        return None
-    if single:
-        return [[images] if isinstance(images, (str, Path, Image.Image, torch.Tensor)) else list(images)]
-    return [[im] if isinstance(im, (str, Path, Image.Image, torch.Tensor)) else list(im or []) for im in images]
 
 
 def _suppress(model: nn.Module, tokenizer: Tokenizer) -> list[int]:
@@ -321,7 +361,7 @@ def _suppress(model: nn.Module, tokenizer: Tokenizer) -> list[int]:
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str],
-             config: Optional[GenerationConfig] = None, images=None, **overrides) -> str | list[str]:
+             config: Optional[GenerationConfig] = None, images: Images = None, **overrides) -> str | list[str]:
     """Continue each prompt; returns the new text only (a string for a string prompt, else a list).
 
     images: for a multimodal model, what the prompt's `<image>` placeholders stand for, in order: for one
@@ -333,8 +373,8 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
     single = isinstance(prompts, str)
     texts = [prompts] if single else list(prompts)
     ids = prepare_prompts(model, tokenizer, texts, cfg)
-    image_lists = _image_lists(images, single)
-    media = prepare_media(model, image_lists, len(ids))
+    per_prompt = image_lists(images, len(ids), single)
+    check_placeholders(ids, per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
     suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training
@@ -342,12 +382,12 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
     try:
         if cfg.num_beams > 1:
             outs = []
-            for i, p in enumerate(ids):
-                row_media = prepare_media(model, [image_lists[i]], 1) if image_lists else {}
-                outs.append(beam_search_ids(model, p, cfg, stops, row_media, suppress))
+            for p, row_images in zip(ids, per_prompt):
+                outs.append(beam_search_ids(model, p, cfg, stops, prepare_media(model, [row_images]), suppress))
         else:
             outs = [[] for _ in ids]
             ended = [False] * len(ids)
+            media = prepare_media(model, per_prompt)
             for tok in sample_ids(model, ids, cfg, stops, tokenizer.pad_id, media, suppress):
                 for i, t in enumerate(tok.tolist()):
                     if ended[i]:
@@ -367,7 +407,7 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
 
 
 def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional[GenerationConfig] = None,
-           images=None, **overrides) -> Iterator[str]:
+           images: Images = None, **overrides) -> Iterator[str]:
     """Yield the continuation of one prompt piece by piece as it is generated (sampling or greedy).
 
     The concatenated pieces equal `generate(...)` with the same settings and seed.
@@ -376,7 +416,9 @@ def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional
     if cfg.num_beams > 1:
         raise GenerationError("streaming needs num_beams = 1: beam search only knows its answer at the end")
     (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg)
-    media = prepare_media(model, _image_lists(images, True), 1)
+    per_prompt = image_lists(images, 1, True)
+    check_placeholders([ids], per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
+    media = prepare_media(model, per_prompt)
     suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training

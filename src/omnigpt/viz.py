@@ -61,8 +61,8 @@ class WordAttention:
 
 
 @torch.inference_mode()
-def image_attention(model: nn.Module, tokenizer: Tokenizer, image, prompt: str, completion_ids: list[int]
-                    ) -> list[WordAttention]:
+def image_attention(model: nn.Module, tokenizer: Tokenizer, image: "str | Path | Image.Image",
+                    prompt: str, completion_ids: list[int]) -> list[WordAttention]:
     """For each word of a completion, the decoder's attention to the image tokens, averaged over heads,
     layers and the word's tokens.
 
@@ -70,14 +70,12 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image, prompt: str, 
     the self-attention onto the placeholder positions; in cross-attention fusion, the cross-attention
     onto the image's vectors.
     """
-    from .data.batch import expand_placeholders
-    from .generate import prepare_media
+    from .generate import GenerationConfig, check_placeholders, prepare_media, prepare_prompts
 
     if not hasattr(model, "vision_config"):
         raise ValueError("attention maps need a multimodal model (with an image encoder)")
-    prompt_ids = expand_placeholders(tokenizer.encode(prompt), tokenizer.image_id, model.tokens_per_image)
-    if prompt_ids.count(tokenizer.image_id) != model.tokens_per_image:
-        raise ValueError("an attention map needs a prompt with exactly one <image>")
+    (prompt_ids,) = prepare_prompts(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=len(completion_ids)))
+    check_placeholders([prompt_ids], [[image]], tokenizer.image_id, model.tokens_per_image)
     ids = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)
     cross = model.fusion == "cross_attention"
     layers = [c.attn for c in model.cross] if cross else [b.attn for b in model.gpt.blocks]
@@ -86,7 +84,7 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image, prompt: str, 
     try:
         for layer in layers:
             layer.record = []
-        model(ids, **prepare_media(model, [[image]], 1))
+        model(ids, **prepare_media(model, [[image]]))
         maps = torch.stack([layer.record[0][0] for layer in layers]).mean(dim=(0, 1))  # (T, S)
     finally:
         for layer in layers:
@@ -97,20 +95,23 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image, prompt: str, 
     side = model.vision_config.token_side()
     words: list[WordAttention] = []
     first = len(prompt_ids) - 1  # the position that predicts the first completion token
+    groups: list[tuple[str, list[np.ndarray]]] = []  # a word and the attention rows of its tokens
     for j, tok in enumerate(completion_ids):
         piece = tokenizer.decode([tok])
         row = maps[first + j].float().cpu().numpy().reshape(side, side)
-        if words and not piece.startswith(" "):
-            words[-1].word += piece
-            words[-1].grid = np.concatenate([words[-1].grid[None], row[None]]).mean(0)  # pairwise mean
+        if groups and not piece.startswith(" "):
+            groups[-1] = (groups[-1][0] + piece, groups[-1][1] + [row])
         else:
-            words.append(WordAttention(piece.strip(), row))
-    return [w for w in words if w.word]
+            groups.append((piece.strip(), [row]))
+    return [WordAttention(word, np.mean(rows, axis=0)) for word, rows in groups if word]
 
 
 def attention_figure(image: Image.Image, caption: str, words: list[WordAttention], png_path: str | Path,
                      columns: int = 6) -> Path:
-    """The image with its caption, then one panel per word: the image under a heatmap of its attention."""
+    """The image with its caption, then one panel per word: the image under a heatmap of its attention.
+
+    Pass the image as the model saw it (`ImageTransform.resized`): the grid covers that square.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

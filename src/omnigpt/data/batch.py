@@ -42,6 +42,14 @@ class Batch:
         return replace(self, ids=move(self.ids), targets=move(self.targets), images=move(self.images),
                        image_rows=move(self.image_rows), loss_weights=move(self.loss_weights))
 
+    def loss_weight(self) -> float:
+        """What this batch's mean loss is averaged over (its supervised tokens, or its summed weights), so
+        that micro-batches and processes combine into the mean over the whole step's batch."""
+        supervised = self.targets != IGNORE_INDEX
+        if self.loss_weights is None:
+            return float(supervised.sum())
+        return float((self.loss_weights * supervised).sum())
+
     def model_inputs(self) -> dict[str, Any]:
         """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images."""
         inputs: dict[str, Any] = {"idx": self.ids, "targets": self.targets}

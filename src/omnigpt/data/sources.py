@@ -23,6 +23,8 @@ from typing import Literal, Optional
 
 from PIL import Image
 
+from ..tokenizer import SPECIAL_TOKENS
+from .image import MAX_FILE_BYTES, MAX_PIXELS
 from .text import DataError
 
 OnError = Literal["skip", "error"]
@@ -83,11 +85,16 @@ def image_problem(path: Path) -> Optional[str]:
         return f"image not found: {path}"
     if not path.is_file():
         return f"image is not a file: {path}"
+    if path.stat().st_size > MAX_FILE_BYTES:
+        return f"image too large: {path} ({path.stat().st_size} bytes, the limit is {MAX_FILE_BYTES})"
     try:
         with Image.open(path) as img:
+            w, h = img.size
             img.verify()
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error ...) for bad files
         return f"image unreadable: {path} ({type(exc).__name__}: {exc})"
+    if w * h > MAX_PIXELS:
+        return f"image too large: {path} ({w}x{h} pixels, the limit is {MAX_PIXELS})"
     return None
 
 
@@ -111,7 +118,16 @@ def _string_field(row: dict, key: str) -> str:
         raise DataError(f"{key!r} must be a string, got {type(value).__name__} {value!r}")
     if not value.strip():
         raise DataError(f"{key!r} is empty")
+    check_text(value, key)
     return value
+
+
+def check_text(text: str, key: str = "text") -> None:
+    """Refuse text holding a special token such as <image>: it would be read as a placeholder."""
+    found = [t for t in SPECIAL_TOKENS if t in text]
+    if found:
+        raise DataError(f"{key!r} contains the special token {found[0]}, which omnigpt reserves "
+                        f"(it would become a placeholder): {text[:80]!r}")
 
 
 def _manifest_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
@@ -222,6 +238,11 @@ def read_coco_captions(path: str | Path, images: str | Path, on_error: OnError =
         where = f"{path} image id {ann['image_id']}"
         if ann["image_id"] not in names:
             problems.report(f"{where} (annotations[{i}]): no image with this id in 'images'")
+            continue
+        try:
+            check_text(ann["caption"], "caption")
+        except DataError as exc:
+            problems.report(f"{where} (annotations[{i}]): {exc}")
             continue
         examples.append(ImageText(folder / names[ann["image_id"]], ann["caption"], None, where))
     if check_images:

@@ -53,28 +53,28 @@ class KVCache:
 class MediaCache:
     """Keys and values a cross-attention layer computed from encoder outputs, kept for every decoding step.
 
-    k, v (B, H, M, D) and valid (B, M) boolean (False at padding media tokens); empty until the prompt's
-    forward pass fills them.
+    k, v (B, H, M, D); after (B, M) boolean: the media that tokens after the prompt may read (those of each
+    row's last image). Empty until the prompt's forward pass fills them.
     """
 
     def __init__(self):
         self.k: Optional[torch.Tensor] = None
         self.v: Optional[torch.Tensor] = None
-        self.valid: Optional[torch.Tensor] = None
+        self.after: Optional[torch.Tensor] = None
 
     def reorder(self, index: torch.Tensor) -> None:
         if self.k is not None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
-            self.valid = self.valid.index_select(0, index)
+            self.after = self.after.index_select(0, index)
 
     def first_row(self) -> None:
-        pass
+        """Nothing to drop: the cache is filled by the prompt's pass, at the batch size of that pass."""
 
     def repeat_rows(self, n: int) -> None:
         if self.k is not None:
             self.k = self.k.expand(n, -1, -1, -1).contiguous()
             self.v = self.v.expand(n, -1, -1, -1).contiguous()
-            self.valid = self.valid.expand(n, -1).contiguous()
+            self.after = self.after.expand(n, -1).contiguous()
 
 
 def rope_tables(positions: torch.Tensor, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,34 +167,30 @@ class CrossAttention(nn.Module):
         self.dropout = dropout
         self.record: Optional[list[torch.Tensor]] = None
 
-    def forward(self, x: torch.Tensor, media: Optional[torch.Tensor] = None, media_valid: Optional[torch.Tensor] = None,
+    def forward(self, x: torch.Tensor, media: Optional[torch.Tensor], visible: torch.Tensor,
                 cache: Optional[MediaCache] = None) -> torch.Tensor:
-        """x (B, T, C), media (B, M, media_dim), media_valid (B, M) boolean -> (B, T, C).
+        """x (B, T, C), media (B, M, media_dim), visible (B, T, M) boolean: which media each token reads.
 
-        With a cache that is already filled, media may be None: the stored keys and values are used.
+        With a filled cache, media may be None: the stored keys and values are used. A token that sees no
+        media gets attention over all of them here; the caller zeroes its output.
         """
         B, T, C = x.shape
         q = self.q(x).view(B, T, self.n_head, self.head_size).transpose(1, 2)
         if cache is not None and cache.k is not None:
-            k, v, media_valid = cache.k, cache.v, cache.valid
+            k, v = cache.k, cache.v
         else:
             if media is None:
                 raise ValueError("cross-attention needs encoder outputs (media) on the first call")
             M = media.shape[1]
             k, v = self.kv(media).view(B, M, 2, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
-            if media_valid is None:
-                media_valid = torch.ones(B, M, dtype=torch.bool, device=x.device)
             if cache is not None:
-                cache.k, cache.v, cache.valid = k, v, media_valid
-        # A row without any media attends to its padding (no softmax over nothing), then outputs zeros.
-        has_media = media_valid.any(-1)
-        mask = (media_valid | ~has_media[:, None])[:, None, None, :]
+                cache.k, cache.v = k, v
+        mask = (visible | ~visible.any(-1, keepdim=True))[:, None]  # no softmax over nothing
         if self.record is not None:
             y = attend_and_record(q, k, v, mask, self.record)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                dropout_p=self.dropout if self.training else 0.0)
-        y = torch.where(has_media[:, None, None, None], y, torch.zeros_like(y))
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 

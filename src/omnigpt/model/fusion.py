@@ -32,7 +32,11 @@ class Projector(nn.Module):
 
 
 class GatedCrossAttention(nn.Module):
-    """x + tanh(g_attn) * xattn(ln(x), media), then + tanh(g_ff) * mlp(ln(x)); both gates start at 0."""
+    """x + tanh(g_attn) * xattn(ln(x), media), then + tanh(g_ff) * mlp(ln(x)); both gates start at 0.
+
+    Tokens that see no image (text before the first `<image>`, or a row without images) pass through
+    unchanged, so a text-only prompt gives the same output alone or beside image prompts.
+    """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, norm_eps: float = 1e-5):
         super().__init__()
@@ -43,11 +47,12 @@ class GatedCrossAttention(nn.Module):
         self.attn_gate = nn.Parameter(torch.zeros(1))
         self.ff_gate = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, media: Optional[torch.Tensor], media_valid: Optional[torch.Tensor],
+    def forward(self, x: torch.Tensor, media: Optional[torch.Tensor], visible: torch.Tensor,
                 cache: Optional[MediaCache] = None) -> torch.Tensor:
-        """x (B, T, C); media (B, M, C) projected encoder outputs; media_valid (B, M) -> (B, T, C)."""
-        x = x + torch.tanh(self.attn_gate) * self.attn(self.ln_1(x), media, media_valid, cache)
-        return x + torch.tanh(self.ff_gate) * self.mlp(self.ln_2(x))
+        """x (B, T, C); media (B, M, C) projected encoder outputs; visible (B, T, M) -> (B, T, C)."""
+        sees = visible.any(-1, keepdim=True).to(x.dtype)  # (B, T, 1)
+        x = x + sees * torch.tanh(self.attn_gate) * self.attn(self.ln_1(x), media, visible, cache)
+        return x + sees * torch.tanh(self.ff_gate) * self.mlp(self.ln_2(x))
 
 
 def place_at_placeholders(embeds: torch.Tensor, is_placeholder: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ class OmniGPT(nn.Module):
         return self.vision_config.tokens if self.fusion == "prefix" else 1
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+        return sum(p.numel() for p in self.parameters())
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, S, S) -> projected vectors (N, vision.tokens, n_embd)."""
@@ -75,19 +75,24 @@ class OmniGPT(nn.Module):
         if self.fusion == "prefix" and vectors is not None:
             x = place_at_placeholders(x, is_ph, vectors)
         elif self.fusion == "cross_attention":
-            media, media_valid = self._media_per_row(vectors, image_rows, B, x)
-            gpt_caches = caches[:self.gpt.config.n_layer] if caches else None
-            media_caches = caches[self.gpt.config.n_layer:] if caches else [None] * len(self.cross_at)
+            n_gpt = self.gpt.config.n_layer
+            media_caches = caches[n_gpt:] if caches else [None] * len(self.cross_at)
+            media, visible, after = self._media_and_visibility(vectors, image_rows, is_ph, x)
+            if media is None and media_caches[0] is not None and media_caches[0].k is not None:
+                visible = media_caches[0].after[:, None, :].expand(B, idx.shape[1], -1)  # decoding steps
+            elif media is not None:
+                for cache in media_caches:
+                    if cache is not None:
+                        cache.after = after
             layer_of = {block: j for j, block in enumerate(self.cross_at)}
 
             def before_block(i: int, h: torch.Tensor) -> torch.Tensor:
                 j = layer_of.get(i)
-                cache = media_caches[j] if j is not None else None
-                if j is None or (media is None and (cache is None or cache.k is None)):
-                    return h  # no image in this batch: the layer has nothing to read
-                return self.cross[j](h, media, media_valid, cache)
+                if j is None or visible is None:
+                    return h  # no image anywhere in this batch: the layer has nothing to read
+                return self.cross[j](h, media, visible, media_caches[j])
 
-            caches = gpt_caches
+            caches = caches[:n_gpt] if caches else None
         return self.gpt(targets=targets, inputs_embeds=x, positions=positions, mask=mask, caches=caches,
                         last_only=last_only, before_block=before_block, loss_weights=loss_weights)
 
@@ -108,23 +113,33 @@ class OmniGPT(nn.Module):
                 raise ValueError(f"prompt {r} has {found} but {g} image(s) were given"
                                  + (f" (an image takes {n} placeholder tokens)" if n > 1 else ""))
 
-    def _media_per_row(self, vectors: Optional[torch.Tensor], image_rows: Optional[torch.Tensor], B: int,
-                       like: torch.Tensor) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """(N, n, C) image vectors -> media (B, M, C) with each row's images concatenated, valid (B, M)."""
+    def _media_and_visibility(self, vectors: Optional[torch.Tensor], image_rows: Optional[torch.Tensor],
+                              is_ph: torch.Tensor, like: torch.Tensor):
+        """Cross-attention inputs from image vectors (N, n, C) and their rows (N,):
+
+        media (B, M, C): each row's images one after another (M = n * most images in a row);
+        visible (B, T, M): a token reads the image of the latest `<image>` at or before it (as in Flamingo),
+        so text before an image does not see it and each image is read by the text that follows it;
+        after (B, M): what tokens after the prompt read (the row's last image).
+        """
         if vectors is None:
-            return None, None
+            return None, None, None
         N, n, C = vectors.shape
+        B = is_ph.shape[0]
         per_row = torch.bincount(image_rows, minlength=B)
-        M = int(per_row.max()) * n
-        media = like.new_zeros(B, max(M, n), C)
-        valid = torch.zeros(B, max(M, n), dtype=torch.bool, device=like.device)
-        slot = torch.zeros(B, dtype=torch.long)
+        slots = int(per_row.max())
+        media = like.new_zeros(B, slots * n, C)
+        slot_image = torch.full((B, slots * n), -1, dtype=torch.long, device=like.device)
+        seen = [0] * B
         for i, r in enumerate(image_rows.tolist()):
-            s = int(slot[r]) * n
-            media[r, s:s + n] = vectors[i].to(media.dtype)
-            valid[r, s:s + n] = True
-            slot[r] += 1
-        return media, valid
+            j = seen[r]
+            media[r, j * n:(j + 1) * n] = vectors[i].to(media.dtype)
+            slot_image[r, j * n:(j + 1) * n] = j
+            seen[r] += 1
+        token_image = is_ph.long().cumsum(1) - 1  # (B, T): index of the latest image at or before the token
+        visible = (slot_image[:, None, :] == token_image[:, :, None]) & (token_image >= 0)[:, :, None]
+        after = (slot_image == (per_row.to(like.device) - 1)[:, None]) & (slot_image >= 0)
+        return media, visible, after
 
     def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list:
         """The decoder's KV caches, then one media cache per cross-attention layer."""

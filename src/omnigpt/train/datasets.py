@@ -135,10 +135,10 @@ class SceneExamples:
 
 
 class FileExamples:
-    """Examples read from a manifest or COCO file: captions, or question/answer rows."""
+    """Examples read from a manifest or COCO file: captions, or question/answer rows (those of `tasks`)."""
 
-    def __init__(self, items: Sequence[ImageText]):
-        self.items = list(items)
+    def __init__(self, items: Sequence[ImageText], tasks: Sequence[str] = ("caption", "vqa")):
+        self.items = [it for it in items if ("vqa" if it.question is not None else "caption") in tasks]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -227,7 +227,7 @@ def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[Example
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in image-text source is "
                               f"{BUILTIN_SCENES!r}")
         else:
-            sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file)))
+            sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file), d.tasks))
     return sets
 
 
@@ -252,8 +252,8 @@ def prepare_image_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
                 if len(s) - n_val < 1:
                     raise DataError(f"source {cfg.data.sources[i]} has {len(s)} example(s): too few to hold out "
                                     f"validation examples; give data.val_sources")
-                val_sets.append(FileExamples(s.items[-n_val:]))
-                train_sets[i] = FileExamples(s.items[:-n_val])
+                val_sets.append(FileExamples(s.items[-n_val:], cfg.data.tasks))
+                train_sets[i] = FileExamples(s.items[:-n_val], cfg.data.tasks)
 
     def texts() -> list[str]:
         out: list[str] = []

@@ -38,12 +38,11 @@ def setup() -> DistEnv:
     return DistEnv(rank, world, local, device)
 
 
-def mean_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
-    """The mean of a scalar tensor over all processes."""
+def sum_across(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """The sum of a tensor over all processes."""
     if env.enabled:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= env.world_size
     return value
 
 

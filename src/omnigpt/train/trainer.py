@@ -106,10 +106,9 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
 
 
 def freeze(model: nn.Module, parts: list[str]) -> None:
+    """Keep the named parts (validated by the config) out of training."""
     if not parts:
         return
-    if not hasattr(model, "modules_to_freeze"):
-        raise ConfigError(f"train.freeze {parts} needs a multimodal model (a config with a 'vision' section)")
     for module in model.modules_to_freeze(parts):
         module.requires_grad_(False)
 
@@ -169,7 +168,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     elif list_checkpoints(run_dir) or (run_dir / "data").exists():
         raise ConfigError(f"{run_dir} already holds a training run: continue it with --resume (resume=True), "
                           f"or choose a new output folder")
-    if tc.init_from and not resume:
+    if state is not None:
+        saved = Config.load(resume_from / "config.yaml").train.freeze
+        if sorted(saved) != sorted(tc.freeze):
+            raise ConfigError(f"train.freeze is {tc.freeze} but the run being resumed trained with {saved}: the "
+                              f"optimizer state belongs to those parameters; start a new run with "
+                              f"--init-from {run_dir} instead")
+    elif tc.init_from:
         _adopt_model_config(cfg, tc.init_from)
     if env.is_main:
         write_atomic(run_dir / "config.yaml", cfg.to_yaml())
@@ -225,20 +230,29 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         for group in optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=env.device)
+        batches = []
         for micro in range(tc.grad_accum):
             first = (micro * env.world_size + env.rank) * tc.batch_size
-            batch = data.train_batch(step, global_batch, first, first + tc.batch_size).to(env.device)
+            batches.append(data.train_batch(step, global_batch, first, first + tc.batch_size))
+        # Each micro-batch's mean loss is weighted by its share of the step's supervised tokens, so the
+        # gradient is that of the mean over the whole global batch however it is split (DDP then averages
+        # the processes' gradients, hence the world_size factor).
+        step_weight = float(distributed.sum_across(torch.tensor([sum(b.loss_weight() for b in batches)],
+                                                                dtype=torch.float64, device=env.device), env))
+        for micro, batch in enumerate(batches):
+            share = batch.loss_weight() / step_weight
+            batch = batch.to(env.device)
             sync = micro == tc.grad_accum - 1 or not env.enabled
             with (contextlib.nullcontext() if sync else step_model.no_sync()):
                 with autocast:
                     _, loss = step_model(**batch.model_inputs())
-                (loss / tc.grad_accum).backward()
-            total += loss.detach()
+                (loss * (share * env.world_size)).backward()
+            total += loss.detach() * share
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        train_loss = float(distributed.mean_across(total / tc.grad_accum, env))
+        train_loss = float(distributed.sum_across(total, env))
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} at step {step}; lower train.lr or "
                                      f"resume from the last checkpoint")

@@ -109,6 +109,45 @@ class VisionConfig:
 
 
 @dataclass
+class AudioConfig:
+    """Log-mel features and the audio encoder: two stride-2 1-D convs (4x fewer frames), the shared
+    Transformer block (bidirectional), then average pooling by `pool`. At hop 160 and 16 kHz that is
+    100 / (4 * pool) vectors per second of audio."""
+    sample_rate: int = 16000
+    n_mels: int = 80
+    n_fft: int = 400
+    hop_length: int = 160
+    log: Literal["whisper", "natural"] = "whisper"
+    width: int = 256
+    n_layer: int = 3
+    n_head: int = 4
+    position: Literal["sinusoidal", "rope"] = "sinusoidal"
+    pool: int = 1
+    max_seconds: float = 30.0  # longer audio is cut into windows by the caller
+    dropout: float = 0.0
+
+    def tokens_for_frames(self, frames: int) -> int:
+        """Encoder vectors for a clip of `frames` feature frames."""
+        after_convs = -(-(-(-frames // 2)) // 2)  # ceil(ceil(frames / 2) / 2)
+        return -(-after_convs // self.pool)
+
+    @property
+    def max_frames(self) -> int:
+        return int(math.ceil(self.max_seconds * self.sample_rate / self.hop_length))
+
+    def validate(self) -> None:
+        for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "width", "n_layer", "n_head", "pool"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"audio.{name} must be positive, got {getattr(self, name)}")
+        if self.width % self.n_head:
+            raise ConfigError(f"audio.width ({self.width}) must be divisible by audio.n_head ({self.n_head})")
+        if self.position == "rope" and (self.width // self.n_head) % 2:
+            raise ConfigError("audio.position 'rope' needs an even head size (width / n_head)")
+        if self.max_seconds <= 0:
+            raise ConfigError(f"audio.max_seconds must be positive, got {self.max_seconds}")
+
+
+@dataclass
 class FusionConfig:
     """How encoder outputs reach the decoder.
 
@@ -223,6 +262,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     vision: Optional[VisionConfig] = None  # set: a multimodal model (OmniGPT) with an image encoder
+    audio: Optional[AudioConfig] = None  # set: an audio encoder (log-mel features in)
     fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def validate(self) -> "Config":
@@ -230,6 +270,8 @@ class Config:
         self.data.validate()
         self.train.validate()
         self.fusion.validate()
+        if self.audio is not None:
+            self.audio.validate()
         if self.vision is not None:
             self.vision.validate()
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:

@@ -1,0 +1,57 @@
+"""The audio encoder: token counts, padding that changes nothing, bidirectional reading."""
+import pytest
+import torch
+
+from omnigpt.config import AudioConfig, ConfigError
+from omnigpt.model.audio import AudioEncoder
+
+
+def _encoder(**kw):
+    torch.manual_seed(0)
+    cfg = AudioConfig(n_mels=16, width=32, n_layer=2, n_head=2, max_seconds=5.0, **kw)
+    cfg.validate()
+    return AudioEncoder(cfg).eval(), cfg
+
+
+@pytest.mark.parametrize("pool", [1, 2, 3])
+@pytest.mark.parametrize("frames", [1, 7, 100, 101])
+def test_one_second_costs_a_bounded_number_of_vectors(pool, frames):
+    enc, cfg = _encoder(pool=pool)
+    out, lengths = enc(torch.randn(1, 16, frames), torch.tensor([frames]))
+    expected = -(-(-(-frames // 2) // 2) // pool)  # two stride-2 convs, then pooling, each rounding up
+    assert out.shape == (1, expected, 32) and lengths.tolist() == [expected]
+    assert cfg.tokens_for_frames(100) == -(-25 // pool)  # 100 frames = 1 s at a 10 ms hop: 25 / pool vectors
+
+
+@pytest.mark.parametrize("position", ["sinusoidal", "rope"])
+@pytest.mark.parametrize("pool", [1, 2])
+def test_a_clip_gives_the_same_vectors_alone_or_padded_in_a_batch(position, pool):
+    enc, cfg = _encoder(position=position, pool=pool)
+    short, long = torch.randn(16, 37), torch.randn(16, 90)
+    alone, n = enc(short[None], torch.tensor([37]))
+    batch = torch.zeros(2, 16, 90)
+    batch[0, :, :37] = short
+    batch[0, :, 37:] = 5.0  # whatever fills the padding must not matter
+    batch[1] = long
+    together, lengths = enc(batch, torch.tensor([37, 90]))
+    assert lengths.tolist() == [n.item(), cfg.tokens_for_frames(90)]
+    torch.testing.assert_close(together[0, :n.item()], alone[0], atol=1e-5, rtol=1e-4)
+    assert (together[0, n.item():] == 0).all()
+
+
+def test_the_encoder_reads_the_whole_clip_in_both_directions():
+    enc, _ = _encoder()
+    x = torch.randn(1, 16, 80)
+    a, _ = enc(x, torch.tensor([80]))
+    y = x.clone()
+    y[..., -8:] += 1.0  # change the end: the first vector changes too
+    b, _ = enc(y, torch.tensor([80]))
+    assert not torch.allclose(a[0, 0], b[0, 0], atol=1e-5)
+
+
+def test_too_long_audio_and_bad_config_are_errors():
+    enc, cfg = _encoder()
+    with pytest.raises(ValueError, match=r"longer than audio.max_seconds \(5.0 s = 500 frames\)"):
+        enc(torch.randn(1, 16, 501), torch.tensor([501]))
+    with pytest.raises(ConfigError, match="audio.width"):
+        AudioConfig(width=30, n_head=4).validate()

@@ -57,3 +57,33 @@ def test_too_long_audio_and_bad_config_are_errors():
         enc(torch.randn(1, 16, 501), torch.tensor([501]))
     with pytest.raises(ConfigError, match="audio.width"):
         AudioConfig(width=30, n_head=4).validate()
+
+
+def test_audio_fills_its_placeholders_in_a_multimodal_gpt():
+    from omnigpt.config import Config
+    from omnigpt.data.batch import Example, collate
+    from omnigpt.model.omni import OmniGPT
+    from omnigpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.byte_level()
+    cfg = Config.from_dict({"model": {"vocab_size": 272, "block_size": 96, "n_layer": 2, "n_head": 2, "n_embd": 32},
+                            "audio": {"n_mels": 16, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2}})
+    torch.manual_seed(0)
+    model = OmniGPT(cfg, tok.image_id, tok.audio_id).eval()
+    clips = [torch.randn(16, 120), torch.randn(16, 60)]
+    n = [model.tokens_for_audio(c.shape[1]) for c in clips]
+    assert n == [15, 8]
+    prompts = [[tok.audio_id] * n[0] + tok.encode(" transcript:"), [tok.audio_id] * n[1] + tok.encode(" t:")]
+    batch = collate([Example(p, tok.encode(" hi")) for p in prompts], tok.pad_id, tok.eos_id, 96)
+    feats = torch.zeros(2, 16, 120)
+    feats[0], feats[1, :, :60] = clips[0], clips[1]
+    inputs = dict(batch.model_inputs(), audio=feats, audio_lengths=torch.tensor([120, 60]),
+                  audio_rows=torch.tensor([0, 1]))
+    logits, loss = model(**inputs)
+    loss.backward()
+    assert model.audio_encoder.conv1.weight.grad.abs().sum() > 0
+    alone, _ = model(batch.ids[1:, :len(prompts[1])], audio=clips[1][None], audio_lengths=torch.tensor([60]),
+                     audio_rows=torch.tensor([0]))
+    torch.testing.assert_close(logits[1, :len(prompts[1])], alone[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"prompt 0 has 15 <audio> placeholder tokens but its 0 clip\(s\) take 0"):
+        model(batch.ids)

@@ -123,6 +123,6 @@ def test_image_commands_report_bad_input(image_run, run_dir, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     assert "bad.png" in fail(capsys, "caption", "--checkpoint", image_run, bad)
-    assert "text-only" in fail(capsys, "caption", "--checkpoint", run_dir, bad)
+    assert "has no image encoder" in fail(capsys, "caption", "--checkpoint", run_dir, bad)
     assert "1 <image> placeholder(s) but 2 --image file(s)" in fail(
         capsys, "generate", "--checkpoint", image_run, "--image", bad, "--image", bad, "--prompt", "<image> x")

@@ -153,8 +153,8 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from .viz import attention_figure, image_attention
 
     ckpt = load_checkpoint(args.checkpoint)
-    if not hasattr(ckpt.model, "vision_config"):
-        raise CommandError(f"{ckpt.path} is a text-only model: it has no image encoder to caption with")
+    if getattr(ckpt.model, "vision_config", None) is None:
+        raise CommandError(f"{ckpt.path} has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
     prompt = args.prompt
     caps = generate(ckpt.model, ckpt.tokenizer, [prompt] * len(images), images=[[im] for im in images],
@@ -194,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
-    task = args.task or ("caption+vqa" if hasattr(ckpt.model, "vision_config") else "text")
+    task = args.task or ("caption+vqa" if getattr(ckpt.model, "vision_config", None) is not None else "text")
     if task != "text":
         result = _evaluate_images(ckpt, args, task)
     elif args.data:
@@ -215,8 +215,8 @@ def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) ->
     from .evaluate import evaluate_captions, evaluate_scenes, evaluate_vqa
     from .train.datasets import builtin_size
 
-    if not hasattr(ckpt.model, "vision_config"):
-        raise CommandError(f"--task {task} needs a model with an image encoder; {ckpt.path} is text-only")
+    if getattr(ckpt.model, "vision_config", None) is None:
+        raise CommandError(f"--task {task} needs a model with an image encoder; {ckpt.path} has none")
     tasks = ("caption", "vqa") if task == "caption+vqa" else (task,)
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")

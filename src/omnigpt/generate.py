@@ -357,7 +357,7 @@ def prepare_media(model: nn.Module, images: Sequence[Sequence[ImageInput]]) -> d
 
 def _suppress(model: nn.Module, tokenizer: Tokenizer) -> list[int]:
     """Placeholders stand for encoder outputs: a multimodal model must not write them."""
-    return [tokenizer.image_id, tokenizer.audio_id] if hasattr(model, "vision_config") else []
+    return [tokenizer.image_id, tokenizer.audio_id] if hasattr(model, "image_token_id") else []
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str],

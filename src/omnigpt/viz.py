@@ -72,7 +72,7 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image: "str | Path |
     """
     from .generate import GenerationConfig, check_placeholders, prepare_media, prepare_prompts
 
-    if not hasattr(model, "vision_config"):
+    if getattr(model, "vision_config", None) is None:
         raise ValueError("attention maps need a multimodal model (with an image encoder)")
     (prompt_ids,) = prepare_prompts(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=len(completion_ids)))
     check_placeholders([prompt_ids], [[image]], tokenizer.image_id, model.tokens_per_image)

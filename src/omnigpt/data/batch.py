@@ -34,13 +34,18 @@ class Batch:
     targets: Optional[torch.Tensor] = None  # (B, T) next-token labels, IGNORE_INDEX where no loss
     images: Optional[torch.Tensor] = None  # (N, 3, S, S) every image of the batch in reading order
     image_rows: Optional[torch.Tensor] = None  # (N,) the row each image belongs to
+    audio: Optional[torch.Tensor] = None  # (M, n_mels, frames) log-mel features, padded to the longest clip
+    audio_lengths: Optional[torch.Tensor] = None  # (M,) frames of each clip
+    audio_rows: Optional[torch.Tensor] = None  # (M,) the row each clip belongs to
     loss_weights: Optional[torch.Tensor] = None  # (B, T) weight of each label in the loss; None: all equal
     tasks: list[str] = field(default_factory=list)
 
     def to(self, device: str | torch.device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, ids=move(self.ids), targets=move(self.targets), images=move(self.images),
-                       image_rows=move(self.image_rows), loss_weights=move(self.loss_weights))
+                       image_rows=move(self.image_rows), audio=move(self.audio),
+                       audio_lengths=move(self.audio_lengths), audio_rows=move(self.audio_rows),
+                       loss_weights=move(self.loss_weights))
 
     def loss_weight(self) -> float:
         """What this batch's mean loss is averaged over (its supervised tokens, or its summed weights), so
@@ -58,6 +63,8 @@ class Batch:
         if self.images is not None:
             inputs["images"] = self.images
             inputs["image_rows"] = self.image_rows
+        if self.audio is not None:
+            inputs.update(audio=self.audio, audio_lengths=self.audio_lengths, audio_rows=self.audio_rows)
         return inputs
 
 

@@ -16,22 +16,32 @@ from ..config import Config
 from .attention import KVCache, MediaCache
 from .fusion import GatedCrossAttention, Projector, place_at_placeholders
 from .gpt import GPT
+from .audio import AudioEncoder
 from .vision import build_vision_encoder
 
 
 class OmniGPT(nn.Module):
-    def __init__(self, config: Config, image_token_id: int):
+    def __init__(self, config: Config, image_token_id: int, audio_token_id: Optional[int] = None):
         super().__init__()
-        if config.vision is None:
-            raise ValueError("OmniGPT needs a 'vision' section in the config")
+        if config.vision is None and config.audio is None:
+            raise ValueError("OmniGPT needs a 'vision' or an 'audio' section in the config")
         self.full_config = config
         self.config = config.model  # what generation reads: block_size, vocab_size
         self.vision_config = config.vision
+        self.audio_config = config.audio
         self.fusion = config.fusion.mode
         self.image_token_id = image_token_id
+        self.audio_token_id = audio_token_id
         self.gpt = GPT(config.model)
-        self.vision = build_vision_encoder(config.vision)
-        self.projector = Projector(self.vision.out_dim, config.model.n_embd, config.fusion.projector)
+        if config.vision is not None:
+            self.vision = build_vision_encoder(config.vision)
+            self.projector = Projector(self.vision.out_dim, config.model.n_embd, config.fusion.projector)
+        if config.audio is not None:
+            if audio_token_id is None:
+                raise ValueError("a model with an audio encoder needs the tokenizer's <audio> token id")
+            self.audio_encoder = AudioEncoder(config.audio)
+            self.audio_projector = Projector(self.audio_encoder.out_dim, config.model.n_embd,
+                                             config.fusion.projector)
         self.cross_at: list[int] = []
         if self.fusion == "cross_attention":
             m = config.model
@@ -42,7 +52,19 @@ class OmniGPT(nn.Module):
     @property
     def tokens_per_image(self) -> int:
         """Placeholder tokens one image takes in a prompt."""
+        if self.vision_config is None:
+            return 1
         return self.vision_config.tokens if self.fusion == "prefix" else 1
+
+    def tokens_for_audio(self, frames: int) -> int:
+        """Placeholder tokens a clip of `frames` log-mel frames takes in a prompt (prefix fusion)."""
+        return self.audio_config.tokens_for_frames(frames)
+
+    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """features (N, n_mels, frames), lengths (N,) -> the clips' projected vectors, concatenated (sum, n_embd)."""
+        vectors, n = self.audio_encoder(features, lengths)
+        vectors = self.audio_projector(vectors)
+        return torch.cat([vectors[i, :k] for i, k in enumerate(n.tolist())])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -53,10 +75,15 @@ class OmniGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, *,
                 images: Optional[torch.Tensor] = None, image_rows: Optional[torch.Tensor] = None,
-                positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+                audio: Optional[torch.Tensor] = None, audio_lengths: Optional[torch.Tensor] = None,
+                audio_rows: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                 caches: Optional[list] = None, last_only: bool = False,
                 loss_weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Token ids idx (B, T) with placeholders, images (N, 3, S, S), image_rows (N,) -> (logits, loss).
+
+        audio (M, n_mels, frames) log-mel features padded to the longest clip, audio_lengths (M,) in frames,
+        audio_rows (M,): clip m fills the next `tokens_for_audio(audio_lengths[m])` `<audio>` placeholders of
+        its row (prefix fusion).
 
         Images are needed on the pass that first sees their placeholders (training, or a prompt's first
         decoding pass); later decoding steps read the KV / media caches. The other arguments are GPT's.
@@ -70,6 +97,12 @@ class OmniGPT(nn.Module):
         if first_pass:
             self._check_placeholders(is_ph, n_images, image_rows)
         x = self.gpt.wte(idx)
+        if self.audio_config is not None and (audio is not None or first_pass):
+            is_audio = idx == self.audio_token_id
+            if first_pass:
+                self._check_audio_placeholders(is_audio, audio_lengths, audio_rows)
+            if audio is not None:
+                x = place_at_placeholders(x, is_audio, self.encode_audio(audio, audio_lengths)[None])
         vectors = self.encode_images(images) if n_images else None
         before_block = None
         if self.fusion == "prefix" and vectors is not None:
@@ -112,6 +145,21 @@ class OmniGPT(nn.Module):
                 found = f"{c // n} <image> placeholder(s)" if c % n == 0 else f"{c} placeholder tokens"
                 raise ValueError(f"prompt {r} has {found} but {g} image(s) were given"
                                  + (f" (an image takes {n} placeholder tokens)" if n > 1 else ""))
+
+    def _check_audio_placeholders(self, is_audio: torch.Tensor, lengths: Optional[torch.Tensor],
+                                  rows: Optional[torch.Tensor]) -> None:
+        counts = is_audio.sum(1).tolist()
+        wanted = [0] * len(counts)
+        clips = [0] * len(counts)
+        if lengths is not None:
+            if rows is None:
+                raise ValueError("audio needs audio_rows: the prompt each clip belongs to")
+            for r, frames in zip(rows.tolist(), lengths.tolist()):
+                wanted[r] += self.tokens_for_audio(frames)
+                clips[r] += 1
+        for r, (c, w) in enumerate(zip(counts, wanted)):
+            if c != w:
+                raise ValueError(f"prompt {r} has {c} <audio> placeholder tokens but its {clips[r]} clip(s) take {w}")
 
     def _media_and_visibility(self, vectors: Optional[torch.Tensor], image_rows: Optional[torch.Tensor],
                               is_ph: torch.Tensor, like: torch.Tensor):
@@ -160,10 +208,11 @@ class OmniGPT(nn.Module):
         return records
 
 
-def build_model(config: Config, image_token_id: Optional[int] = None) -> nn.Module:
-    """A text GPT, or an OmniGPT when the config has a vision section."""
-    if config.vision is None:
+def build_model(config: Config, image_token_id: Optional[int] = None, audio_token_id: Optional[int] = None
+                ) -> nn.Module:
+    """A text GPT, or an OmniGPT when the config has a vision or audio section."""
+    if config.vision is None and config.audio is None:
         return GPT(config.model)
     if image_token_id is None:
         raise ValueError("a multimodal model needs the tokenizer's <image> token id")
-    return OmniGPT(config, image_token_id)
+    return OmniGPT(config, image_token_id, audio_token_id)

@@ -182,7 +182,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     tokenizer = data.tokenizer
 
     torch.manual_seed(tc.seed)  # the same initial weights on every process
-    model = build_model(cfg, tokenizer.image_id).to(env.device)
+    model = build_model(cfg, tokenizer.image_id, tokenizer.audio_id).to(env.device)
     if tc.init_from and state is None:
         init_weights(model, tc.init_from)
     freeze(model, tc.freeze)

@@ -53,3 +53,17 @@ def tiny_omni_config(fusion: str = "prefix", encoder: str = "cnn", **train) -> C
         "data": {"sources": ["builtin:scenes"], "tokenizer": "byte", "builtin_scenes": 64},
         "train": t,
     })
+
+
+def tiny_asr_config(cache_dir: str, **train) -> Config:
+    """A 2-layer speech recognizer on a few built-in utterances (16 log-mels): fast enough for tests."""
+    t = {"seed": 5, "batch_size": 8, "max_steps": 20, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+         "eval_interval": 10, "eval_batches": 1, "save_interval": 10}
+    t.update(train)
+    return Config.from_dict({
+        "model": {"vocab_size": 400, "block_size": 128, "n_layer": 2, "n_head": 2, "n_embd": 64, "position": "rope"},
+        "audio": {"n_mels": 32, "width": 64, "n_layer": 2, "n_head": 2, "pool": 2, "max_seconds": 10.0},
+        "data": {"sources": ["builtin:speech"], "tasks": ["transcribe"], "tokenizer": "bpe",
+                 "builtin_utterances": 8, "cache_dir": cache_dir},
+        "train": t,
+    })

@@ -1,9 +1,10 @@
 import math
 
+import jiwer
 import pytest
 
-from omnigpt.metrics import (accuracy_by_type, bleu4, cider_d, exact_match, majority_baseline, normalize_answer,
-                             normalize_caption, vqa_accuracy)
+from omnigpt.metrics import (accuracy_by_type, bleu4, cer, cider_d, exact_match, majority_baseline, normalize_answer,
+                             normalize_caption, normalize_transcript, vqa_accuracy, wer, word_errors)
 
 L3 = math.log(3)  # idf of an n-gram found in the references of exactly 1 of 3 images: log(3) - log(1)
 
@@ -152,3 +153,80 @@ def test_majority_baseline_answers_the_most_common_training_answer_per_type():
     test_types = ["yes/no", "yes/no", "number", "number", "color", "what"]
     result = majority_baseline(train_answers, train_types, test_answers, test_types)
     assert result == {"yes/no": 0.5, "number": 0.5, "color": 1.0, "what": 1.0}  # "what" unseen: overall "yes"
+
+
+# ------------------------------------------------------------------------------------------ speech recognition
+
+def test_normalize_transcript():
+    assert normalize_transcript("  Don't STOP\u2014the well-known \u201cCafe\u0301\u201d,  NOW!! ") == \
+        "dont stop the well known caf\u00e9 now"
+    assert normalize_transcript("\uff28\uff29 \ufb01ne dog\u2019s 3$") == "hi fine dogs 3$"  # NFKC, then lower case
+    assert normalize_transcript("...--") == ""
+
+
+def test_wer_counts_a_missing_word_as_one_deletion_over_the_reference_length():
+    assert wer(["the cat sat"], ["the cat sat down"]) == pytest.approx(1 / 4)
+    assert word_errors("the cat sat", "the cat sat down") == \
+        {"substitutions": 0, "deletions": 1, "insertions": 0, "hits": 3}
+
+
+def test_wer_ignores_case_and_punctuation():
+    assert wer(["The cat, sat -- DOWN!"], ["the cat sat down"]) == 0.0
+    assert wer(["don't"], ["dont"]) == 0.0  # apostrophes removed, not turned into a space
+
+
+def test_word_errors_of_an_insertion_and_a_deletion():
+    # ref "the cat sat down" vs "the black cat sat": the, cat, sat match; "black" inserted, "down" deleted
+    # (2 edits, fewer than the 3 substitutions of aligning word by word).
+    assert word_errors("the black cat sat", "the cat sat down") == \
+        {"substitutions": 0, "deletions": 1, "insertions": 1, "hits": 3}
+
+
+def test_wer_is_corpus_level_and_can_exceed_one():
+    # 1 substitution in 4 + 1 = 5 reference words: 0.2 (the mean of the per-utterance rates would be 0.5).
+    assert wer(["a b c d", "x"], ["a b c d", "y"]) == pytest.approx(1 / 5)
+    # "a b c" against "x": 1 substitution + 2 insertions over 1 reference word.
+    assert wer(["a b c"], ["x"]) == pytest.approx(3.0)
+
+
+def test_cer_counted_by_hand():
+    # "kitten" -> "sitting": k/s and e/i substituted, the final "g" deleted: 3 edits / 7 characters.
+    assert cer(["kitten"], ["sitting"]) == pytest.approx(3 / 7)
+    # The space between words is a character: "ab c" against "abc" is 1 insertion over 3.
+    assert cer(["ab c"], ["abc"]) == pytest.approx(1 / 3)
+    assert cer(["Hello, World!"], ["hello world"]) == 0.0
+    # Corpus level: (3 + 0) edits over 7 + 5 characters.
+    assert cer(["kitten", "hello"], ["sitting", "HELLO"]) == pytest.approx(3 / 12)
+
+
+def test_empty_reference_adds_its_prediction_as_insertions_and_nothing_to_the_denominator():
+    # The second reference is empty after normalization: "uh huh" is 2 insertions; the denominator stays 2 words.
+    assert wer(["the cat", "uh huh"], ["the cat", "..."]) == pytest.approx(2 / 2)
+    assert word_errors("uh huh", "") == {"substitutions": 0, "deletions": 0, "insertions": 2, "hits": 0}
+    assert wer(["the cat", ""], ["the cat", ""]) == 0.0  # silence transcribed as silence costs nothing
+    assert cer(["abc", "ab"], ["abc", "?"]) == pytest.approx(2 / 3)
+    # An empty prediction deletes every reference word.
+    assert word_errors("", "the cat") == {"substitutions": 0, "deletions": 2, "insertions": 0, "hits": 0}
+    assert wer([""], ["the cat"]) == 1.0
+
+
+def test_wer_matches_jiwer_on_normalized_text():
+    preds = ["the quick brown fox", "jumps over a dog", "hello there world"]
+    refs = ["the quick brown fox jumps", "over the lazy dog", "hello world"]
+    assert wer(preds, refs) == pytest.approx(jiwer.wer(refs, preds))
+    assert cer(preds, refs) == pytest.approx(jiwer.cer(refs, preds))
+
+
+def test_wer_and_cer_errors():
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        wer(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="1 predictions but 2 references"):
+        cer(["a"], ["a", "b"])
+    with pytest.raises(TypeError, match="must be lists, not a single string"):
+        wer("the cat", "the cat")
+    with pytest.raises(ValueError, match="predictions is empty"):
+        cer([], [])
+    with pytest.raises(ValueError, match="every reference is empty after normalize_transcript"):
+        wer(["uh"], ["?!"])
+    with pytest.raises(TypeError, match="must be strings, got list and str"):
+        word_errors(["a"], "a")

@@ -181,6 +181,32 @@ def cmd_caption(args: argparse.Namespace) -> None:
             print(f"{row['image']}: {row['caption']}{extra}")
 
 
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from .data.speech import TRANSCRIBE_PROMPT
+    from .generate import generate
+    from .train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if getattr(ckpt.model, "audio_config", None) is None:
+        raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
+    texts = generate(ckpt.model, ckpt.tokenizer, [TRANSCRIBE_PROMPT] * len(args.audio), audio=[[a] for a in args.audio],
+                     max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    rows = [{"audio": a, "text": t.strip()} for a, t in zip(args.audio, texts)]
+    if args.format == "json":
+        print(json.dumps(rows, ensure_ascii=False))
+    else:
+        for row in rows:
+            print(f"{row['audio']}: {row['text']}" if len(rows) > 1 else row["text"])
+
+
+def cmd_speech_data(args: argparse.Namespace) -> None:
+    from .data.speech import hours_to_count, write_speech_dataset
+
+    count = args.count or hours_to_count(args.hours)
+    path = write_speech_dataset(args.out, args.split, count, args.seed)
+    print(json.dumps({"manifest": str(path), "split": args.split, "utterances": count}))
+
+
 def _run_dir_of(checkpoint: Path) -> Optional[Path]:
     """The run folder holding a checkpoint (for its tokenized validation split), if any."""
     for folder in (checkpoint, checkpoint.parent.parent):
@@ -194,8 +220,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
-    task = args.task or ("caption+vqa" if getattr(ckpt.model, "vision_config", None) is not None else "text")
-    if task != "text":
+    task = args.task or ("caption+vqa" if getattr(ckpt.model, "vision_config", None) is not None else
+                         "transcribe" if getattr(ckpt.model, "audio_config", None) is not None else "text")
+    if task == "transcribe":
+        result = _evaluate_speech(ckpt, args)
+    elif task != "text":
         result = _evaluate_images(ckpt, args, task)
     elif args.data:
         result = perplexity_of_file(ckpt.model, ckpt.tokenizer, args.data, args.errors or "strict")
@@ -208,6 +237,34 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["data"] = "validation split"
     result["checkpoint"] = str(ckpt.path)
     print(json.dumps(result))
+
+
+def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
+    from .data.sources import read_audio_source
+    from .data.speech import TRANSCRIBE_PROMPT, speech_dataset
+    from .generate import generate
+    from .metrics import cer, wer
+    from .train.datasets import cache_dir
+
+    if getattr(ckpt.model, "audio_config", None) is None:
+        raise CommandError(f"--task transcribe needs a model with an audio encoder; {ckpt.path} has none")
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, got {args.limit}")
+    spec = args.data or "builtin:speech"
+    if spec == "builtin:speech":
+        split = args.split if args.split in ("train", "val", "test") else "test"
+        clips = speech_dataset(split, args.limit or 500, 0, cache_dir(ckpt.config))
+        audio, refs = [clips.audio(i) for i in range(len(clips))], list(clips.texts)
+    else:
+        items = read_audio_source(spec, args.on_bad_file or "error")[:args.limit]
+        audio, refs = [it.audio for it in items], [it.text for it in items]
+    preds = []
+    for b in range(0, len(audio), 32):
+        outs = generate(ckpt.model, ckpt.tokenizer, [TRANSCRIBE_PROMPT] * len(audio[b:b + 32]),
+                        audio=[[a] for a in audio[b:b + 32]], max_new_tokens=48)
+        preds += [o.strip() for o in outs]
+    return {"data": spec, "wer": wer(preds, refs), "cer": cer(preds, refs), "utterances": len(refs),
+            "samples": [{"prediction": p, "reference": r} for p, r in list(zip(preds, refs))[:5]]}
 
 
 def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) -> dict:
@@ -346,12 +403,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON instead of text")
     c.set_defaults(func=cmd_caption)
 
+    tr = sub.add_parser("transcribe", help="speech to text with a model that has an audio encoder")
+    tr.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    tr.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channels)")
+    tr.add_argument("--format", choices=["txt", "json"], default="txt")
+    tr.add_argument("--num-beams", type=int, default=1)
+    tr.add_argument("--max-new-tokens", type=int, default=48)
+    tr.set_defaults(func=cmd_transcribe)
+
+    sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
+    sd.add_argument("--out", required=True)
+    sd.add_argument("--hours", type=float, default=1.0)
+    sd.add_argument("--count", type=int, help="utterances (instead of --hours)")
+    sd.add_argument("--split", choices=["train", "val", "test"], default="train")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.set_defaults(func=cmd_speech_data)
+
     e = sub.add_parser("evaluate", help="perplexity on text; captioning and VQA scores of a multimodal model")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa"],
-                   help="default: text for a text GPT, caption+vqa for a multimodal model")
+    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe"],
+                   help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio")
     e.add_argument("--data", help="text: a text file (default: the run's validation split); caption/vqa: "
-                                  "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest")
+                                  "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest; "
+                                  "transcribe: builtin:speech (default), librispeech:DIR, or a JSONL manifest")
     e.add_argument("--images", help="image folder of a COCO captions file")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "compositional"],
                    help="built-in scene split (default: test)")
@@ -376,6 +450,7 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from .config import ConfigError
+    from .data.speech import SpeechError
     from .data.text import DataError
     from .generate import GenerationError
     from .tokenizer import TokenizerError
@@ -385,7 +460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         args.func(args)
     except (CommandError, ConfigError, DataError, TokenizerError, CheckpointError, GenerationError,
-            FloatingPointError) as exc:
+            SpeechError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -191,7 +191,7 @@ class DataConfig:
     sources: list[str] = field(default_factory=list)
     val_sources: list[str] = field(default_factory=list)  # default: a held-out part of the sources
     images: Optional[str] = None
-    tasks: list[Literal["caption", "vqa"]] = field(default_factory=lambda: ["caption", "vqa"])
+    tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on
     builtin_scenes: int = 1_000_000  # built-in training scenes (each is drawn on demand)
     # Built-in scenes: questions asked about one image in one training sequence (after the first, each is
@@ -199,6 +199,8 @@ class DataConfig:
     questions_per_example: int = 1
     on_bad_file: Literal["skip", "error"] = "error"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    builtin_utterances: int = 12000  # built-in speech: training utterances synthesized once and cached
+    cache_dir: Optional[str] = None  # where generated data is cached (default ~/.cache/omnigpt)
 
     def validate(self) -> None:
         if not self.corpus and not self.sources:
@@ -279,8 +281,9 @@ class Config:
                                   f"({self.model.block_size}): reduce them with vision.reduce")
         if self.audio is not None and self.fusion.mode != "prefix":
             raise ConfigError("an audio encoder works with fusion.mode prefix so far (cross_attention: images only)")
-        if self.data.sources and self.vision is None:
-            raise ConfigError("data.sources holds image-text data but the config has no 'vision' section")
+        if self.data.sources and self.vision is None and self.audio is None:
+            raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
+                              "section")
         if self.train.freeze:
             if self.vision is None:
                 raise ConfigError(f"train.freeze {self.train.freeze} needs a multimodal model (a 'vision' section)")

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from .data.batch import expand_placeholders
+from .data.audio import MelConfig, load_audio, log_mel
+from .data.batch import expand_placeholders, pad_features
 from .data.image import ImageTransform, preprocess
 from .model.attention import padded_causal_mask
 from .tokenizer import Tokenizer
@@ -269,20 +271,76 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], cfg: GenerationConfig) -> list[list[int]]:
+def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], cfg: GenerationConfig,
+                    audio_tokens: Optional[Sequence[Sequence[int]]] = None) -> list[list[int]]:
+    """Tokenize prompts, expand each `<image>` to the tokens an image takes and each `<audio>` to those of
+    its clip (audio_tokens[prompt][clip]), and check that they fit the context with max_new_tokens."""
     context = model.config.block_size
     per_image = getattr(model, "tokens_per_image", 1)
     out = []
-    for p in prompts:
+    for r, p in enumerate(prompts):
         ids = tokenizer.encode(p)
         if per_image > 1:
             ids = expand_placeholders(ids, tokenizer.image_id, per_image)
+        if audio_tokens is not None and audio_tokens[r]:
+            ids = expand_each(ids, tokenizer.audio_id, audio_tokens[r])
         fitted = fit_prompt(ids, context, cfg.max_new_tokens, cfg.truncate)
-        if fitted.count(tokenizer.image_id) != ids.count(tokenizer.image_id):
-            raise PromptTooLongError("truncating the prompt to fit the context would cut into an image: "
-                                     "shorten the text or lower max_new_tokens")
+        for ph, what in ((tokenizer.image_id, "an image"), (tokenizer.audio_id, "an audio clip")):
+            if fitted.count(ph) != ids.count(ph):
+                raise PromptTooLongError(f"truncating the prompt to fit the context would cut into {what}: "
+                                         f"shorten the text or lower max_new_tokens")
         out.append(fitted)
     return out
+
+
+def expand_each(ids: Sequence[int], placeholder: int, counts: Sequence[int]) -> list[int]:
+    """The k-th placeholder becomes counts[k] copies (a clip's vectors); a count mismatch is an error."""
+    if list(ids).count(placeholder) != len(counts):
+        raise GenerationError(f"the prompt has {list(ids).count(placeholder)} <audio> placeholder(s) but "
+                              f"{len(counts)} audio clip(s) were given")
+    out, k = [], 0
+    for t in ids:
+        if t == placeholder:
+            out.extend([placeholder] * counts[k])
+            k += 1
+        else:
+            out.append(t)
+    return out
+
+
+AudioInput = Union[str, Path, np.ndarray, torch.Tensor]  # a file, or mono samples at the model's sample rate
+
+
+def audio_features(model: nn.Module, audio: Sequence[Sequence[AudioInput]]) -> list[list[torch.Tensor]]:
+    """Per-prompt audio inputs -> per-prompt log-mel features (n_mels, frames), as the model was trained."""
+    cfg = getattr(model, "audio_config", None)
+    if any(audio) and cfg is None:
+        raise GenerationError("this model has no audio encoder: it cannot take audio")
+    out = []
+    for row in audio:
+        feats = []
+        for clip in row:
+            if isinstance(clip, (str, Path)):
+                wave = load_audio(clip, cfg.sample_rate, max_seconds=cfg.max_seconds)
+            else:
+                wave = torch.as_tensor(clip, dtype=torch.float32)
+                if wave.dim() != 1:
+                    raise GenerationError(f"audio samples must be 1-D (mono), got shape {tuple(wave.shape)}")
+            feats.append(log_mel(wave, MelConfig(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, log=cfg.log)))
+        out.append(feats)
+    return out
+
+
+def audio_media(model: nn.Module, features: Sequence[Sequence[torch.Tensor]]) -> dict:
+    """Per-prompt features -> the `audio`, `audio_lengths`, `audio_rows` inputs of a multimodal model."""
+    clips = [f for row in features for f in row]
+    if not clips:
+        return {}
+    device = next(model.parameters()).device
+    padded, lengths = pad_features(clips)
+    rows = [r for r, row in enumerate(features) for _ in row]
+    return {"audio": padded.to(device), "audio_lengths": lengths.to(device),
+            "audio_rows": torch.tensor(rows, device=device)}
 
 
 ImageInput = Union[str, Path, Image.Image, torch.Tensor]  # a file, a PIL image, or a preprocessed (3, S, S) tensor
@@ -355,24 +413,49 @@ def prepare_media(model: nn.Module, images: Sequence[Sequence[ImageInput]]) -> d
     return {"images": torch.stack(tensors).to(device), "image_rows": torch.tensor(rows, device=device)}
 
 
+def _audio_lists(audio, n_prompts: int, single: bool) -> list[list[AudioInput]]:
+    def is_clip(x) -> bool:
+        return isinstance(x, (str, Path)) or (isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim == 1)
+
+    if audio is None:
+        return [[] for _ in range(n_prompts)]
+    if single:
+        return [[audio] if is_clip(audio) else list(audio)]
+    if is_clip(audio):
+        raise GenerationError(f"give one audio clip (or list of clips) per prompt: {n_prompts} prompts")
+    lists = [[a] if is_clip(a) else list(a or []) for a in audio]
+    if len(lists) != n_prompts:
+        raise GenerationError(f"audio was given for {len(lists)} prompts, but there are {n_prompts} prompts")
+    return lists
+
+
+def _audio_token_counts(model: nn.Module, features: Sequence[Sequence[torch.Tensor]]) -> Optional[list[list[int]]]:
+    if not any(features):
+        return None
+    return [[model.tokens_for_audio(f.shape[-1]) for f in row] for row in features]
+
+
 def _suppress(model: nn.Module, tokenizer: Tokenizer) -> list[int]:
     """Placeholders stand for encoder outputs: a multimodal model must not write them."""
     return [tokenizer.image_id, tokenizer.audio_id] if hasattr(model, "image_token_id") else []
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str],
-             config: Optional[GenerationConfig] = None, images: Images = None, **overrides) -> str | list[str]:
+             config: Optional[GenerationConfig] = None, images: Images = None, audio=None,
+             **overrides) -> str | list[str]:
     """Continue each prompt; returns the new text only (a string for a string prompt, else a list).
 
     images: for a multimodal model, what the prompt's `<image>` placeholders stand for, in order: for one
     prompt an image or a list of images; for a list of prompts one image or list per prompt. An image is
     a path, a PIL image or a preprocessed (3, S, S) tensor.
+    audio: likewise for `<audio>` placeholders: files, or mono samples at the model's sample rate.
     Keyword overrides set fields of `config`, e.g. `generate(m, tok, "Hi", temperature=0.8, seed=1)`.
     """
     cfg = _config(config, overrides)
     single = isinstance(prompts, str)
     texts = [prompts] if single else list(prompts)
-    ids = prepare_prompts(model, tokenizer, texts, cfg)
+    features = audio_features(model, _audio_lists(audio, len(texts), single))
+    ids = prepare_prompts(model, tokenizer, texts, cfg, _audio_token_counts(model, features))
     per_prompt = image_lists(images, len(ids), single)
     check_placeholders(ids, per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
     suppress = _suppress(model, tokenizer)
@@ -382,12 +465,13 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
     try:
         if cfg.num_beams > 1:
             outs = []
-            for p, row_images in zip(ids, per_prompt):
-                outs.append(beam_search_ids(model, p, cfg, stops, prepare_media(model, [row_images]), suppress))
+            for p, row_images, row_audio in zip(ids, per_prompt, features):
+                media = {**prepare_media(model, [row_images]), **audio_media(model, [row_audio])}
+                outs.append(beam_search_ids(model, p, cfg, stops, media, suppress))
         else:
             outs = [[] for _ in ids]
             ended = [False] * len(ids)
-            media = prepare_media(model, per_prompt)
+            media = {**prepare_media(model, per_prompt), **audio_media(model, features)}
             for tok in sample_ids(model, ids, cfg, stops, tokenizer.pad_id, media, suppress):
                 for i, t in enumerate(tok.tolist()):
                     if ended[i]:

@@ -1,5 +1,5 @@
 """Caption and visual-question-answering metrics: BLEU-4, CIDEr-D, exact match, VQA accuracy, and the
-per-question-type majority baseline a VQA model must beat.
+per-question-type majority baseline a VQA model must beat; speech recognition metrics: WER and CER.
 
 Pure functions of strings; no model code, so `evaluate.py` and tests can use them alike.
 """
@@ -10,11 +10,13 @@ import unicodedata
 from collections import Counter, defaultdict
 from typing import Hashable, Sequence, Union
 
+import jiwer
 from sacrebleu.metrics import BLEU
 
 Answers = Union[str, Sequence[str]]  # one answer, or the several human answers of a VQA v2 question
 
 ARTICLES = {"a", "an", "the"}
+APOSTROPHES = ("'", "\u2019", "\u02bc")  # ASCII, right single quotation mark, modifier letter apostrophe
 NUMBER_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
                 "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 
@@ -194,3 +196,87 @@ def majority_baseline(train_answers: list[Answers], train_types: list[Hashable],
     fallback = overall.most_common(1)[0][0]
     guesses = [by_type[k].most_common(1)[0][0] if k in by_type else fallback for k in test_types]
     return accuracy_by_type(guesses, test_answers, test_types)
+
+
+# ------------------------------------------------------------------------------------------ speech recognition
+
+def normalize_transcript(text: str) -> str:
+    """A transcript as WER and CER compare it:
+
+    1. Unicode NFKC (full-width and compatibility forms become their plain letters and digits: "Ａ" -> "A");
+    2. lower case (after NFKC, so the letters NFKC produced are lowered too);
+    3. apostrophes removed (', ’ and ʼ), so "don't" -> "dont" and "dog's" -> "dogs" stay one word;
+    4. every other punctuation character (Unicode category P*, hyphens and dashes included) replaced by a
+       space: "well-known" -> "well known", "yes, sir." -> "yes sir";
+    5. runs of whitespace collapsed to one space, none at the ends.
+
+    Nothing else: symbols ($ % +) are kept and numbers are not spelled out, so "2" against "two" is an error.
+    """
+    text = unicodedata.normalize("NFKC", text).lower()
+    for apostrophe in APOSTROPHES:
+        text = text.replace(apostrophe, "")
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+EDIT_KINDS = ("substitutions", "deletions", "insertions", "hits")
+
+
+def _edit_counts(predictions: Sequence[str], references: Sequence[str], unit: str) -> dict[str, int]:
+    """Summed alignment counts of normalized pairs, in words or characters (spaces count as characters).
+
+    An empty side is counted here, not by jiwer (jiwer 3 raises on an empty reference): against an empty
+    reference every unit of the prediction is an insertion; an empty prediction deletes every reference unit.
+    """
+    size = (lambda s: len(s.split())) if unit == "words" else len
+    counts = dict.fromkeys(EDIT_KINDS, 0)
+    pairs = []
+    for pred, ref in zip(map(normalize_transcript, predictions), map(normalize_transcript, references)):
+        if not ref:
+            counts["insertions"] += size(pred)
+        elif not pred:
+            counts["deletions"] += size(ref)
+        else:
+            pairs.append((pred, ref))
+    if pairs:
+        process = jiwer.process_words if unit == "words" else jiwer.process_characters
+        out = process([r for _, r in pairs], [p for p, _ in pairs])  # jiwer takes references first
+        for kind in EDIT_KINDS:
+            counts[kind] += getattr(out, kind)
+    return counts
+
+
+def _error_rate(predictions: list[str], references: list[str], unit: str) -> float:
+    _check_pairs(predictions, references, "references")
+    c = _edit_counts(predictions, references, unit)
+    length = c["substitutions"] + c["deletions"] + c["hits"]  # units in the references
+    if length == 0:
+        raise ValueError(f"every reference is empty after normalize_transcript: the error rate has no "
+                         f"denominator (0 reference {unit})")
+    return (c["substitutions"] + c["deletions"] + c["insertions"]) / length
+
+
+def wer(predictions: list[str], references: list[str]) -> float:
+    """Corpus word error rate: (substitutions + deletions + insertions) / reference words, all summed over the
+    corpus (not a mean of per-utterance rates), after `normalize_transcript`; 0 is perfect and it can exceed 1.
+
+    A reference that is empty after normalization adds nothing to the denominator, but every word of its
+    prediction counts as an insertion (a hallucination over silence is an error). A corpus whose references
+    are all empty has no WER: ValueError.
+    """
+    return _error_rate(predictions, references, "words")
+
+
+def cer(predictions: list[str], references: list[str]) -> float:
+    """Corpus character error rate, as `wer` but over the characters of the normalized text (the single spaces
+    between words included, as jiwer counts them); empty references are handled as in `wer`."""
+    return _error_rate(predictions, references, "characters")
+
+
+def word_errors(prediction: str, reference: str) -> dict[str, int]:
+    """{"substitutions", "deletions", "insertions", "hits"}: the word alignment of one normalized pair (the
+    counts whose sums make `wer`). An empty reference gives only insertions."""
+    if not isinstance(prediction, str) or not isinstance(reference, str):
+        raise TypeError(f"prediction and reference must be strings, got {type(prediction).__name__} and "
+                        f"{type(reference).__name__}")
+    return _edit_counts([prediction], [reference], "words")

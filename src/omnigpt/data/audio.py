@@ -120,6 +120,14 @@ def _check_frame_count(decoded: int, expected: int, rate: int, fmt: str, name: s
 
 
 def _check_wav_complete(f: BinaryIO, n_bytes: int, name: str) -> None:
+    """`_check_wav_chunks`, with a header too short to parse reported as a corrupt WAV."""
+    try:
+        _check_wav_chunks(f, n_bytes, name)
+    except struct.error:
+        raise AudioError(f"{name}: not a readable WAV file: its header is cut short or corrupt") from None
+
+
+def _check_wav_chunks(f: BinaryIO, n_bytes: int, name: str) -> None:
     """Raise if a RIFF/RIFX/RF64 WAV's data chunk declares more whole frames than the file holds.
 
     Walks the chunk list from the start of the file; anything that is not a WAV is left to libsndfile.

@@ -1,7 +1,7 @@
 """The one batch type every model in omnigpt takes, and the collate that builds it from examples.
 
-A training example is a prompt (no loss), a target (loss) and the images its `<image>` placeholders stand
-for. Collate joins prompt + target + end-of-text, shifts by one for next-token labels, right-pads rows with
+A training example is a prompt (no loss), a target (loss) and the images (or audio clips) its `<image>`
+(`<audio>`) placeholders stand for. Collate joins prompt + target + end-of-text, shifts by one for next-token labels, right-pads rows with
 the pad token (labels IGNORE_INDEX there and on the prompt), and stacks all images of the batch in reading
 order with the row each belongs to.
 """
@@ -23,6 +23,7 @@ class Example:
     target: list[int]  # token ids the loss is taken on (end-of-text is appended by collate)
     images: list[torch.Tensor] = field(default_factory=list)  # (3, S, S) each, in placeholder order
     task: str = ""
+    audio: list[torch.Tensor] = field(default_factory=list)  # log-mel features (n_mels, frames) each, in order
     # Further (prompt, target) turns in the same sequence, e.g. more questions about the same image; each
     # target is followed by end-of-text, and only targets take loss.
     turns: list[tuple[list[int], list[int]]] = field(default_factory=list)
@@ -90,7 +91,7 @@ def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: i
     A target that runs past the context is cut (the model then sees no end-of-text for it); a prompt that
     alone fills the context is an error, since nothing would be learned from it.
     """
-    rows, labels, images, image_rows = [], [], [], []
+    rows, labels, images, image_rows, clips, clip_rows = [], [], [], [], [], []
     for r, ex in enumerate(examples):
         if len(ex.prompt) >= block_size:
             raise DataError(f"a prompt of {len(ex.prompt)} tokens (images included) leaves no room for its "
@@ -108,6 +109,8 @@ def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: i
         labels.append(y)
         images.extend(ex.images)
         image_rows.extend([r] * len(ex.images))
+        clips.extend(ex.audio)
+        clip_rows.extend([r] * len(ex.audio))
     T = max(len(x) for x in rows)
     ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     targets = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
@@ -123,4 +126,16 @@ def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: i
     if images:
         batch.images = torch.stack(images)
         batch.image_rows = torch.tensor(image_rows, dtype=torch.long)
+    if clips:
+        batch.audio, batch.audio_lengths = pad_features(clips)
+        batch.audio_rows = torch.tensor(clip_rows, dtype=torch.long)
     return batch
+
+
+def pad_features(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (n_mels, frames_i) each -> (M, n_mels, max frames) zero-padded, and the frames of each (M,)."""
+    lengths = torch.tensor([c.shape[-1] for c in clips], dtype=torch.long)
+    out = clips[0].new_zeros(len(clips), clips[0].shape[0], int(lengths.max()))
+    for i, c in enumerate(clips):
+        out[i, :, :c.shape[-1]] = c
+    return out, lengths

@@ -1,15 +1,24 @@
-"""Readers that turn a user's image-text files into a list of `ImageText` examples.
+"""Readers that turn a user's files into a list of examples: `ImageText` (read_source) or `AudioText`
+(read_audio_source). The two kinds of source are read by two functions because they make different examples.
 
-Accepted sources:
+Accepted image sources (`read_source`):
   PATH.jsonl                  one JSON object a line: {"image": "imgs/a.png", "text": "a caption"}
                               ("caption" is an alias of "text"; a VQA row has "question" and "answer");
                               relative image paths are relative to the manifest's folder
   coco:CAPTIONS.json          COCO captions layout ({"images": [...], "annotations": [...]}) with the image
                               folder given separately (`images=`)
 
+Accepted audio sources (`read_audio_source`):
+  PATH.jsonl                  one JSON object a line: {"audio": "clips/a.flac", "text": "a transcript"}, or
+                              {"audio": ..., "label": "dog"} for classification; relative audio paths are
+                              relative to the manifest's folder
+  librispeech:FOLDER          a LibriSpeech split (LibriSpeech/dev-clean): SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt
+                              with lines "SPEAKER-CHAPTER-UTTERANCE TEXT" and the audio UTTERANCE-ID.flac beside it
+  audiofolder:FOLDER          one folder per class: FOLDER/LABEL/*.wav (.flac, .ogg, .mp3)
+
 Every problem is found at read time, never mid-epoch: a bad row, an unknown image id, a missing or unreadable
-image is either an error (on_error="error") or skipped with one warning that counts and lists what was
-skipped (on_error="skip").
+image or audio file is either an error (on_error="error") or skipped with one warning that counts and lists
+what was skipped (on_error="skip").
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+import soundfile as sf
 from PIL import Image
 
 from ..tokenizer import SPECIAL_TOKENS
@@ -29,6 +39,10 @@ from .text import DataError
 
 OnError = Literal["skip", "error"]
 ACCEPTED = ("PATH.jsonl (a JSONL manifest)", "coco:CAPTIONS.json (COCO captions; needs images=FOLDER)")
+AUDIO_ACCEPTED = ('PATH.jsonl (a JSONL manifest of {"audio", "text" or "label"} rows)',
+                  "librispeech:FOLDER (a LibriSpeech split folder such as LibriSpeech/dev-clean)",
+                  "audiofolder:FOLDER (FOLDER/LABEL/*.wav, one folder per class)")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MAX_LISTED = 20  # skipped examples named in the warning; the rest are counted
 
 
@@ -40,6 +54,20 @@ class ImageText:
     line: Optional[int] = None  # line of a JSONL manifest, 1-based
     source: str = ""  # where it came from, for messages: the manifest path, or "captions.json image id 42"
     question: Optional[str] = None  # VQA rows only
+
+    @property
+    def where(self) -> str:
+        return f"{self.source} line {self.line}" if self.line is not None else self.source
+
+
+@dataclass
+class AudioText:
+    """One example: an audio file and its text (a transcript, or for classification the class label)."""
+    audio: Path
+    text: str
+    line: Optional[int] = None  # line of a JSONL manifest or LibriSpeech transcript, 1-based
+    source: str = ""  # where it came from, for messages: the manifest or transcript path, or "FOLDER class dog"
+    label: Optional[str] = None  # classification examples only; `text` is then the label too
 
     @property
     def where(self) -> str:
@@ -65,7 +93,7 @@ class _Problems:
             raise DataError(message)
         self.found.append(message)
 
-    def finish(self, examples: list[ImageText], total: int) -> list[ImageText]:
+    def finish(self, examples: list, total: int) -> list:
         """Warn about what was skipped; a source left with no example at all is an error."""
         if not self.found:
             return examples
@@ -112,6 +140,36 @@ def _check_images(examples: list[ImageText], problems: _Problems) -> list[ImageT
     return kept
 
 
+def audio_problem(path: Path) -> Optional[str]:
+    """Why an audio file cannot be used, or None. soundfile.info reads only the header (format, rate, frame
+    count), so it is cheap; a file corrupt or cut off after its header is found when `load_audio` decodes it."""
+    if not path.exists():
+        return f"audio not found: {path}"
+    if not path.is_file():
+        return f"audio is not a file: {path}"
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # sf.LibsndfileError (a RuntimeError) for unknown formats and bad headers
+        return f"audio unreadable: {path} ({type(exc).__name__}: {exc})"
+    if info.frames <= 0:
+        return f"audio has no samples: {path} (0 frames)"
+    return None
+
+
+def _check_audio(examples: list[AudioText], problems: _Problems) -> list[AudioText]:
+    """The examples whose audio file is usable; each distinct file is checked once."""
+    verdict: dict[Path, Optional[str]] = {}
+    kept = []
+    for ex in examples:
+        if ex.audio not in verdict:
+            verdict[ex.audio] = audio_problem(ex.audio)
+        if verdict[ex.audio] is None:
+            kept.append(ex)
+        else:
+            problems.report(f"{ex.where}: {verdict[ex.audio]}")
+    return kept
+
+
 def _string_field(row: dict, key: str) -> str:
     value = row[key]
     if not isinstance(value, str):
@@ -135,7 +193,8 @@ def _manifest_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, got {type(row).__name__}")
     if "image" not in row:
-        raise DataError("missing key 'image'")
+        hint = " (this row has 'audio': read audio manifests with read_audio_source)" if "audio" in row else ""
+        raise DataError(f"missing key 'image'{hint}")
     image = Path(_string_field(row, "image"))
     keys = [k for k in ("text", "caption", "answer") if k in row]
     if "question" in row or "answer" in row:
@@ -154,38 +213,45 @@ def _manifest_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
     return (image if image.is_absolute() else folder / image), text, question
 
 
-def read_manifest(path: str | Path, on_error: OnError = "error", check_images: bool = True) -> list[ImageText]:
-    """Examples of a JSONL manifest, one per non-blank line, in file order (see the module docstring)."""
-    path = Path(path)
-    problems = _Problems(str(path), on_error)
+def _manifest_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a JSONL manifest; a missing, non-UTF-8 or empty manifest
+    is an error."""
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: invalid UTF-8 at byte offset {exc.start}") from None
+    found = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not found:
+        raise DataError(f"manifest is empty: {path}")
+    return found
+
+
+def _json_line(line: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def read_manifest(path: str | Path, on_error: OnError = "error", check_images: bool = True) -> list[ImageText]:
+    """Examples of a JSONL manifest, one per non-blank line, in file order (see the module docstring)."""
+    path = Path(path)
+    problems = _Problems(str(path), on_error)
+    lines = _manifest_lines(path)
     folder = path.absolute().parent
-    examples, total = [], 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        total += 1
+    examples = []
+    for number, line in lines:
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.report(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        try:
-            image, text, question = _manifest_row(row, folder)
+            image, text, question = _manifest_row(_json_line(line), folder)
         except DataError as exc:
             problems.report(f"{path} line {number}: {exc}")
             continue
         examples.append(ImageText(image, text, number, str(path), question))
-    if total == 0:
-        raise DataError(f"manifest is empty: {path}")
     if check_images:
         examples = _check_images(examples, problems)
-    return problems.finish(examples, total)
+    return problems.finish(examples, len(lines))
 
 
 def _load_json(path: Path) -> object:
@@ -258,21 +324,208 @@ def references_by_image(examples: list[ImageText]) -> dict[Path, list[str]]:
     return dict(refs)
 
 
+def _source_prefix(spec: str) -> Optional[str]:
+    """The prefix of a spec ("coco" of "coco:captions.json"), or None for a plain path. Two letters or more:
+    "C:\\data\\train.jsonl" is a Windows path."""
+    prefix = re.match(r"([A-Za-z][A-Za-z0-9_]+):", spec)
+    return prefix.group(1) if prefix else None
+
+
 def read_source(spec: str, images: Optional[str] = None, on_error: OnError = "error",
                 check_images: bool = True) -> list[ImageText]:
-    """Examples of a source spec: "coco:CAPTIONS.json" (with `images` = the image folder) or "PATH.jsonl"."""
+    """Examples of an image source spec: "coco:CAPTIONS.json" (with `images` = the image folder) or
+    "PATH.jsonl". Audio sources are read by `read_audio_source`."""
     accepted = "; ".join(ACCEPTED)
-    prefix = re.match(r"([A-Za-z][A-Za-z0-9_]+):", spec)  # two letters or more: "C:\..." is a Windows path
-    if prefix and prefix.group(1) == "coco":
+    prefix = _source_prefix(spec)
+    if prefix == "coco":
         if images is None:
             raise DataError(f"source {spec!r}: a COCO captions file needs its image folder (images=FOLDER); "
                             f"the folder cannot be guessed from the JSON's name")
         return read_coco_captions(spec[len("coco:"):], images, on_error, check_images)
+    if prefix in AUDIO_READERS:
+        raise DataError(f"source {spec!r} is an audio source: read it with read_audio_source; "
+                        f"accepted image sources: {accepted}")
     if prefix:
-        raise DataError(f"unknown source prefix {prefix.group(1)!r} in {spec!r}; accepted: {accepted}")
+        raise DataError(f"unknown source prefix {prefix!r} in {spec!r}; accepted: {accepted}")
     if spec.lower().endswith(".jsonl"):
         if images is not None:
             raise DataError(f"source {spec!r}: images= applies to coco: sources only; a manifest's image paths "
                             f"are relative to the manifest's folder")
         return read_manifest(spec, on_error, check_images)
     raise DataError(f"unknown source {spec!r}; accepted: {accepted}")
+
+
+# ------------------------------------------------------------------------------------------------ audio
+
+def _audio_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
+    """(audio path, text, label) of one audio manifest row, or DataError saying what is wrong with it. A row
+    with only "label" takes the label as its text; a row may carry both a transcript and a label."""
+    if not isinstance(row, dict):
+        raise DataError(f"expected a JSON object, got {type(row).__name__}")
+    if "audio" not in row:
+        hint = " (this row has 'image': read image manifests with read_source)" if "image" in row else ""
+        raise DataError(f"missing key 'audio'{hint}")
+    audio = Path(_string_field(row, "audio"))
+    if "text" not in row and "label" not in row:
+        raise DataError("missing key 'text' (a transcript) or 'label' (a class)")
+    label = _string_field(row, "label") if "label" in row else None
+    text = _string_field(row, "text") if "text" in row else label
+    return (audio if audio.is_absolute() else folder / audio), text, label
+
+
+def read_audio_manifest(path: str | Path, on_error: OnError = "error", check_audio: bool = True) -> list[AudioText]:
+    """Examples of a JSONL audio manifest, one per non-blank line, in file order: {"audio": path, "text":
+    transcript} or {"audio": path, "label": class}; other keys (duration, speaker ...) are ignored. Relative
+    audio paths are relative to the manifest's folder. `check_audio` reads each file's header (`audio_problem`)."""
+    path = Path(path)
+    problems = _Problems(str(path), on_error)
+    lines = _manifest_lines(path)
+    folder = path.absolute().parent
+    examples = []
+    for number, line in lines:
+        try:
+            audio, text, label = _audio_row(_json_line(line), folder)
+        except DataError as exc:
+            problems.report(f"{path} line {number}: {exc}")
+            continue
+        examples.append(AudioText(audio, text, number, str(path), label))
+    if check_audio:
+        examples = _check_audio(examples, problems)
+    return problems.finish(examples, len(lines))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders directly inside `folder`, by name; hidden ones (.git, .cache) are left out."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+LIBRISPEECH_LINE = re.compile(r"(\d+-\d+-\d+)\s+(\S.*)")  # "1272-128104-0000 MISTER QUILTER IS ..."
+
+
+def _librispeech_transcript(path: Path, problems: _Problems) -> tuple[list[AudioText], int]:
+    """The examples of one SPEAKER-CHAPTER.trans.txt, and how many it should have given (non-blank lines)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        problems.report(f"{path}: invalid UTF-8 at byte offset {exc.start}")
+        return [], 1
+    examples, total = [], 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        total += 1
+        match = LIBRISPEECH_LINE.fullmatch(line.strip())
+        if not match:
+            problems.report(f"{path} line {number}: expected 'SPEAKER-CHAPTER-UTTERANCE TEXT', got {line[:80]!r}")
+            continue
+        try:
+            check_text(match.group(2))
+        except DataError as exc:
+            problems.report(f"{path} line {number}: {exc}")
+            continue
+        examples.append(AudioText(path.parent / f"{match.group(1)}.flac", match.group(2), number, str(path)))
+    if total == 0:
+        problems.report(f"{path}: transcript is empty")
+        return [], 1
+    return examples, total
+
+
+def _no_librispeech(root: Path) -> str:
+    splits = sorted({p.parents[2].name for p in root.glob("*/*/*/*.trans.txt")})
+    hint = f"; {root} holds the splits {', '.join(splits)}: point at one of them" if splits else ""
+    return f"no LibriSpeech transcripts under {root}: expected SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt{hint}"
+
+
+def read_librispeech(root: str | Path, on_error: OnError = "error", check_audio: bool = True) -> list[AudioText]:
+    """One example per transcript line of a LibriSpeech split folder (e.g. LibriSpeech/dev-clean):
+    root/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt holds lines "SPEAKER-CHAPTER-UTTERANCE TEXT", whose audio is
+    UTTERANCE-ID.flac in the same folder. Speakers and chapters in folder-name order, lines in file order. The
+    text is kept as written (upper case in LibriSpeech; `normalize_transcript` lowers it for WER).
+
+    Reported with file and line: a malformed line, a missing or unreadable .flac (when `check_audio`), a
+    speaker folder without chapter folders, a chapter folder without a transcript, an empty transcript."""
+    root = Path(root)
+    problems = _Problems(str(root), on_error)
+    if not root.is_dir():
+        raise DataError(f"LibriSpeech folder not found: {root}")
+    root = root.absolute()
+    if not any(root.glob("*/*/*.trans.txt")):
+        raise DataError(_no_librispeech(root))
+    examples: list[AudioText] = []
+    total = 0
+    for speaker in _subfolders(root):
+        chapters = _subfolders(speaker)
+        if not chapters:
+            total += 1
+            problems.report(f"{speaker}: speaker folder without chapter folders (expected {speaker.name}/CHAPTER/"
+                            f"{speaker.name}-CHAPTER.trans.txt)")
+        for chapter in chapters:
+            transcripts = sorted(chapter.glob("*.trans.txt"))
+            if not transcripts:
+                total += 1
+                problems.report(f"{chapter}: chapter folder without a transcript (expected "
+                                f"{speaker.name}-{chapter.name}.trans.txt)")
+            for transcript in transcripts:
+                found, count = _librispeech_transcript(transcript, problems)
+                examples += found
+                total += count
+    if check_audio:
+        examples = _check_audio(examples, problems)
+    return problems.finish(examples, total)
+
+
+def _is_audio_file(path: Path, extensions: tuple[str, ...]) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in extensions
+
+
+def read_audio_folders(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, on_error: OnError = "error",
+                       check_audio: bool = True) -> list[AudioText]:
+    """One classification example per audio file of root/LABEL/NAME.wav: label (and text) = the folder's name.
+    Classes in folder-name order, files in name order within a class. Only files directly inside a class folder
+    with a suffix in `extensions` (any case) count; other files, hidden entries and files directly under root
+    are ignored. A class folder without audio files is reported."""
+    root = Path(root)
+    problems = _Problems(str(root), on_error)
+    extensions = tuple(e.lower() for e in ((extensions,) if isinstance(extensions, str) else extensions))
+    if not extensions or not all(e.startswith(".") for e in extensions):
+        raise ValueError(f"extensions must be suffixes with their dot, such as ('.wav', '.flac'), got {extensions!r}")
+    if not root.is_dir():
+        raise DataError(f"audio folder not found: {root}")
+    root = root.absolute()
+    classes = _subfolders(root)
+    if not classes:
+        loose = sum(_is_audio_file(p, extensions) for p in root.iterdir())
+        hint = f"; it holds {loose} audio files itself: pass the folder above the class folders" if loose else ""
+        raise DataError(f"{root}: no class folders (expected {root}/LABEL/*{extensions[0]}){hint}")
+    examples: list[AudioText] = []
+    total = 0
+    for folder in classes:
+        files = sorted(p for p in folder.iterdir() if _is_audio_file(p, extensions))
+        if not files:
+            total += 1
+            problems.report(f"{folder}: class {folder.name!r} has no audio files ({', '.join(extensions)})")
+        examples += [AudioText(f, folder.name, None, f"{root} class {folder.name}", folder.name) for f in files]
+        total += len(files)
+    if check_audio:
+        examples = _check_audio(examples, problems)
+    return problems.finish(examples, total)
+
+
+AUDIO_READERS = {"librispeech": read_librispeech, "audiofolder": read_audio_folders}
+
+
+def read_audio_source(spec: str, on_error: OnError = "error", check_audio: bool = True) -> list[AudioText]:
+    """Examples of an audio source spec: "librispeech:FOLDER", "audiofolder:FOLDER" or "PATH.jsonl" (a manifest
+    of {"audio", "text" or "label"} rows); see the module docstring."""
+    accepted = "; ".join(AUDIO_ACCEPTED)
+    prefix = _source_prefix(spec)
+    if prefix in AUDIO_READERS:
+        return AUDIO_READERS[prefix](spec[len(prefix) + 1:], on_error=on_error, check_audio=check_audio)
+    if prefix == "coco":
+        raise DataError(f"source {spec!r} is an image source: read it with read_source; accepted audio sources: "
+                        f"{accepted}")
+    if prefix:
+        raise DataError(f"unknown audio source prefix {prefix!r} in {spec!r}; accepted: {accepted}")
+    if spec.lower().endswith(".jsonl"):
+        return read_audio_manifest(spec, on_error, check_audio)
+    raise DataError(f"unknown audio source {spec!r}; accepted: {accepted}")

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
+import numpy as np
+import torch
 from PIL import Image
 
-from ..config import Config, ConfigError
-from ..data import builtin
+from ..config import AudioConfig, Config, ConfigError
+from ..data import builtin, speech
+from ..data.audio import MelConfig, load_audio, log_mel
 from ..data.batch import Batch, Example, collate, expand_placeholders
 from ..data.image import Augment, ImageTransform, preprocess
 from ..data.sources import ImageText, read_source
@@ -24,6 +27,8 @@ from . import distributed
 
 VAL_SEED = 987_654_321  # validation data is fixed for a run, whatever the training seed
 BUILTIN_SCENES = "builtin:scenes"
+BUILTIN_SPEECH = "builtin:speech"
+BUILTIN_VAL_UTTERANCES = 256
 BUILTIN_SEED = 0  # the built-in scenes are one fixed dataset; the training seed only changes the sampling
 BUILTIN_VAL_SCENES = 256
 TOKENIZER_SCENES = 3000  # built-in scenes whose texts train a BPE tokenizer
@@ -99,11 +104,12 @@ def prepare_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> TextDa
 # ------------------------------------------------------------------------------------------ image-text
 @dataclass
 class RawExample:
-    image: Image.Image | Path
+    image: Optional[Image.Image | Path]
     prompt: str
     target: str  # without the leading space
-    task: str  # "caption" or the question type
-    turns: list[tuple[str, str]] = field(default_factory=list)  # more (prompt, target) about the same image
+    task: str  # "caption", a question type, or "transcribe"
+    turns: list[tuple[str, str]] = field(default_factory=list)  # more (prompt, target) about the same input
+    audio: Optional[np.ndarray | Path] = None  # mono samples at audio.sample_rate, or a file
 
 
 class ExampleSet(Protocol):
@@ -132,6 +138,29 @@ class SceneExamples:
         first, *more = rng.sample(s.qas, min(self.questions_per_example, len(s.qas)))
         turns = [(builtin.followup_prompt(q.question), q.answer) for q in more]
         return RawExample(s.image, builtin.vqa_prompt(first.question), first.answer, first.type, turns)
+
+
+class SpeechExamples:
+    """Built-in spoken phrases (synthesized once, cached): each is a transcription example."""
+
+    def __init__(self, split: str, count: int, seed: int, cache_dir: Path):
+        self.split, self.count, self.seed, self.cache_dir = split, count, seed, cache_dir
+        self._set: Optional[speech.SpeechSet] = None
+
+    def load(self) -> "speech.SpeechSet":
+        if self._set is None:
+            self._set = speech.speech_dataset(self.split, self.count, self.seed, self.cache_dir)
+        return self._set
+
+    def __len__(self) -> int:
+        return self.count
+
+    def example(self, index: int, rng: random.Random) -> RawExample:
+        s = self.load()
+        return RawExample(None, speech.TRANSCRIBE_PROMPT, s.texts[index], "transcribe", audio=s.audio(index))
+
+    def texts(self) -> list[str]:
+        return list(self.load().texts) + ["transcript:"]
 
 
 class FileExamples:
@@ -170,19 +199,23 @@ class Concat:
         raise IndexError(index)
 
 
-class ImageTextData:
-    """Fine-tuning batches: images preprocessed (and augmented, seeded per row) plus tokenized prompts."""
+class MultimodalData:
+    """Fine-tuning batches: images preprocessed (and augmented, seeded per row), audio turned into log-mel
+    features, prompts tokenized with their placeholders expanded."""
 
     def __init__(self, cfg: Config, tokenizer: Tokenizer, train: ExampleSet, val: ExampleSet):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.train_set, self.val_set = train, val
-        v = cfg.vision
-        self.transform = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
         a = cfg.data.augment
         self.augment = Augment(tuple(a.random_crop_scale), hflip=a.hflip, rotate_degrees=a.rotate_degrees,
                                brightness=a.brightness, contrast=a.contrast, saturation=a.saturation, hue=a.hue)
-        self.n_placeholders = v.tokens if cfg.fusion.mode == "prefix" else 1
+        v = cfg.vision
+        if v is not None:
+            self.transform = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
+            self.n_placeholders = v.tokens if cfg.fusion.mode == "prefix" else 1
+        if cfg.audio is not None:
+            self.mel = mel_config(cfg.audio)
         self._ids: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:
@@ -194,10 +227,24 @@ class ImageTextData:
         return ids
 
     def make_example(self, raw: RawExample, rng: Optional[random.Random]) -> Example:
-        prompt = expand_placeholders(self.encode(raw.prompt), self.tokenizer.image_id, self.n_placeholders)
-        image = preprocess(raw.image, self.transform, self.augment if rng is not None else None, rng)
+        prompt = self.encode(raw.prompt)
+        images, clips = [], []
+        if raw.image is not None:
+            if self.cfg.vision is None:
+                raise ConfigError("the data has images but the config has no 'vision' section")
+            prompt = expand_placeholders(prompt, self.tokenizer.image_id, self.n_placeholders)
+            images.append(preprocess(raw.image, self.transform, self.augment if rng is not None else None, rng))
+        if raw.audio is not None:
+            if self.cfg.audio is None:
+                raise ConfigError("the data has audio but the config has no 'audio' section")
+            wave = raw.audio if isinstance(raw.audio, np.ndarray) else load_audio(raw.audio, self.mel.sample_rate)
+            features = log_mel(torch.as_tensor(wave, dtype=torch.float32), self.mel)
+            n = self.cfg.audio.tokens_for_frames(features.shape[-1])
+            prompt = expand_placeholders(prompt, self.tokenizer.audio_id, n)
+            clips.append(features)
         turns = [(self.encode(p), self.encode(builtin.target_text(t))) for p, t in raw.turns]
-        return Example(prompt, self.encode(builtin.target_text(raw.target)), [image], raw.task, turns)
+        return Example(prompt, self.encode(builtin.target_text(raw.target)), images=images, task=raw.task,
+                       turns=turns, audio=clips)
 
     def _rows(self, examples: ExampleSet, seed: int, step: int, start: int, stop: int, augment: bool) -> Batch:
         rows = []
@@ -215,17 +262,29 @@ class ImageTextData:
         return self._rows(self.val_set, VAL_SEED, i, 0, batch_size, augment=False)
 
 
+def mel_config(audio: AudioConfig) -> MelConfig:
+    """The log-mel settings of an audio encoder (no fixed padding: clips keep their length)."""
+    return MelConfig(audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels, log=audio.log)
+
+
+def cache_dir(cfg: Config) -> Path:
+    return Path(cfg.data.cache_dir or Path.home() / ".cache" / "omnigpt")
+
+
 def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[ExampleSet]:
     d = cfg.data
     sets: list[ExampleSet] = []
     for spec in specs:
-        if spec == BUILTIN_SCENES:
+        if spec == BUILTIN_SPEECH:
+            count = d.builtin_utterances if split == "train" else BUILTIN_VAL_UTTERANCES
+            sets.append(SpeechExamples(split, count, BUILTIN_SEED, cache_dir(cfg)))
+        elif spec == BUILTIN_SCENES:
             count = d.builtin_scenes if split == "train" else BUILTIN_VAL_SCENES
             sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
                                       d.questions_per_example if split == "train" else 1))
         elif spec.startswith("builtin:"):
-            raise ConfigError(f"unknown built-in source {spec!r}: the built-in image-text source is "
-                              f"{BUILTIN_SCENES!r}")
+            raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
+                              f"and {BUILTIN_SPEECH!r}")
         else:
             sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file), d.tasks))
     return sets
@@ -236,7 +295,7 @@ def builtin_size(cfg: Config) -> int:
     return max(24, cfg.vision.image_size) if cfg.vision else 64
 
 
-def prepare_image_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> ImageTextData:
+def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> MultimodalData:
     """Read the sources, hold out validation examples, and set up the tokenizer (trained on the texts)."""
     train_sets = _read_sources(cfg, cfg.data.sources, "train")
     if cfg.data.val_sources:
@@ -247,6 +306,8 @@ def prepare_image_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
             if isinstance(s, SceneExamples):
                 val_sets.append(SceneExamples("val", BUILTIN_VAL_SCENES, BUILTIN_SEED, s.tasks, s.caption_fraction,
                                               s.size))
+            elif isinstance(s, SpeechExamples):
+                val_sets.append(SpeechExamples("val", BUILTIN_VAL_UTTERANCES, BUILTIN_SEED, s.cache_dir))
             else:
                 n_val = max(1, int(len(s) * cfg.data.val_fraction))
                 if len(s) - n_val < 1:
@@ -266,14 +327,20 @@ def prepare_image_text(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
                 out += s.texts()
         return out
 
+    if env.is_main:  # synthesize (or find in the cache) the built-in speech once, before the other processes
+        for s in train_sets + val_sets:
+            if isinstance(s, SpeechExamples):
+                s.load()
+    distributed.barrier(env)
+
     if env.is_main:
         load_or_create_tokenizer(cfg, run_dir, texts)
     distributed.barrier(env)
     tokenizer = Tokenizer.load(run_dir / "tokenizer.json")
-    return ImageTextData(cfg, tokenizer, Concat(train_sets), Concat(val_sets))
+    return MultimodalData(cfg, tokenizer, Concat(train_sets), Concat(val_sets))
 
 
 def prepare(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> TrainingData:
     if cfg.data.sources:
-        return prepare_image_text(cfg, run_dir, env)
+        return prepare_multimodal(cfg, run_dir, env)
     return prepare_text(cfg, run_dir, env)

@@ -1,0 +1,61 @@
+"""Speech recognition end to end on built-in utterances: training, transcripts, alone vs batched."""
+import pytest
+
+from conftest import tiny_asr_config
+from omnigpt import generate, load_checkpoint, train
+from omnigpt.data import speech
+from omnigpt.generate import GenerationError
+
+
+@pytest.fixture(scope="module")
+def speech_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("speech-cache"))
+
+
+def test_a_tiny_recognizer_learns_eight_utterances_by_heart(tmp_path, speech_cache):
+    cfg = tiny_asr_config(speech_cache, max_steps=250, batch_size=8, lr=3e-3, warmup_steps=10,
+                          eval_interval=250, save_interval=250)
+    train(cfg, tmp_path / "asr", progress=False)
+    ck = load_checkpoint(tmp_path / "asr")
+    clips = speech.speech_dataset("train", 8, 0, speech_cache)
+    out = generate(ck.model, ck.tokenizer, [speech.TRANSCRIBE_PROMPT] * 8, audio=[clips.audio(i) for i in range(8)],
+                   max_new_tokens=30)
+    assert [o.strip() for o in out] == list(clips.texts)
+
+
+def test_audio_prompts_are_checked(tmp_path, speech_cache):
+    train(tiny_asr_config(speech_cache, max_steps=1), tmp_path / "asr", progress=False)
+    ck = load_checkpoint(tmp_path / "asr")
+    clip = speech.speech_dataset("train", 8, 0, speech_cache).audio(0)
+    with pytest.raises(GenerationError, match=r"1 <audio> placeholder\(s\) but 2 audio clip\(s\)"):
+        generate(ck.model, ck.tokenizer, "<audio> transcript:", audio=[clip, clip], max_new_tokens=2)
+    with pytest.raises(GenerationError, match="one audio clip .* per prompt"):
+        generate(ck.model, ck.tokenizer, ["<audio> a", "<audio> b"], audio=clip, max_new_tokens=2)
+    alone = generate(ck.model, ck.tokenizer, "<audio> transcript:", audio=clip, max_new_tokens=4)
+    short = speech.speech_dataset("train", 8, 0, speech_cache).audio(1)
+    batched = generate(ck.model, ck.tokenizer, ["<audio> transcript:"] * 2, audio=[clip, short], max_new_tokens=4)
+    assert batched[0] == alone
+
+
+def test_speech_commands(tmp_path, speech_cache, capsys):
+    import json
+
+    from conftest import tiny_asr_config
+    from omnigpt.cli import main
+
+    tiny_asr_config(speech_cache, max_steps=2).save(tmp_path / "asr.yaml")
+    main(["finetune", "--config", str(tmp_path / "asr.yaml"), "--out", str(tmp_path / "run"), "--quiet"])
+    main(["speech-data", "--out", str(tmp_path / "sd"), "--count", "3", "--split", "test"])
+    manifest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["manifest"]
+    rows = [json.loads(line) for line in open(manifest)]
+    wavs = [str(tmp_path / "sd" / r["audio"]) for r in rows]
+    main(["transcribe", "--checkpoint", str(tmp_path / "run"), *wavs, "--format", "json", "--max-new-tokens", "4"])
+    out = json.loads(capsys.readouterr().out)
+    assert [r["audio"] for r in out] == wavs and all(isinstance(r["text"], str) for r in out)
+    main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", manifest, "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["utterances"] == 3 and result["wer"] >= 0 and result["cer"] >= 0
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    with pytest.raises(SystemExit) as exc:
+        main(["transcribe", "--checkpoint", str(tmp_path / "run"), str(tmp_path / "bad.wav")])
+    assert exc.value.code == 2 and "bad.wav" in capsys.readouterr().err

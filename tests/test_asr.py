@@ -59,3 +59,11 @@ def test_speech_commands(tmp_path, speech_cache, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["transcribe", "--checkpoint", str(tmp_path / "run"), str(tmp_path / "bad.wav")])
     assert exc.value.code == 2 and "bad.wav" in capsys.readouterr().err
+
+
+def test_an_audio_manifest_trains(tmp_path, speech_cache):
+    manifest = speech.write_speech_dataset(tmp_path / "sd", "train", 6)
+    cfg = tiny_asr_config(speech_cache, max_steps=2)
+    cfg.data.sources = [str(manifest)]
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 2 and result.val_loss is not None

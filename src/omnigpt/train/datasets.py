@@ -20,7 +20,7 @@ from ..data import builtin, speech
 from ..data.audio import MelConfig, load_audio, log_mel
 from ..data.batch import Batch, Example, collate, expand_placeholders
 from ..data.image import Augment, ImageTransform, preprocess
-from ..data.sources import ImageText, read_source
+from ..data.sources import AudioText, ImageText, read_audio_source, read_source
 from ..data.text import DataError, FIMTokens, TokenWindows, load_tokens, prepare_tokens, read_corpus
 from ..tokenizer import Tokenizer
 from . import distributed
@@ -182,6 +182,23 @@ class FileExamples:
         return [t for it in self.items for t in ((it.question or ""), it.text) if t]
 
 
+class AudioFileExamples:
+    """Transcription examples read from an audio manifest or a LibriSpeech folder."""
+
+    def __init__(self, items: Sequence[AudioText]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def example(self, index: int, rng: random.Random) -> RawExample:
+        it = self.items[index]
+        return RawExample(None, speech.TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio)
+
+    def texts(self) -> list[str]:
+        return [it.text for it in self.items] + ["transcript:"]
+
+
 class Concat:
     def __init__(self, parts: Sequence[ExampleSet]):
         self.parts = [p for p in parts if len(p)]
@@ -285,9 +302,16 @@ def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[Example
         elif spec.startswith("builtin:"):
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
                               f"and {BUILTIN_SPEECH!r}")
+        elif _is_audio_source(spec, cfg):
+            sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file)))
         else:
             sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file), d.tasks))
     return sets
+
+
+def _is_audio_source(spec: str, cfg: Config) -> bool:
+    """librispeech:/audiofolder: sources, and manifests when the model hears but does not see."""
+    return spec.startswith(("librispeech:", "audiofolder:")) or (cfg.audio is not None and cfg.vision is None)
 
 
 def builtin_size(cfg: Config) -> int:
@@ -308,6 +332,13 @@ def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
                                               s.size))
             elif isinstance(s, SpeechExamples):
                 val_sets.append(SpeechExamples("val", BUILTIN_VAL_UTTERANCES, BUILTIN_SEED, s.cache_dir))
+            elif isinstance(s, AudioFileExamples):
+                n_val = max(1, int(len(s) * cfg.data.val_fraction))
+                if len(s) - n_val < 1:
+                    raise DataError(f"source {cfg.data.sources[i]} has {len(s)} example(s): too few to hold out "
+                                    f"validation examples; give data.val_sources")
+                val_sets.append(AudioFileExamples(s.items[-n_val:]))
+                train_sets[i] = AudioFileExamples(s.items[:-n_val])
             else:
                 n_val = max(1, int(len(s) * cfg.data.val_fraction))
                 if len(s) - n_val < 1:

@@ -32,6 +32,8 @@ bench: install
 	$(BIN)/python bench/text_quality.py
 	$(BIN)/python bench/image_pipeline.py
 	$(BIN)/python bench/caption_quality.py
+	$(BIN)/python bench/audio_pipeline.py
+	$(BIN)/python bench/asr_quality.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -67,3 +67,23 @@ def test_an_audio_manifest_trains(tmp_path, speech_cache):
     cfg.data.sources = [str(manifest)]
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.step == 2 and result.val_loss is not None
+
+
+def test_audio_augmentation_is_seeded_and_resume_exact(tmp_path, speech_cache):
+    import torch
+
+    cfg = tiny_asr_config(speech_cache, max_steps=6, save_interval=3, freeze=["audio"])
+    cfg.data.audio_augment.time_masks = 2
+    cfg.data.audio_augment.freq_masks = 1
+    cfg.data.audio_augment.noise_snr_db = [10.0, 30.0]
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "split", stop_at_step=3, progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight").model.state_dict()
+    b = load_checkpoint(tmp_path / "split").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from omnigpt.model.omni import OmniGPT
+    ck = load_checkpoint(tmp_path / "straight")
+    torch.manual_seed(cfg.train.seed)
+    init = OmniGPT(ck.config, ck.model.image_token_id, ck.model.audio_token_id).state_dict()
+    assert all(torch.equal(a[k], init[k]) for k in init if k.startswith("audio_encoder."))  # frozen

@@ -178,6 +178,16 @@ class AugmentConfig:
 
 
 @dataclass
+class AudioAugmentConfig:
+    """Seeded training augmentations of audio (off by default): SpecAugment masks and added white noise."""
+    freq_masks: int = 0  # bands of mel channels masked, each up to freq_width wide
+    freq_width: int = 15
+    time_masks: int = 0  # spans of frames masked, each up to time_width long
+    time_width: int = 40
+    noise_snr_db: list[float] = field(default_factory=list)  # [low, high]: white noise at an SNR drawn between
+
+
+@dataclass
 class DataConfig:
     # Text files to pretrain on; the word "builtin" stands for the English text that ships with Python.
     corpus: list[str] = field(default_factory=lambda: ["builtin"])
@@ -199,6 +209,7 @@ class DataConfig:
     questions_per_example: int = 1
     on_bad_file: Literal["skip", "error"] = "error"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    audio_augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
     builtin_utterances: int = 12000  # built-in speech: training utterances synthesized once and cached
     cache_dir: Optional[str] = None  # where generated data is cached (default ~/.cache/omnigpt)
 
@@ -211,6 +222,9 @@ class DataConfig:
             raise ConfigError(f"data.fim_rate must be in [0, 1], got {self.fim_rate}")
         if not 0.0 <= self.caption_fraction <= 1.0:
             raise ConfigError(f"data.caption_fraction must be in [0, 1], got {self.caption_fraction}")
+        if self.audio_augment.noise_snr_db and len(self.audio_augment.noise_snr_db) != 2:
+            raise ConfigError(f"data.audio_augment.noise_snr_db takes [low, high] in dB, got "
+                              f"{self.audio_augment.noise_snr_db}")
         if self.questions_per_example < 1:
             raise ConfigError(f"data.questions_per_example must be >= 1, got {self.questions_per_example}")
         if self.sources and not self.tasks:
@@ -238,7 +252,7 @@ class TrainConfig:
     save_interval: int = 200
     keep_checkpoints: int = 2
     init_from: Optional[str] = None  # start from this checkpoint's weights and tokenizer (text GPT or omni)
-    freeze: list[Literal["vision", "projector", "decoder", "cross_attention"]] = field(default_factory=list)
+    freeze: list[Literal["vision", "audio", "projector", "decoder", "cross_attention"]] = field(default_factory=list)
     # Fine-tuning loss: the mean over all target tokens ("token"), or over examples, each example's tokens
     # sharing one unit of weight ("example": a one-word answer counts as much as a long caption).
     loss_average: Literal["token", "example"] = "token"
@@ -285,13 +299,18 @@ class Config:
             raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
                               "section")
         if self.train.freeze:
-            if self.vision is None:
-                raise ConfigError(f"train.freeze {self.train.freeze} needs a multimodal model (a 'vision' section)")
+            if self.vision is None and self.audio is None:
+                raise ConfigError(f"train.freeze {self.train.freeze} needs a multimodal model (a 'vision' or "
+                                  f"'audio' section)")
             if "cross_attention" in self.train.freeze and self.fusion.mode != "cross_attention":
                 raise ConfigError("train.freeze names cross_attention, but fusion.mode is prefix: there are no "
                                   "cross-attention layers")
-            trainable = {"vision", "projector", "decoder"} | ({"cross_attention"} if self.fusion.mode ==
-                                                                  "cross_attention" else set())
+            trainable = {"projector", "decoder"} | ({"vision"} if self.vision else set()) | \
+                ({"audio"} if self.audio else set()) | ({"cross_attention"} if self.fusion.mode ==
+                                                       "cross_attention" else set())
+            absent = [p for p in ("vision", "audio") if p in self.train.freeze and p not in trainable]
+            if absent:
+                raise ConfigError(f"train.freeze names {absent[0]}, but the config has no '{absent[0]}' section")
             if trainable <= set(self.train.freeze):
                 raise ConfigError(f"train.freeze {self.train.freeze} leaves nothing to train")
         return self

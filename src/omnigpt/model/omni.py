@@ -195,8 +195,11 @@ class OmniGPT(nn.Module):
         return caches + [MediaCache() for _ in self.cross_at]
 
     def modules_to_freeze(self, names: list[str]) -> list[nn.Module]:
-        parts = {"vision": [self.vision], "projector": [self.projector], "decoder": [self.gpt],
-                 "cross_attention": [self.cross] if self.cross_at else []}
+        parts = {"vision": [self.vision] if self.vision_config else [],
+                 "audio": [self.audio_encoder] if self.audio_config else [],
+                 "projector": ([self.projector] if self.vision_config else []) +
+                              ([self.audio_projector] if self.audio_config else []),
+                 "decoder": [self.gpt], "cross_attention": [self.cross] if self.cross_at else []}
         return [m for name in names for m in parts[name]]
 
     def attention_records(self, on: bool) -> list[list[torch.Tensor]]:

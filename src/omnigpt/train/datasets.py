@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..config import AudioConfig, Config, ConfigError
 from ..data import builtin, speech
-from ..data.audio import MelConfig, load_audio, log_mel
+from ..data.audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel
 from ..data.batch import Batch, Example, collate, expand_placeholders
 from ..data.image import Augment, ImageTransform, preprocess
 from ..data.sources import AudioText, ImageText, read_audio_source, read_source
@@ -233,6 +233,10 @@ class MultimodalData:
             self.n_placeholders = v.tokens if cfg.fusion.mode == "prefix" else 1
         if cfg.audio is not None:
             self.mel = mel_config(cfg.audio)
+        aa = cfg.data.audio_augment
+        self.spec_augment = SpecAugment(aa.freq_masks, aa.freq_width, aa.time_masks, aa.time_width)
+        self.noise_snr_db = tuple(aa.noise_snr_db)
+        self.augmenting = self.augment.active or self.spec_augment.active or bool(self.noise_snr_db)
         self._ids: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:
@@ -250,12 +254,18 @@ class MultimodalData:
             if self.cfg.vision is None:
                 raise ConfigError("the data has images but the config has no 'vision' section")
             prompt = expand_placeholders(prompt, self.tokenizer.image_id, self.n_placeholders)
-            images.append(preprocess(raw.image, self.transform, self.augment if rng is not None else None, rng))
+            augment = self.augment if rng is not None and self.augment.active else None
+            images.append(preprocess(raw.image, self.transform, augment, rng if augment else None))
         if raw.audio is not None:
             if self.cfg.audio is None:
                 raise ConfigError("the data has audio but the config has no 'audio' section")
             wave = raw.audio if isinstance(raw.audio, np.ndarray) else load_audio(raw.audio, self.mel.sample_rate)
-            features = log_mel(torch.as_tensor(wave, dtype=torch.float32), self.mel)
+            wave = torch.as_tensor(wave, dtype=torch.float32)
+            if rng is not None and self.noise_snr_db:
+                wave = add_noise(wave, rng.uniform(*self.noise_snr_db), rng)
+            features = log_mel(wave, self.mel)
+            if rng is not None and self.spec_augment.active:
+                features = self.spec_augment.apply(features, rng)
             n = self.cfg.audio.tokens_for_frames(features.shape[-1])
             prompt = expand_placeholders(prompt, self.tokenizer.audio_id, n)
             clips.append(features)
@@ -273,7 +283,7 @@ class MultimodalData:
                        self.cfg.train.loss_average)
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
-        return self._rows(self.train_set, self.cfg.train.seed, step, start, stop, augment=self.augment.active)
+        return self._rows(self.train_set, self.cfg.train.seed, step, start, stop, augment=self.augmenting)
 
     def val_batch(self, i: int, batch_size: int) -> Batch:
         return self._rows(self.val_set, VAL_SEED, i, 0, batch_size, augment=False)

@@ -76,22 +76,14 @@ def _load_run_config(args: argparse.Namespace):
     return cfg.validate()
 
 
-def cmd_pretrain(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> None:
+    """`pretrain` and `finetune`: the same trainer; fine-tuning needs multimodal sources."""
     from .train.trainer import train
 
     cfg = _load_run_config(args)
-    result = train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet)
-    print(json.dumps({"step": result.step, "train_loss": result.train_loss, "val_loss": result.val_loss,
-                      "checkpoint": str(result.checkpoint), "seconds": round(result.seconds, 1)}))
-
-
-def cmd_finetune(args: argparse.Namespace) -> None:
-    from .train.trainer import train
-
-    cfg = _load_run_config(args)
-    if not cfg.data.sources:
+    if args.command == "finetune" and not cfg.data.sources:
         raise CommandError("nothing to fine-tune on: give --data (builtin:scenes, coco:FILE.json with "
-                         "--images DIR, or a .jsonl manifest) or data.sources in the config")
+                           "--images DIR, or a .jsonl manifest) or data.sources in the config")
     result = train(cfg, args.out, resume=args.resume, stop_at_step=args.stop_at_step, progress=not args.quiet)
     print(json.dumps({"step": result.step, "train_loss": result.train_loss, "val_loss": result.val_loss,
                       "checkpoint": str(result.checkpoint), "seconds": round(result.seconds, 1)}))
@@ -359,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", nargs="+", action="extend", help="text files to train on (overrides data.corpus)")
     r.add_argument("--errors", choices=["strict", "replace"], help="what to do with bytes that are not UTF-8")
     _run_arguments(r)
-    r.set_defaults(func=cmd_pretrain)
+    r.set_defaults(func=cmd_train)
 
     f = sub.add_parser("finetune", help="fine-tune a multimodal GPT on image-text data (captions, VQA)")
     f.add_argument("--data", nargs="+", action="extend", help="builtin:scenes, coco:CAPTIONS.json (with --images), "
@@ -371,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--init-from", help="checkpoint to start from (a text GPT, or a multimodal model)")
     f.add_argument("--freeze", help="comma-separated parts to keep fixed: vision,projector,decoder,"
                                     "cross_attention ('' for none)")
-    f.set_defaults(func=cmd_finetune, errors=None)
+    f.set_defaults(func=cmd_train, errors=None)
     _run_arguments(f)
 
     g = sub.add_parser("generate", help="continue prompts with a trained model")

@@ -17,7 +17,7 @@ from torch import nn
 
 from .data.audio import MelConfig, load_audio, log_mel
 from .data.batch import expand_placeholders, pad_features
-from .data.image import ImageTransform, preprocess
+from .data.image import ImageTransform, preprocess, stack_images
 from .model.attention import padded_causal_mask
 from .tokenizer import Tokenizer
 
@@ -410,7 +410,7 @@ def prepare_media(model: nn.Module, images: Sequence[Sequence[ImageInput]]) -> d
                 tensors.append(preprocess(img, transform))
             rows.append(r)
     device = next(model.parameters()).device
-    return {"images": torch.stack(tensors).to(device), "image_rows": torch.tensor(rows, device=device)}
+    return {"images": stack_images(tensors).to(device), "image_rows": torch.tensor(rows, device=device)}
 
 
 def _audio_lists(audio, n_prompts: int, single: bool) -> list[list[AudioInput]]:

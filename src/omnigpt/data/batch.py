@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .image import stack_images
 from .text import DataError
 
 IGNORE_INDEX = -100  # label value that takes no part in the loss
@@ -124,7 +125,7 @@ def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: i
     elif loss_average != "token":
         raise ValueError(f"loss_average must be 'token' or 'example', got {loss_average!r}")
     if images:
-        batch.images = torch.stack(images)
+        batch.images = stack_images(images)
         batch.image_rows = torch.tensor(image_rows, dtype=torch.long)
     if clips:
         batch.audio, batch.audio_lengths = pad_features(clips)

@@ -28,7 +28,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import soundfile as sf
 from PIL import Image
@@ -126,18 +126,24 @@ def image_problem(path: Path) -> Optional[str]:
     return None
 
 
-def _check_images(examples: list[ImageText], problems: _Problems) -> list[ImageText]:
-    """The examples whose image is usable; each distinct image file is opened once."""
+def _keep_usable(examples: list, path_of: Callable[[object], Path], problem_of: Callable[[Path], Optional[str]],
+                 problems: _Problems) -> list:
+    """The examples whose file is usable (problem_of returns None); each distinct file is checked once."""
     verdict: dict[Path, Optional[str]] = {}
     kept = []
     for ex in examples:
-        if ex.image not in verdict:
-            verdict[ex.image] = image_problem(ex.image)
-        if verdict[ex.image] is None:
+        path = path_of(ex)
+        if path not in verdict:
+            verdict[path] = problem_of(path)
+        if verdict[path] is None:
             kept.append(ex)
         else:
-            problems.report(f"{ex.where}: {verdict[ex.image]}")
+            problems.report(f"{ex.where}: {verdict[path]}")
     return kept
+
+
+def _check_images(examples: list[ImageText], problems: _Problems) -> list[ImageText]:
+    return _keep_usable(examples, lambda ex: ex.image, image_problem, problems)
 
 
 def audio_problem(path: Path) -> Optional[str]:
@@ -157,17 +163,7 @@ def audio_problem(path: Path) -> Optional[str]:
 
 
 def _check_audio(examples: list[AudioText], problems: _Problems) -> list[AudioText]:
-    """The examples whose audio file is usable; each distinct file is checked once."""
-    verdict: dict[Path, Optional[str]] = {}
-    kept = []
-    for ex in examples:
-        if ex.audio not in verdict:
-            verdict[ex.audio] = audio_problem(ex.audio)
-        if verdict[ex.audio] is None:
-            kept.append(ex)
-        else:
-            problems.report(f"{ex.where}: {verdict[ex.audio]}")
-    return kept
+    return _keep_usable(examples, lambda ex: ex.audio, audio_problem, problems)
 
 
 def _string_field(row: dict, key: str) -> str:

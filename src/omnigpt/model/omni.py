@@ -202,14 +202,6 @@ class OmniGPT(nn.Module):
                  "decoder": [self.gpt], "cross_attention": [self.cross] if self.cross_at else []}
         return [m for name in names for m in parts[name]]
 
-    def attention_records(self, on: bool) -> list[list[torch.Tensor]]:
-        """Switch recording of decoder self-attention weights on (one list per block) or off."""
-        records = []
-        for block in self.gpt.blocks:
-            block.attn.record = [] if on else None
-            records.append(block.attn.record)
-        return records
-
 
 def build_model(config: Config, image_token_id: Optional[int] = None, audio_token_id: Optional[int] = None
                 ) -> nn.Module:

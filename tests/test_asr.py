@@ -12,9 +12,11 @@ def speech_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("speech-cache"))
 
 
-def test_a_tiny_recognizer_learns_eight_utterances_by_heart(tmp_path, speech_cache):
+@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
+def test_a_tiny_recognizer_learns_eight_utterances_by_heart(tmp_path, speech_cache, fusion):
     cfg = tiny_asr_config(speech_cache, max_steps=250, batch_size=8, lr=3e-3, warmup_steps=10,
                           eval_interval=250, save_interval=250)
+    cfg.fusion.mode = fusion
     train(cfg, tmp_path / "asr", progress=False)
     ck = load_checkpoint(tmp_path / "asr")
     clips = speech.speech_dataset("train", 8, 0, speech_cache)

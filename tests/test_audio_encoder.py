@@ -87,3 +87,50 @@ def test_audio_fills_its_placeholders_in_a_multimodal_gpt():
     torch.testing.assert_close(logits[1, :len(prompts[1])], alone[0], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match=r"prompt 0 has 15 <audio> placeholder tokens but its 0 clip\(s\) take 0"):
         model(batch.ids)
+
+
+def _image_and_audio_model():
+    from omnigpt.config import Config
+    from omnigpt.model.omni import OmniGPT
+    from omnigpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.byte_level()
+    cfg = Config.from_dict({"model": {"vocab_size": 272, "block_size": 96, "n_layer": 2, "n_head": 2, "n_embd": 32},
+                            "vision": {"encoder": "cnn", "image_size": 32, "width": 32, "channels": [8, 16],
+                                       "reduce": "pool", "grid": 2},
+                            "audio": {"n_mels": 16, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2},
+                            "fusion": {"mode": "cross_attention"}})
+    torch.manual_seed(0)
+    model = OmniGPT(cfg, tok.image_id, tok.audio_id).eval()
+    with torch.no_grad():
+        for layer in model.cross:  # open the gates: at 0 the cross-attention path is invisible
+            layer.attn_gate.fill_(0.5)
+            layer.ff_gate.fill_(0.5)
+    return model, tok
+
+
+def test_cross_attention_reads_images_and_clips_in_placeholder_order():
+    model, tok = _image_and_audio_model()
+    assert model.tokens_for_audio(120) == 1  # one placeholder per clip: the decoder reads it by cross-attention
+    ids = torch.tensor([tok.encode("a <image> b c <audio> d e")])
+    at_image, at_audio = [int((ids[0] == t).nonzero()[0]) for t in (tok.image_id, tok.audio_id)]
+    image, other_image = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    clip, other_clip = torch.randn(1, 16, 80), torch.randn(1, 16, 80)
+
+    def run(img, aud):
+        return model(ids, images=img, audio=aud, audio_lengths=torch.tensor([80]), audio_rows=torch.tensor([0]))[0][0]
+
+    base = run(image, clip)
+    new_image, new_clip = run(other_image, clip), run(image, other_clip)
+    # Text before a placeholder does not see what it stands for; text after it does.
+    torch.testing.assert_close(new_image[:at_image], base[:at_image])
+    assert not torch.allclose(new_image[at_image:at_audio], base[at_image:at_audio], atol=1e-4)
+    torch.testing.assert_close(new_clip[:at_audio], base[:at_audio])
+    assert not torch.allclose(new_clip[at_audio:], base[at_audio:], atol=1e-4)
+
+    caches = model.new_caches(1, ids.shape[1])  # decoding with caches reads the last clip as the full pass does
+    steps = [model(ids[:, :at_audio + 2], images=image, audio=clip, audio_lengths=torch.tensor([80]),
+                   audio_rows=torch.tensor([0]), caches=caches)[0]]
+    for t in range(at_audio + 2, ids.shape[1]):
+        steps.append(model(ids[:, t:t + 1], caches=caches)[0])
+    torch.testing.assert_close(torch.cat(steps, dim=1)[0], base, atol=1e-5, rtol=1e-4)

@@ -293,8 +293,6 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
-        if self.audio is not None and self.fusion.mode != "prefix":
-            raise ConfigError("an audio encoder works with fusion.mode prefix so far (cross_attention: images only)")
         if self.data.sources and self.vision is None and self.audio is None:
             raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
                               "section")

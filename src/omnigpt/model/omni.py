@@ -2,8 +2,9 @@
 
 prefix fusion: the prompt holds `vision.tokens` copies of the `<image>` id per image (see
 `data.batch.expand_placeholders`); their embeddings are replaced by the projected image vectors.
-cross_attention fusion: the prompt holds one `<image>` token per image; every text token of a row reads
-all of that row's image vectors through the gated cross-attention layers.
+cross_attention fusion: the prompt holds one `<image>` or `<audio>` token per image or clip; a text token
+reads the vectors of the latest such placeholder before it through the gated cross-attention layers.
+Audio in prefix mode takes `audio.tokens_for_frames(frames)` `<audio>` tokens per clip.
 """
 from __future__ import annotations
 
@@ -57,14 +58,14 @@ class OmniGPT(nn.Module):
         return self.vision_config.tokens if self.fusion == "prefix" else 1
 
     def tokens_for_audio(self, frames: int) -> int:
-        """Placeholder tokens a clip of `frames` log-mel frames takes in a prompt (prefix fusion)."""
-        return self.audio_config.tokens_for_frames(frames)
+        """Placeholder tokens a clip of `frames` log-mel frames takes in a prompt."""
+        return self.audio_config.tokens_for_frames(frames) if self.fusion == "prefix" else 1
 
-    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """features (N, n_mels, frames), lengths (N,) -> the clips' projected vectors, concatenated (sum, n_embd)."""
+    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """features (N, n_mels, frames), lengths (N,) -> each clip's projected vectors, (vectors_i, n_embd)."""
         vectors, n = self.audio_encoder(features, lengths)
         vectors = self.audio_projector(vectors)
-        return torch.cat([vectors[i, :k] for i, k in enumerate(n.tolist())])
+        return [vectors[i, :k] for i, k in enumerate(n.tolist())]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -97,20 +98,22 @@ class OmniGPT(nn.Module):
         if first_pass:
             self._check_placeholders(is_ph, n_images, image_rows)
         x = self.gpt.wte(idx)
-        if self.audio_config is not None and (audio is not None or first_pass):
-            is_audio = idx == self.audio_token_id
-            if first_pass:
-                self._check_audio_placeholders(is_audio, audio_lengths, audio_rows)
-            if audio is not None:
-                x = place_at_placeholders(x, is_audio, self.encode_audio(audio, audio_lengths)[None])
+        is_audio = idx == self.audio_token_id if self.audio_config is not None else torch.zeros_like(is_ph)
+        if self.audio_config is not None and first_pass:
+            self._check_audio_placeholders(is_audio, audio_lengths, audio_rows)
+        clips = self.encode_audio(audio, audio_lengths) if self.audio_config is not None and audio is not None else []
         vectors = self.encode_images(images) if n_images else None
         before_block = None
-        if self.fusion == "prefix" and vectors is not None:
-            x = place_at_placeholders(x, is_ph, vectors)
-        elif self.fusion == "cross_attention":
+        if self.fusion == "prefix":
+            if clips:
+                x = place_at_placeholders(x, is_audio, torch.cat(clips)[None])
+            if vectors is not None:
+                x = place_at_placeholders(x, is_ph, vectors)
+        else:
             n_gpt = self.gpt.config.n_layer
             media_caches = caches[n_gpt:] if caches else [None] * len(self.cross_at)
-            media, visible, after = self._media_and_visibility(vectors, image_rows, is_ph, x)
+            items = self._media_items(is_ph, is_audio, vectors, image_rows, clips, audio_rows)
+            media, visible, after = self._media_and_visibility(items, is_ph | is_audio, x)
             if media is None and media_caches[0] is not None and media_caches[0].k is not None:
                 visible = media_caches[0].after[:, None, :].expand(B, idx.shape[1], -1)  # decoding steps
             elif media is not None:
@@ -122,7 +125,7 @@ class OmniGPT(nn.Module):
             def before_block(i: int, h: torch.Tensor) -> torch.Tensor:
                 j = layer_of.get(i)
                 if j is None or visible is None:
-                    return h  # no image anywhere in this batch: the layer has nothing to read
+                    return h  # no image or clip anywhere in this batch: the layer has nothing to read
                 return self.cross[j](h, media, visible, media_caches[j])
 
             caches = caches[:n_gpt] if caches else None
@@ -161,32 +164,54 @@ class OmniGPT(nn.Module):
             if c != w:
                 raise ValueError(f"prompt {r} has {c} <audio> placeholder tokens but its {clips[r]} clip(s) take {w}")
 
-    def _media_and_visibility(self, vectors: Optional[torch.Tensor], image_rows: Optional[torch.Tensor],
-                              is_ph: torch.Tensor, like: torch.Tensor):
-        """Cross-attention inputs from image vectors (N, n, C) and their rows (N,):
+    @staticmethod
+    def _media_items(is_image: torch.Tensor, is_audio: torch.Tensor, vectors: Optional[torch.Tensor],
+                     image_rows: Optional[torch.Tensor], clips: list[torch.Tensor],
+                     audio_rows: Optional[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Each row's media, (n_i, C) each, in the order of its placeholders: the k-th `<image>` of a row
+        stands for the row's k-th image, the k-th `<audio>` for its k-th clip."""
+        B = is_image.shape[0]
+        images = [[] for _ in range(B)]
+        audio = [[] for _ in range(B)]
+        if vectors is not None:
+            for i, r in enumerate(image_rows.tolist()):
+                images[r].append(vectors[i])
+        if clips:
+            for clip, r in zip(clips, audio_rows.tolist()):
+                audio[r].append(clip)
+        items = []
+        for r in range(B):
+            next_image, next_clip = iter(images[r]), iter(audio[r])
+            kinds = is_image[r][is_image[r] | is_audio[r]].tolist()  # True: image, False: clip
+            items.append([next(next_image) if k else next(next_clip) for k in kinds] if images[r] or audio[r] else [])
+        return items
 
-        media (B, M, C): each row's images one after another (M = n * most images in a row);
-        visible (B, T, M): a token reads the image of the latest `<image>` at or before it (as in Flamingo),
-        so text before an image does not see it and each image is read by the text that follows it;
-        after (B, M): what tokens after the prompt read (the row's last image).
+    @staticmethod
+    def _media_and_visibility(items: list[list[torch.Tensor]], is_ph: torch.Tensor, like: torch.Tensor):
+        """Cross-attention inputs from each row's media (images and clips, in placeholder order):
+
+        media (B, M, C): each row's media vectors one after another (M: the most any row has);
+        visible (B, T, M): a token reads the media of the latest placeholder at or before it (as in
+        Flamingo), so text before an image or clip does not see it and each is read by the text after it;
+        after (B, M): what tokens after the prompt read (the row's last image or clip).
         """
-        if vectors is None:
+        if not any(items):
             return None, None, None
-        N, n, C = vectors.shape
-        B = is_ph.shape[0]
-        per_row = torch.bincount(image_rows, minlength=B)
-        slots = int(per_row.max())
-        media = like.new_zeros(B, slots * n, C)
-        slot_image = torch.full((B, slots * n), -1, dtype=torch.long, device=like.device)
-        seen = [0] * B
-        for i, r in enumerate(image_rows.tolist()):
-            j = seen[r]
-            media[r, j * n:(j + 1) * n] = vectors[i].to(media.dtype)
-            slot_image[r, j * n:(j + 1) * n] = j
-            seen[r] += 1
-        token_image = is_ph.long().cumsum(1) - 1  # (B, T): index of the latest image at or before the token
-        visible = (slot_image[:, None, :] == token_image[:, :, None]) & (token_image >= 0)[:, :, None]
-        after = (slot_image == (per_row.to(like.device) - 1)[:, None]) & (slot_image >= 0)
+        B = len(items)
+        C = like.shape[-1]
+        M = max(sum(v.shape[0] for v in row) for row in items)
+        media = like.new_zeros(B, M, C)
+        slot_item = torch.full((B, M), -1, dtype=torch.long, device=like.device)
+        for r, row in enumerate(items):
+            start = 0
+            for j, v in enumerate(row):
+                media[r, start:start + v.shape[0]] = v.to(media.dtype)
+                slot_item[r, start:start + v.shape[0]] = j
+                start += v.shape[0]
+        last = torch.tensor([len(row) - 1 for row in items], device=like.device)
+        token_item = is_ph.long().cumsum(1) - 1  # (B, T): index of the latest placeholder at or before the token
+        visible = (slot_item[:, None, :] == token_item[:, :, None]) & (token_item >= 0)[:, :, None]
+        after = (slot_item == last[:, None]) & (slot_item >= 0)
         return media, visible, after
 
     def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list:

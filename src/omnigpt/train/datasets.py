@@ -266,7 +266,7 @@ class MultimodalData:
             features = log_mel(wave, self.mel)
             if rng is not None and self.spec_augment.active:
                 features = self.spec_augment.apply(features, rng)
-            n = self.cfg.audio.tokens_for_frames(features.shape[-1])
+            n = self.cfg.audio.tokens_for_frames(features.shape[-1]) if self.cfg.fusion.mode == "prefix" else 1
             prompt = expand_placeholders(prompt, self.tokenizer.audio_id, n)
             clips.append(features)
         turns = [(self.encode(p), self.encode(builtin.target_text(t))) for p, t in raw.turns]

@@ -174,21 +174,54 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
-    from .data.speech import TRANSCRIBE_PROMPT
-    from .generate import generate
+    from .subtitles import to_srt, to_vtt
     from .train.checkpoint import load_checkpoint
+    from .transcribe import WHISPER_TEMPERATURES, transcribe
 
     ckpt = load_checkpoint(args.checkpoint)
     if getattr(ckpt.model, "audio_config", None) is None:
         raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
-    texts = generate(ckpt.model, ckpt.tokenizer, [TRANSCRIBE_PROMPT] * len(args.audio), audio=[[a] for a in args.audio],
-                     max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
-    rows = [{"audio": a, "text": t.strip()} for a, t in zip(args.audio, texts)]
-    if args.format == "json":
-        print(json.dumps(rows, ensure_ascii=False))
+    if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.output_dir:
+        raise CommandError(f"--format {args.format} with {len(args.audio)} files needs --output-dir (one file each)")
+    temperatures = [0.0] if args.no_fallback else (args.temperatures or list(WHISPER_TEMPERATURES))
+    options = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, window_seconds=args.window,
+                   overlap_seconds=args.overlap, temperatures=temperatures)
+    results = [(path, transcribe(ckpt.model, ckpt.tokenizer, path, progress=not args.quiet, **options))
+               for path in args.audio]
+
+    def render(path: str, tr) -> str:
+        if args.format == "json":
+            return json.dumps({"audio": path, **tr.to_dict()}, ensure_ascii=False)
+        if args.format == "srt":
+            return to_srt(tr.segments)
+        if args.format == "vtt":
+            return to_vtt(tr.segments)
+        return tr.text
+
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for path, tr in results:
+            target = out / f"{Path(path).stem}.{args.format}"
+            target.write_text(render(path, tr) + ("\n" if args.format in ("txt", "json") else ""), encoding="utf-8")
+            print(target)
+    elif args.format == "json":
+        print(json.dumps([{"audio": p, **tr.to_dict()} for p, tr in results], ensure_ascii=False))
+    elif args.format in ("srt", "vtt"):
+        print(render(*results[0]), end="")
     else:
-        for row in rows:
-            print(f"{row['audio']}: {row['text']}" if len(rows) > 1 else row["text"])
+        for path, tr in results:
+            print(f"{path}: {tr.text}" if len(results) > 1 else tr.text)
+
+
+def _temperatures(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.2,0.4, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"temperatures must be >= 0, got {text!r}")
+    return values
 
 
 def cmd_speech_data(args: argparse.Namespace) -> None:
@@ -398,9 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcribe", help="speech to text with a model that has an audio encoder")
     tr.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
     tr.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, MP3; any rate and channels)")
-    tr.add_argument("--format", choices=["txt", "json"], default="txt")
-    tr.add_argument("--num-beams", type=int, default=1)
-    tr.add_argument("--max-new-tokens", type=int, default=48)
+    tr.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt",
+                    help="json, srt and vtt give timed segments")
+    tr.add_argument("--output-dir", help="write NAME.FORMAT per audio file here instead of printing")
+    tr.add_argument("--num-beams", type=int, default=1, help="beam search at temperature 0")
+    tr.add_argument("--max-new-tokens", type=int, default=48, help="per window")
+    tr.add_argument("--window", type=float, default=30.0,
+                    help="seconds of speech decoded at once (at most; the model may allow less)")
+    tr.add_argument("--overlap", type=float, default=1.0, help="seconds shared by the windows of a long stretch")
+    tr.add_argument("--temperatures", type=_temperatures,
+                    help="tried in turn while a window's output looks degenerate (default 0,0.2,0.4,0.6,0.8,1)")
+    tr.add_argument("--no-fallback", action="store_true", help="decode once, at temperature 0")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_transcribe)
 
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")

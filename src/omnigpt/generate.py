@@ -429,7 +429,7 @@ def _audio_lists(audio, n_prompts: int, single: bool) -> list[list[AudioInput]]:
     return lists
 
 
-def _audio_token_counts(model: nn.Module, features: Sequence[Sequence[torch.Tensor]]) -> Optional[list[list[int]]]:
+def audio_token_counts(model: nn.Module, features: Sequence[Sequence[torch.Tensor]]) -> Optional[list[list[int]]]:
     if not any(features):
         return None
     return [[model.tokens_for_audio(f.shape[-1]) for f in row] for row in features]
@@ -455,7 +455,7 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
     single = isinstance(prompts, str)
     texts = [prompts] if single else list(prompts)
     features = audio_features(model, _audio_lists(audio, len(texts), single))
-    ids = prepare_prompts(model, tokenizer, texts, cfg, _audio_token_counts(model, features))
+    ids = prepare_prompts(model, tokenizer, texts, cfg, audio_token_counts(model, features))
     per_prompt = image_lists(images, len(ids), single)
     check_placeholders(ids, per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
     suppress = _suppress(model, tokenizer)

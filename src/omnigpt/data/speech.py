@@ -27,6 +27,7 @@ import ctypes
 import io
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import random
 import shutil
@@ -262,6 +263,8 @@ def _library_copy() -> tuple[str, bytes]:
         library, data = espeak_paths()
         folder = tempfile.mkdtemp(prefix="omnigpt-espeak-")
         atexit.register(shutil.rmtree, folder, True)
+        # A pool worker leaves by os._exit, skipping atexit; multiprocessing runs its own finalizers then.
+        multiprocessing.util.Finalize(None, shutil.rmtree, (folder, True), exitpriority=0)
         copy = os.path.join(folder, os.path.basename(library))
         shutil.copyfile(library, copy)
         _private_copy = (copy, os.fsencode(data))
@@ -430,8 +433,13 @@ def iter_utterances(split: str, count: int, seed: int = 0, start: int = 0,
     if workers <= 1 or count <= 1:
         yield from map(_utterance_args, args)
         return
-    with multiprocessing.get_context("spawn").Pool(min(workers, count)) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, count))
+    try:
         yield from pool.imap(_utterance_args, args, chunksize=max(1, min(32, count // (4 * workers))))
+        pool.close()  # let the workers exit by themselves, so that they remove their library copies
+        pool.join()
+    finally:
+        pool.terminate()
 
 
 def utterances(split: str, count: int, seed: int = 0, start: int = 0,

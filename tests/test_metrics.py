@@ -230,3 +230,21 @@ def test_wer_and_cer_errors():
         wer(["uh"], ["?!"])
     with pytest.raises(TypeError, match="must be strings, got list and str"):
         word_errors(["a"], "a")
+
+
+def test_classification_scores_by_hand():
+    from omnigpt.metrics import classification_scores
+
+    preds = ["cat", "cat", "dog", "dog", "bird", "fish"]
+    labels = ["cat", "dog", "dog", "dog", "cat", "bird"]
+    r = classification_scores(preds, labels)
+    assert r["classes"] == ["bird", "cat", "dog"]
+    assert r["accuracy"] == pytest.approx(3 / 6)
+    # cat: precision 1/2, recall 1/2; dog: precision 2/2, recall 2/3; bird: never right -> 0
+    assert r["per_class"]["cat"]["f1"] == pytest.approx(0.5)
+    assert r["per_class"]["dog"]["f1"] == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+    assert r["per_class"]["bird"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert r["confusion"] == [[0, 0, 0, 1], [1, 1, 0, 0], [0, 1, 2, 0]]  # last column: "fish", not a class
+    with pytest.raises(ValueError, match="labels outside the classes"):
+        classification_scores(["a"], ["b"], classes=["a"])

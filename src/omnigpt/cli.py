@@ -105,17 +105,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     gen = _generation_config(args)
     prompts = list(args.prompt)
-    images = _images_per_prompt(prompts, list(args.image or []))
+    images = _media_per_prompt(prompts, list(args.image or []), "image")
+    audio = _media_per_prompt(prompts, list(args.audio or []), "audio")
     if args.stream:
         if len(prompts) != 1:
             raise CommandError("--stream takes exactly one --prompt")
         sys.stdout.write(prompts[0])
-        for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen, images=images[0] if images else None):
+        for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen, images=images[0] if images else None,
+                            audio=audio[0] if audio else None):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
         return
-    outs = generate(ckpt.model, ckpt.tokenizer, prompts, gen, images=images)
+    outs = generate(ckpt.model, ckpt.tokenizer, prompts, gen, images=images, audio=audio)
     if args.json:
         print(json.dumps([{"prompt": p, "completion": o} for p, o in zip(prompts, outs)], ensure_ascii=False))
     else:
@@ -123,17 +125,18 @@ def cmd_generate(args: argparse.Namespace) -> None:
             print(p + o)
 
 
-def _images_per_prompt(prompts: list[str], images: list[str]) -> Optional[list[list[str]]]:
-    """Hand the --image files to the prompts in order, each taking one per <image> placeholder."""
-    if not images:
+def _media_per_prompt(prompts: list[str], files: list[str], kind: str) -> Optional[list[list[str]]]:
+    """Hand the --image (or --audio) files to the prompts in order, each taking one per <image> (<audio>)
+    placeholder."""
+    if not files:
         return None
-    wanted = [p.count("<image>") for p in prompts]
-    if sum(wanted) != len(images):
-        raise CommandError(f"the prompts hold {sum(wanted)} <image> placeholder(s) but {len(images)} "
-                         f"--image file(s) were given")
+    wanted = [p.count(f"<{kind}>") for p in prompts]
+    if sum(wanted) != len(files):
+        raise CommandError(f"the prompts hold {sum(wanted)} <{kind}> placeholder(s) but {len(files)} "
+                           f"--{kind} file(s) were given")
     out, i = [], 0
     for n in wanted:
-        out.append(images[i:i + n])
+        out.append(files[i:i + n])
         i += n
     return out
 
@@ -249,6 +252,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                          "transcribe" if getattr(ckpt.model, "audio_config", None) is not None else "text")
     if task == "transcribe":
         result = _evaluate_speech(ckpt, args)
+    elif task == "classify":
+        result = _evaluate_audio_classes(ckpt, args)
     elif task != "text":
         result = _evaluate_images(ckpt, args, task)
     elif args.data:
@@ -262,6 +267,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["data"] = "validation split"
     result["checkpoint"] = str(ckpt.path)
     print(json.dumps(result))
+
+
+def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
+    from .data.sources import read_audio_source
+    from .evaluate import evaluate_audio_classes
+    from .viz import confusion_figure
+
+    if getattr(ckpt.model, "audio_config", None) is None:
+        raise CommandError(f"--task classify needs a model with an audio encoder; {ckpt.path} has none")
+    if not args.data:
+        raise CommandError("--task classify needs --data audiofolder:DIR or a JSONL manifest of {\"audio\", "
+                           "\"label\"} rows")
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, got {args.limit}")
+    items = read_audio_source(args.data, args.on_bad_file or "error")[:args.limit]
+    unlabeled = [it for it in items if it.label is None]
+    if unlabeled:
+        raise CommandError(f"{unlabeled[0].where}: no label; --task classify needs a label for every clip")
+    result = {"data": args.data, **evaluate_audio_classes(ckpt.model, ckpt.tokenizer, [it.audio for it in items],
+                                                          [it.label for it in items], progress=not args.quiet)}
+    plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
+    result["confusion_png"] = str(confusion_figure(result["confusion"], result["classes"], plot,
+                                                   f"{args.data}: accuracy {result['accuracy']:.3f}"))
+    return result
+
+
+def _run_folder(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint folder (RUN/checkpoints/step-N), else the folder itself."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
 
 
 def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
@@ -415,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
     g.add_argument("--image", action="append", help="image file for the prompts' <image> placeholders, in "
                                                      "order (repeatable)")
+    g.add_argument("--audio", action="append", help="audio file for the prompts' <audio> placeholders, in "
+                                                     "order (repeatable)")
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("caption", help="describe images with a multimodal model")
@@ -455,11 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="perplexity on text; captioning and VQA scores of a multimodal model")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe"],
-                   help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio")
+    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe", "classify"],
+                   help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio; "
+                        "classify: audio classes asked with '<audio> class:'")
     e.add_argument("--data", help="text: a text file (default: the run's validation split); caption/vqa: "
                                   "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest; "
-                                  "transcribe: builtin:speech (default), librispeech:DIR, or a JSONL manifest")
+                                  "transcribe: builtin:speech (default), librispeech:DIR, or a JSONL manifest; "
+                                  "classify: audiofolder:DIR or a JSONL manifest with labels")
+    e.add_argument("--plot", help="classify: where to write the confusion matrix PNG (default: RUN/confusion.png)")
     e.add_argument("--images", help="image folder of a COCO captions file")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "compositional"],
                    help="built-in scene split (default: test)")

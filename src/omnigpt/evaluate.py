@@ -12,7 +12,8 @@ from torch import nn
 
 from .data import builtin
 from .data.text import DataError, load_tokens, read_text_file, sequential_windows, token_dtype
-from .metrics import accuracy_by_type, bleu4, cider_d, exact_match, majority_baseline, normalize_caption, vqa_accuracy
+from .metrics import (accuracy_by_type, bleu4, cider_d, classification_scores, exact_match, majority_baseline,
+                      normalize_caption, vqa_accuracy)
 from .tokenizer import Tokenizer
 
 
@@ -64,9 +65,11 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
 
 
 # ---------------------------------------------------------------------------------- images: captions, VQA
-def _answer_batches(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], images: Sequence,
-                    max_new_tokens: int, batch_size: int, num_beams: int = 1, progress: bool = False) -> list[str]:
-    """Greedy (or beam) continuations of prompts, each with one image, in batches; stripped of spaces."""
+def _answer_batches(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], images: Optional[Sequence],
+                    max_new_tokens: int, batch_size: int, num_beams: int = 1, progress: bool = False,
+                    audio: Optional[Sequence] = None) -> list[str]:
+    """Greedy (or beam) continuations of prompts, each with one image (or one audio clip), in batches;
+    stripped of spaces."""
     from tqdm.auto import tqdm
 
     from .generate import generate
@@ -74,8 +77,10 @@ def _answer_batches(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[st
     out: list[str] = []
     starts = range(0, len(prompts), batch_size)
     for b in tqdm(starts, disable=not progress, desc="evaluate", unit="batch", leave=False):
-        ps, ims = list(prompts[b:b + batch_size]), [[im] for im in images[b:b + batch_size]]
-        out += generate(model, tokenizer, ps, images=ims, max_new_tokens=max_new_tokens, num_beams=num_beams)
+        ps = list(prompts[b:b + batch_size])
+        media = ({"images": [[im] for im in images[b:b + batch_size]]} if images is not None else
+                 {"audio": [[a] for a in audio[b:b + batch_size]]})
+        out += generate(model, tokenizer, ps, max_new_tokens=max_new_tokens, num_beams=num_beams, **media)
     return [o.strip() for o in out]
 
 
@@ -148,4 +153,20 @@ def evaluate_scenes(model: nn.Module, tokenizer: Tokenizer, split: str = "test",
                                      [q.answer for _, q in qa], [q.type for _, q in qa])
         result.update({"vqa_accuracy": vqa["vqa_accuracy"], "vqa_by_type": vqa["vqa_by_type"],
                        "majority_by_type": majority, "questions": vqa["count"], "vqa_samples": vqa["samples"]})
+    return result
+
+
+# ------------------------------------------------------------------------------------ audio: classification
+def evaluate_audio_classes(model: nn.Module, tokenizer: Tokenizer, audio: Sequence, labels: list[str],
+                           batch_size: int = 32, progress: bool = False) -> dict:
+    """Ask for each clip's class with `speech.CLASSIFY_PROMPT` and score the answers against the labels:
+    accuracy, macro-F1 over the labels' classes, per-class scores and the confusion matrix."""
+    from .data.speech import CLASSIFY_PROMPT
+
+    longest = max(len(tokenizer.encode(" " + label)) for label in labels) + 1
+    preds = _answer_batches(model, tokenizer, [CLASSIFY_PROMPT] * len(audio), None, longest, batch_size,
+                            progress=progress, audio=audio)
+    result = classification_scores(preds, labels)
+    result["count"] = len(preds)
+    result["samples"] = [{"prediction": p, "label": t} for p, t in list(zip(preds, labels))[:5]]
     return result

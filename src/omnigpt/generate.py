@@ -491,7 +491,7 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
 
 
 def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional[GenerationConfig] = None,
-           images: Images = None, **overrides) -> Iterator[str]:
+           images: Images = None, audio=None, **overrides) -> Iterator[str]:
     """Yield the continuation of one prompt piece by piece as it is generated (sampling or greedy).
 
     The concatenated pieces equal `generate(...)` with the same settings and seed.
@@ -499,10 +499,11 @@ def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional
     cfg = _config(config, overrides)
     if cfg.num_beams > 1:
         raise GenerationError("streaming needs num_beams = 1: beam search only knows its answer at the end")
-    (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg)
+    features = audio_features(model, _audio_lists(audio, 1, True))
+    (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg, audio_token_counts(model, features))
     per_prompt = image_lists(images, 1, True)
     check_placeholders([ids], per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
-    media = prepare_media(model, per_prompt)
+    media = {**prepare_media(model, per_prompt), **audio_media(model, features)}
     suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training

@@ -1,5 +1,6 @@
 """Caption and visual-question-answering metrics: BLEU-4, CIDEr-D, exact match, VQA accuracy, and the
-per-question-type majority baseline a VQA model must beat; speech recognition metrics: WER and CER.
+per-question-type majority baseline a VQA model must beat; speech recognition metrics: WER and CER;
+classification: accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
 
 Pure functions of strings; no model code, so `evaluate.py` and tests can use them alike.
 """
@@ -280,3 +281,32 @@ def word_errors(prediction: str, reference: str) -> dict[str, int]:
         raise TypeError(f"prediction and reference must be strings, got {type(prediction).__name__} and "
                         f"{type(reference).__name__}")
     return _edit_counts([prediction], [reference], "words")
+
+
+def classification_scores(predictions: Sequence[str], labels: Sequence[str],
+                          classes: Sequence[str] | None = None) -> dict:
+    """Accuracy, macro-F1 (the mean F1 over `classes`, default: the labels' classes in sorted order),
+    per-class precision / recall / F1 / support, and the confusion matrix: confusion[i][j] counts examples of
+    class i predicted as class j, with a last column for predictions outside the classes. A class never
+    predicted has precision 0; never present, recall 0. Strings compare exactly: normalize them first."""
+    _check_pairs(predictions, labels, "labels")
+    classes = list(classes) if classes is not None else sorted(set(labels))
+    index = {c: i for i, c in enumerate(classes)}
+    missing = sorted(set(labels) - set(index))
+    if missing:
+        raise ValueError(f"labels outside the classes: {missing[:5]}")
+    confusion = [[0] * (len(classes) + 1) for _ in classes]
+    for pred, label in zip(predictions, labels):
+        confusion[index[label]][index.get(pred, len(classes))] += 1
+    per_class = {}
+    for i, c in enumerate(classes):
+        hits = confusion[i][i]
+        predicted = sum(row[i] for row in confusion)
+        support = sum(confusion[i])
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[c] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return {"accuracy": sum(p == t for p, t in zip(predictions, labels)) / len(labels),
+            "macro_f1": sum(v["f1"] for v in per_class.values()) / len(classes),
+            "per_class": per_class, "classes": classes, "confusion": confusion}

@@ -1,4 +1,5 @@
-"""Pictures of a run, written as PNG next to it: the loss curve, and attention maps of generated captions."""
+"""Pictures of a run, written as PNG next to it: the loss curve, attention maps of generated captions, and
+the confusion matrix of a classifier."""
 from __future__ import annotations
 
 import json
@@ -136,5 +137,44 @@ def attention_figure(image: Image.Image, caption: str, words: list[WordAttention
     fig.tight_layout()
     png_path = Path(png_path)
     fig.savefig(png_path)
+    plt.close(fig)
+    return png_path
+
+
+def confusion_figure(confusion: list[list[int]], classes: list[str], png_path: str | Path,
+                     title: str = "") -> Path:
+    """A confusion matrix as a heatmap with counts (rows: true class, columns: predicted; a last column
+    "other" for predictions outside the classes when any were made)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(confusion)
+    columns = list(classes)
+    if matrix.shape[1] > len(classes):
+        if matrix[:, -1].any():
+            columns.append("other")
+        else:
+            matrix = matrix[:, :len(classes)]
+    side = max(3.0, 0.5 * len(columns) + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if top and matrix[i, j] > top / 2 else "black")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path

@@ -45,6 +45,7 @@ from .builtin import CELLS, COLORS, SHAPES, SIZES, cell_phrase
 
 SPLITS = ("train", "val", "test")
 TRANSCRIBE_PROMPT = "<audio> transcript:"  # what speech recognition is asked with; the transcript follows
+CLASSIFY_PROMPT = "<audio> class:"  # what audio classification is asked with; the class label follows
 SAMPLE_RATE = 16000  # Hz, of every utterance
 ESPEAK_SAMPLE_RATE = 22050  # Hz, what espeak-ng produces
 GENERATOR_VERSION = 1  # bump when an utterance for the same (seed, split, index) changes; names cache files

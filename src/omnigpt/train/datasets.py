@@ -183,7 +183,9 @@ class FileExamples:
 
 
 class AudioFileExamples:
-    """Transcription examples read from an audio manifest or a LibriSpeech folder."""
+    """Examples read from an audio manifest, a LibriSpeech folder or class folders: a clip with a transcript
+    is a transcription example (`speech.TRANSCRIBE_PROMPT`), a clip with a label a classification example
+    (`speech.CLASSIFY_PROMPT`, answered by the label)."""
 
     def __init__(self, items: Sequence[AudioText]):
         self.items = list(items)
@@ -193,10 +195,22 @@ class AudioFileExamples:
 
     def example(self, index: int, rng: random.Random) -> RawExample:
         it = self.items[index]
+        if it.label is not None:
+            return RawExample(None, speech.CLASSIFY_PROMPT, it.label, "classify", audio=it.audio)
         return RawExample(None, speech.TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio)
 
     def texts(self) -> list[str]:
-        return [it.text for it in self.items] + ["transcript:"]
+        return [it.text for it in self.items] + ["transcript:", "class:"]
+
+    def split_off(self, fraction: float) -> tuple["AudioFileExamples", "AudioFileExamples"]:
+        """(train, validation): a seeded shuffle first, so that class folders, read class by class, give
+        validation examples of every class."""
+        order = list(range(len(self.items)))
+        random.Random(VAL_SEED).shuffle(order)
+        n_val = max(1, int(len(order) * fraction))
+        val = sorted(order[:n_val])
+        rest = sorted(order[n_val:])
+        return AudioFileExamples([self.items[i] for i in rest]), AudioFileExamples([self.items[i] for i in val])
 
 
 class Concat:
@@ -343,12 +357,11 @@ def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
             elif isinstance(s, SpeechExamples):
                 val_sets.append(SpeechExamples("val", BUILTIN_VAL_UTTERANCES, BUILTIN_SEED, s.cache_dir))
             elif isinstance(s, AudioFileExamples):
-                n_val = max(1, int(len(s) * cfg.data.val_fraction))
-                if len(s) - n_val < 1:
+                if len(s) - max(1, int(len(s) * cfg.data.val_fraction)) < 1:
                     raise DataError(f"source {cfg.data.sources[i]} has {len(s)} example(s): too few to hold out "
                                     f"validation examples; give data.val_sources")
-                val_sets.append(AudioFileExamples(s.items[-n_val:]))
-                train_sets[i] = AudioFileExamples(s.items[:-n_val])
+                train_sets[i], held_out = s.split_off(cfg.data.val_fraction)
+                val_sets.append(held_out)
             else:
                 n_val = max(1, int(len(s) * cfg.data.val_fraction))
                 if len(s) - n_val < 1:

@@ -1,8 +1,8 @@
 """Speech to text for recordings of any length: find the speech, cut it into windows the model can take,
 decode each with temperature fallback, stitch overlapping windows, and time every segment.
 
-1. **Speech regions.** Frames of 20 ms whose level is within `region_db` of the recording's loud frames
-   (and above an absolute floor) are speech; pauses shorter than `min_silence` are bridged, and each region
+1. **Speech regions.** Frames of 20 ms whose level lies above the quiet frames' (the 10th percentile) by
+   `level_fraction` of the way to the loud frames' (the 95th), and above an absolute floor, are speech; pauses shorter than `min_silence` are bridged, and each region
    is padded a little. A silent or empty recording has no regions and gives an empty transcript.
 2. **Windows.** A region longer than the model can take at once (`window_seconds`, `audio.max_seconds`, and
    what fits the context with the prompt and `max_new_tokens`) is cut into equal windows that overlap by
@@ -47,7 +47,7 @@ class TranscribeOptions:
     temperatures: Sequence[float] = WHISPER_TEMPERATURES  # tried in turn while the output looks degenerate
     logprob_threshold: Optional[float] = -1.0  # mean log-probability per token below this: degenerate
     compression_ratio_threshold: Optional[float] = 2.4  # text compressing better than this: a loop
-    region_db: float = 35.0  # speech is within this many dB of the loud frames ...
+    level_fraction: float = 0.6  # speech frames are this far (in dB) from the quiet frames to the loud ones ...
     floor_dbfs: float = -60.0  # ... and above this absolute level
     min_silence: float = 0.3  # seconds; shorter pauses do not split a region
     pad_seconds: float = 0.15  # kept around each region
@@ -101,7 +101,8 @@ def speech_regions(wave: torch.Tensor, sample_rate: int, opts: Optional[Transcri
     frames = wave[:n * hop].reshape(n, hop).double()
     level = 10 * torch.log10(frames.pow(2).mean(1).clamp(min=1e-20))  # dBFS per frame
     loud = float(torch.quantile(level, 0.95)) if n > 1 else float(level[0])
-    speech = level > max(opts.floor_dbfs, loud - opts.region_db)
+    quiet = float(torch.quantile(level, 0.10)) if n > 1 else float(level[0])
+    speech = level > max(opts.floor_dbfs, quiet + opts.level_fraction * (loud - quiet))
     if not bool(speech.any()):
         return []
     on = speech.nonzero()[:, 0].tolist()

@@ -248,6 +248,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
+    if getattr(ckpt.model, "cls_config", None) is not None:
+        result = _evaluate_classifier(ckpt, args)
+        result["checkpoint"] = str(ckpt.path)
+        print(json.dumps(result))
+        return
     task = args.task or ("caption+vqa" if getattr(ckpt.model, "vision_config", None) is not None else
                          "transcribe" if getattr(ckpt.model, "audio_config", None) is not None else "text")
     if task == "transcribe":
@@ -291,6 +296,61 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dic
     result["confusion_png"] = str(confusion_figure(result["confusion"], result["classes"], plot,
                                                    f"{args.data}: accuracy {result['accuracy']:.3f}"))
     return result
+
+
+def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
+    from .evaluate import evaluate_classifier
+    from .train.labeled_data import BUILTIN_MATCHING, MatchingExamples, RowExamples, read_labeled_sources
+    from .train.datasets import cache_dir
+    from .viz import confusion_figure
+
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, got {args.limit}")
+    spec = args.data or BUILTIN_MATCHING
+    cfg = ckpt.config
+    if args.on_bad_file:
+        cfg.data.on_bad_file = args.on_bad_file
+    if spec == BUILTIN_MATCHING:
+        split = args.split if args.split in ("train", "val", "test") else "test"
+        sets = [MatchingExamples(split, args.limit or 1000, cfg.vision.image_size if cfg.vision else 64,
+                                 cache_dir(cfg))]
+    else:
+        sets = read_labeled_sources(cfg, [spec], "test", labels=ckpt.model.labels)
+    examples = [s.example(i) for s in sets for i in range(len(s))][:args.limit]
+    result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=not args.quiet)}
+    plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
+    result["confusion_png"] = str(confusion_figure(result["confusion"], result["classes"], plot,
+                                                   f"{cfg.classifier.fusion}: accuracy {result['accuracy']:.3f}"))
+    return result
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from .train.checkpoint import load_checkpoint
+    from .train.labeled_data import LabeledData, RawLabeled
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.model
+    if getattr(model, "cls_config", None) is None:
+        raise CommandError(f"{ckpt.path} is not a classifier (its config has no 'classifier' section)")
+    given = {"text": args.text, "image": args.image, "audio": args.audio}
+    extra = [m for m, v in given.items() if v is not None and m not in model.modalities]
+    if extra:
+        raise CommandError(f"this classifier reads {', '.join(model.modalities)}; it cannot take --{extra[0]}")
+    if all(given[m] is None for m in model.modalities):
+        raise CommandError(f"give at least one input: {', '.join('--' + m for m in model.modalities)}")
+    for m in ("image", "audio"):
+        if given[m] is not None and not Path(given[m]).is_file():
+            raise CommandError(f"{m} file not found: {given[m]}")
+    data = LabeledData(ckpt.config, ckpt.tokenizer, [], [])
+    raw = RawLabeled(model.labels[0], given["text"], given["image"] and Path(given["image"]),
+                     given["audio"] and Path(given["audio"]))
+    inputs = data.collate([data.make_example(raw, None)]).model_inputs()
+    inputs.pop("labels"), inputs.pop("class_weights")
+    probs = model.probabilities(**inputs)[0].tolist()
+    best = max(range(len(probs)), key=probs.__getitem__)
+    print(json.dumps({"label": model.labels[best],
+                      "probabilities": {label: round(p, 6) for label, p in zip(model.labels, probs)},
+                      "inputs": [m for m in model.modalities if given[m] is not None]}))
 
 
 def _run_folder(checkpoint: Path) -> Path:
@@ -481,6 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-fallback", action="store_true", help="decode once, at temperature 0")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_transcribe)
+
+    k = sub.add_parser("classify", help="label an example (text, image and/or audio) with a trained classifier")
+    k.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    k.add_argument("--text")
+    k.add_argument("--image", help="image file")
+    k.add_argument("--audio", help="audio file")
+    k.set_defaults(func=cmd_classify)
 
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
     sd.add_argument("--out", required=True)

@@ -166,6 +166,57 @@ class FusionConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    """Multimodal classification: each modality's encoder gives a sequence of vectors, projected to `width`;
+    a fusion strategy joins the modalities and a head predicts the class.
+
+    Encoders: text `gpt` (the `model` section's Transformer) or `lstm` (a bidirectional LSTM over token
+    embeddings); image: the `vision` section (cnn or vit); audio `transformer` (the `audio` section) or `lstm`
+    (a bidirectional LSTM over 4x-subsampled log-mel frames). Pooling to one vector per modality: `mean`
+    (over the valid positions), `cls` (a learned token read through one Transformer block), `attention`
+    (a learned query's softmax weights over the positions).
+
+    Fusion: `concat` (pooled vectors side by side, then an MLP), `weighted_sum` (learned softmax weights
+    over the modalities), `gated` (each modality's vector scaled by a sigmoid gate computed from all of them),
+    `attention` (Transformer layers over all modalities' vectors, read at a class token), `early` (image and
+    audio vectors placed before the text in the GPT's token stream, classified from the last position).
+    A missing modality is masked out (weighted_sum, gated, attention, early) or replaced by a learned
+    "absent" vector (concat); `modality_dropout` trains for it.
+    """
+    fusion: Literal["concat", "weighted_sum", "attention", "early", "gated"] = "concat"
+    modalities: list[Literal["text", "image", "audio"]] = field(default_factory=lambda: ["text", "image", "audio"])
+    text_encoder: Literal["gpt", "lstm"] = "gpt"
+    audio_encoder: Literal["transformer", "lstm"] = "transformer"
+    pool: Literal["mean", "cls", "attention"] = "mean"
+    width: int = 128  # every modality's vectors are projected to this width
+    hidden: int = 256  # the head's hidden layer
+    fusion_layers: int = 2  # attention fusion: Transformer layers over all modalities
+    fusion_heads: int = 4
+    lstm_width: int = 128  # per direction
+    dropout: float = 0.1
+    modality_dropout: float = 0.0  # training: each modality of an example is dropped with this chance
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: loss weights ~ 1 / class frequency
+    labels: list[str] = field(default_factory=list)  # class names; filled from the training data when empty
+
+    def validate(self) -> None:
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"classifier.modalities must list text, image and/or audio once each, got "
+                              f"{self.modalities}")
+        for name in ("width", "hidden", "fusion_layers", "fusion_heads", "lstm_width"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"classifier.{name} must be positive, got {getattr(self, name)}")
+        if self.width % self.fusion_heads:
+            raise ConfigError(f"classifier.width ({self.width}) must be divisible by classifier.fusion_heads "
+                              f"({self.fusion_heads})")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError(f"classifier.modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"classifier.labels has duplicates: {self.labels}")
+
+
+@dataclass
 class AugmentConfig:
     """Seeded training augmentations of images (all off by default)."""
     random_crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # area fraction range
@@ -280,9 +331,17 @@ class Config:
     vision: Optional[VisionConfig] = None  # set: a multimodal model (OmniGPT) with an image encoder
     audio: Optional[AudioConfig] = None  # set: an audio encoder (log-mel features in)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    classifier: Optional[ClassifierConfig] = None  # set: a multimodal classifier instead of a generator
 
     def validate(self) -> "Config":
         self.model.validate()
+        if self.classifier is not None:
+            self.classifier.validate()
+            needs = {"image": self.vision, "audio": self.audio}
+            for m in self.classifier.modalities:
+                if m in needs and needs[m] is None:
+                    raise ConfigError(f"classifier.modalities lists {m}, but the config has no '"
+                                      f"{'vision' if m == 'image' else 'audio'}' section")
         self.data.validate()
         self.train.validate()
         self.fusion.validate()
@@ -293,7 +352,7 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
-        if self.data.sources and self.vision is None and self.audio is None:
+        if self.data.sources and self.vision is None and self.audio is None and self.classifier is None:
             raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
                               "section")
         if self.train.freeze:

@@ -170,3 +170,43 @@ def evaluate_audio_classes(model: nn.Module, tokenizer: Tokenizer, audio: Sequen
     result["count"] = len(preds)
     result["samples"] = [{"prediction": p, "label": t} for p, t in list(zip(preds, labels))[:5]]
     return result
+
+
+# ------------------------------------------------------------------------------- multimodal classification
+def evaluate_classifier(model: nn.Module, tokenizer: Tokenizer, examples: Sequence, batch_size: int = 64,
+                        drop_each: bool = True, progress: bool = False) -> dict:
+    """Accuracy, macro-F1, per-class scores and confusion matrix of a MultimodalClassifier on raw examples
+    (`train.labeled_data.RawLabeled`); with drop_each, also the accuracy with each modality removed from
+    every example (what the model makes of the others alone)."""
+    from tqdm.auto import tqdm
+
+    from .train.labeled_data import LabeledData
+
+    data = LabeledData(model.full_config, tokenizer, [], [])
+    device = next(model.parameters()).device
+    labels = [data.index[e.label] if e.label in data.index else -1 for e in examples]
+    if -1 in labels:
+        bad = examples[labels.index(-1)].label
+        raise DataError(f"label {bad!r} is not one of the model's classes {model.labels}")
+    runs = {"all": None, **({m: m for m in model.modalities} if drop_each and len(model.modalities) > 1 else {})}
+    preds: dict = {name: [] for name in runs}
+    for b in tqdm(range(0, len(examples), batch_size), disable=not progress, desc="evaluate", unit="batch",
+                  leave=False):
+        batch = data.collate([data.make_example(e, None) for e in examples[b:b + batch_size]]).to(device)
+        for name, dropped in runs.items():
+            inputs = batch.model_inputs()
+            inputs.pop("labels"), inputs.pop("class_weights")
+            if dropped is not None:
+                present = inputs["present"].clone()
+                present[:, model.modalities.index(dropped)] = False
+                inputs["present"] = present
+            preds[name] += model.probabilities(**inputs).argmax(-1).tolist()
+    names = model.labels
+    result = classification_scores([names[p] for p in preds["all"]], [names[t] for t in labels], names)
+    result["count"] = len(examples)
+    if len(runs) > 1:
+        result["dropped"] = {m: sum(p == t for p, t in zip(preds[m], labels)) / len(labels) for m in runs if m != "all"}
+    fuse = getattr(model, "fuse", None)
+    if hasattr(fuse, "modality_weights"):
+        result["modality_weights"] = dict(zip(model.modalities, fuse.modality_weights()))
+    return result

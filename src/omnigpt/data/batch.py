@@ -1,4 +1,5 @@
-"""The one batch type every model in omnigpt takes, and the collate that builds it from examples.
+"""The batch types omnigpt's models take, and the collates that build them from examples: `Batch` for the
+generators (token sequences), `ClassBatch` for the multimodal classifier.
 
 A training example is a prompt (no loss), a target (loss) and the images (or audio clips) its `<image>`
 (`<audio>`) placeholders stand for. Collate joins prompt + target + end-of-text, shifts by one for next-token labels, right-pads rows with
@@ -140,3 +141,64 @@ def pad_features(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     for i, c in enumerate(clips):
         out[i, :, :c.shape[-1]] = c
     return out, lengths
+
+
+# ------------------------------------------------------------------------------------------ classification
+@dataclass
+class LabeledExample:
+    """One classification example, its inputs ready for the model; None for a modality it lacks."""
+    label: int
+    text: Optional[list[int]] = None  # token ids
+    image: Optional[torch.Tensor] = None  # (3, S, S)
+    audio: Optional[torch.Tensor] = None  # log-mel features (n_mels, frames)
+
+
+@dataclass
+class ClassBatch:
+    ids: torch.Tensor  # (B, T) token ids, right-padded; a row without text holds one pad token
+    text_lengths: torch.Tensor  # (B,)
+    present: torch.Tensor  # (B, M) boolean, the modalities (in MODALITIES order) each row has
+    labels: torch.Tensor  # (B,)
+    images: Optional[torch.Tensor] = None  # (B, 3, S, S), zeros where absent
+    audio: Optional[torch.Tensor] = None  # (B, n_mels, frames), zero-padded
+    audio_lengths: Optional[torch.Tensor] = None  # (B,)
+    class_weights: Optional[torch.Tensor] = None  # (classes,)
+
+    def to(self, device: str | torch.device) -> "ClassBatch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return replace(self, **{f: move(getattr(self, f)) for f in ("ids", "text_lengths", "present", "labels",
+                                                                     "images", "audio", "audio_lengths",
+                                                                     "class_weights")})
+
+    def loss_weight(self) -> float:
+        """Examples in the batch (the loss is a mean over examples)."""
+        return float(self.labels.shape[0])
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {"ids": self.ids, "text_lengths": self.text_lengths, "present": self.present, "labels": self.labels,
+                "images": self.images, "audio": self.audio, "audio_lengths": self.audio_lengths,
+                "class_weights": self.class_weights}
+
+
+def collate_labeled(examples: Sequence[LabeledExample], modalities: Sequence[str], pad_id: int,
+                    image_size: Optional[int] = None, n_mels: Optional[int] = None,
+                    class_weights: Optional[torch.Tensor] = None) -> ClassBatch:
+    """Stack examples; a missing modality gets a placeholder the model masks out (one pad token, a zero image,
+    a 16-frame silent clip). modalities: the classifier's, in MODALITIES order."""
+    B = len(examples)
+    present = torch.tensor([[getattr(e, m) is not None for m in modalities] for e in examples], dtype=torch.bool)
+    texts = [e.text if e.text is not None else [pad_id] for e in examples]
+    lengths = torch.tensor([len(t) for t in texts], dtype=torch.long)
+    ids = torch.full((B, int(lengths.max())), pad_id, dtype=torch.long)
+    for r, t in enumerate(texts):
+        ids[r, :len(t)] = torch.tensor(t, dtype=torch.long)
+    batch = ClassBatch(ids, lengths, present, torch.tensor([e.label for e in examples], dtype=torch.long),
+                       class_weights=class_weights)
+    if "image" in modalities:
+        blank = torch.zeros(3, image_size, image_size)
+        batch.images = stack_images([e.image if e.image is not None else blank for e in examples])
+    if "audio" in modalities:
+        silent = torch.zeros(n_mels, 16)
+        batch.audio, batch.audio_lengths = pad_features([e.audio if e.audio is not None else silent
+                                                         for e in examples])
+    return batch

@@ -193,7 +193,7 @@ def _draw_objects(rnd: random.Random, split: str, n: int) -> list[Obj]:
     return objects
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A dark-to-mid, low-saturation base colour (channels 40-110) plus per-pixel gaussian noise.
     Returns (size, size, 3) uint8."""
     base = rng.integers(50, 101) + rng.integers(-10, 11, size=3)
@@ -256,7 +256,7 @@ def scene(seed: int, index: int, split: str = "train", size: int = 64, n_objects
     objects = _draw_objects(rnd, split, n)
     offsets = [(rnd.randint(-JITTER, JITTER), rnd.randint(-JITTER, JITTER)) for _ in objects]
     qas = questions(objects, rnd, avoid=() if split == "compositional" else HELD_OUT)
-    image = render(objects, _background(np.random.default_rng([seed, split_id, index]), size), offsets)
+    image = render(objects, background(np.random.default_rng([seed, split_id, index]), size), offsets)
     return Scene(image, objects, caption_of(objects), qas)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import _ctypes
 import atexit
 import ctypes
+import hashlib
 import io
 import json
 import multiprocessing
@@ -393,15 +394,16 @@ def _room(speech: np.ndarray, rnd: random.Random, rng: np.random.Generator, snr_
     return _quantize(mix)
 
 
-def utterance(seed: int, index: int, split: str = "train") -> Utterance:
+def utterance(seed: int, index: int, split: str = "train", text: Optional[str] = None) -> Utterance:
     """Utterance `index` of `split` for `seed`: the same arguments give a bit-identical waveform and the same
-    text. Each split draws from its own random streams; the test split speaks with TEST_VOICES only."""
+    text. Each split draws from its own random streams; the test split speaks with TEST_VOICES only.
+    `text`: say this instead of a phrase of the grammar (voice, rate, pitch and noise are drawn as usual)."""
     split_id = _check_split(split)
     if seed < 0 or not 0 <= index < 2**_INDEX_BITS:
         raise ValueError(f"utterance seed and index must be >= 0 (index < 2**{_INDEX_BITS}), "
                          f"got seed={seed}, index={index}")
     rnd = random.Random(((seed * len(SPLITS) + split_id) << _INDEX_BITS) + index)
-    text, kind = phrase(rnd)
+    text, kind = phrase(rnd) if text is None else (text, "given")
     voice = rnd.choice(voices_for(split))
     rate, pitch = rnd.randint(*RATE_RANGE), rnd.randint(*PITCH_RANGE)
     snr_db = round(rnd.uniform(*SNR_RANGE_DB), 2)
@@ -411,12 +413,12 @@ def utterance(seed: int, index: int, split: str = "train") -> Utterance:
     return Utterance(samples.astype(np.float32) / 32768.0, text, voice, rate, pitch, kind, snr_db)
 
 
-def _utterance_args(args: tuple[int, int, str]) -> Utterance:
+def _utterance_args(args: tuple[int, int, str, Optional[str]]) -> Utterance:
     return utterance(*args)
 
 
 def iter_utterances(split: str, count: int, seed: int = 0, start: int = 0,
-                    workers: Optional[int] = None) -> Iterator[Utterance]:
+                    workers: Optional[int] = None, texts: Optional[Sequence[str]] = None) -> Iterator[Utterance]:
     """Utterances start .. start+count-1 of a split, in order, synthesized by `workers` processes (None: 1
     for fewer than 200 utterances, else up to 2). The result does not depend on `workers`: each utterance is
     a pure function of its arguments.
@@ -424,13 +426,17 @@ def iter_utterances(split: str, count: int, seed: int = 0, start: int = 0,
     Worker processes are started with "spawn", not "fork": a forked child inherits the parent's locks and
     thread pools in whatever state they are (torch's, once imported), and a fork pool started after
     `import torch` was seen to hang. Spawned workers import this module afresh.
+
+    texts: utterance i says texts[i % len(texts)] instead of a phrase of the grammar.
     """
     _check_split(split)
     if count < 0 or start < 0:
         raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
     if workers is None:
         workers = 1 if count < 200 else min(2, os.cpu_count() or 1)
-    args = [(seed, i, split) for i in range(start, start + count)]
+    if texts is not None and not texts:
+        raise ValueError("texts, when given, must hold at least one text")
+    args = [(seed, i, split, texts[i % len(texts)] if texts else None) for i in range(start, start + count)]
     if workers <= 1 or count <= 1:
         yield from map(_utterance_args, args)
         return
@@ -444,9 +450,9 @@ def iter_utterances(split: str, count: int, seed: int = 0, start: int = 0,
 
 
 def utterances(split: str, count: int, seed: int = 0, start: int = 0,
-               workers: Optional[int] = None) -> list[Utterance]:
+               workers: Optional[int] = None, texts: Optional[Sequence[str]] = None) -> list[Utterance]:
     """Utterances start .. start+count-1 of a split (see `iter_utterances`)."""
-    return list(iter_utterances(split, count, seed, start, workers))
+    return list(iter_utterances(split, count, seed, start, workers, texts))
 
 
 # --- cached arrays, WAV files and manifests ----------------------------------------------------------------
@@ -481,19 +487,20 @@ def _speech_set(items: Sequence[Utterance]) -> SpeechSet:
 
 
 def speech_dataset(split: str, count: int, seed: int = 0, cache_dir: Optional[str | Path] = None,
-                   workers: Optional[int] = None) -> SpeechSet:
-    """The first `count` utterances of a split. With `cache_dir`, they are read from (or written once to) one
-    .npz file there named by the arguments and GENERATOR_VERSION; it is written to a temporary name and
-    renamed, so a file that exists is complete. Loading never unpickles."""
+                   workers: Optional[int] = None, texts: Optional[Sequence[str]] = None) -> SpeechSet:
+    """The first `count` utterances of a split (saying `texts` in turn, when given). With `cache_dir`, they are
+    read from (or written once to) one .npz file there named by the arguments and GENERATOR_VERSION; it is
+    written to a temporary name and renamed, so a file that exists is complete. Loading never unpickles."""
     _check_split(split)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"speech-{split}-seed{seed}-n{count}-v{GENERATOR_VERSION}.npz"
+        said = "" if texts is None else "-" + hashlib.sha1("\n".join(texts).encode()).hexdigest()[:10]
+        path = Path(cache_dir) / f"speech-{split}-seed{seed}-n{count}-v{GENERATOR_VERSION}{said}.npz"
         if path.is_file():
             with np.load(path, allow_pickle=False) as f:
                 meta = json.loads(str(f["meta"]))
                 return SpeechSet(f["samples"], f["offsets"], meta["texts"], meta["voices"], meta["kinds"])
-    result = _speech_set(utterances(split, count, seed, workers=workers))
+    result = _speech_set(utterances(split, count, seed, workers=workers, texts=texts))
     if path is not None:
         meta = json.dumps({"texts": result.texts, "voices": result.voices, "kinds": result.kinds,
                            "sample_rate": SAMPLE_RATE})

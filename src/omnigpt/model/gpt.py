@@ -86,6 +86,21 @@ class GPT(nn.Module):
         block, filled in place. last_only: compute logits for the last position only (B, 1, V).
         before_block(i, x) -> x runs before block i (how cross-attention layers are inserted).
         """
+        x = self.hidden_states(idx, inputs_embeds=inputs_embeds, positions=positions, mask=mask, caches=caches,
+                               before_block=before_block)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.head(x)
+        loss = None
+        if targets is not None:
+            loss = next_token_loss(logits, targets, loss_weights)
+        return logits, loss
+
+    def hidden_states(self, idx: Optional[torch.Tensor] = None, *, inputs_embeds: Optional[torch.Tensor] = None,
+                      positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+                      caches: Optional[list[KVCache]] = None,
+                      before_block: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """The final-norm hidden states (B, T, C) that the head turns into logits (arguments as `forward`)."""
         x = self.wte(idx) if inputs_embeds is None else inputs_embeds
         B, T, _ = x.shape
         if positions is None:
@@ -100,14 +115,7 @@ class GPT(nn.Module):
             if before_block is not None:
                 x = before_block(i, x)
             x = block(x, positions, mask, caches[i] if caches else None)
-        x = self.ln_f(x)
-        if last_only:
-            x = x[:, -1:]
-        logits = self.head(x)
-        loss = None
-        if targets is not None:
-            loss = next_token_loss(logits, targets, loss_weights)
-        return logits, loss
+        return self.ln_f(x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, C) -> logits (B, T, V).

@@ -230,7 +230,12 @@ class OmniGPT(nn.Module):
 
 def build_model(config: Config, image_token_id: Optional[int] = None, audio_token_id: Optional[int] = None
                 ) -> nn.Module:
-    """A text GPT, or an OmniGPT when the config has a vision or audio section."""
+    """A multimodal classifier when the config has a classifier section; else a text GPT, or an OmniGPT when
+    the config has a vision or audio section."""
+    if config.classifier is not None:
+        from .classifier import MultimodalClassifier
+
+        return MultimodalClassifier(config)
     if config.vision is None and config.audio is None:
         return GPT(config.model)
     if image_token_id is None:

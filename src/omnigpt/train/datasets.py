@@ -395,6 +395,10 @@ def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
 
 
 def prepare(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> TrainingData:
+    if cfg.classifier is not None:
+        from .labeled_data import prepare_labeled
+
+        return prepare_labeled(cfg, run_dir, env)
     if cfg.data.sources:
         return prepare_multimodal(cfg, run_dir, env)
     return prepare_text(cfg, run_dir, env)

@@ -1,0 +1,217 @@
+"""MultimodalClassifier: per-modality encoders, pooling, a fusion strategy and a class head.
+
+Inputs are a batch of examples, each with any of text (token ids), an image and an audio clip; `present`
+(B, M) says which of the configured modalities (in `MODALITIES` order) each example has. Missing inputs
+are filled with placeholders by the batch (a pad token, a zero image, a short silent clip) that the model
+never reads: fusion masks them out or swaps in a learned "absent" vector.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+from .audio import AudioEncoder, lengths_after_stride, valid_mask
+from .block import Block
+from .fusion import AttentionFusion, ConcatFusion, GatedFusion, Projector, WeightedSumFusion
+from .gpt import GPT
+from .vision import build_vision_encoder
+
+MODALITIES = ("text", "image", "audio")
+
+
+class Pool(nn.Module):
+    """(B, T, W) vectors and their validity (B, T) -> (B, W): `mean`, `cls` or `attention` (see
+    ClassifierConfig). A row without valid vectors gives zeros."""
+
+    def __init__(self, kind: str, width: int, n_head: int, dropout: float = 0.0):
+        super().__init__()
+        self.kind = kind
+        if kind == "attention":
+            self.proj = nn.Linear(width, width)
+            self.score = nn.Linear(width, 1, bias=False)
+        elif kind == "cls":
+            self.cls = nn.Parameter(torch.randn(width) * 0.02)
+            self.block = Block(width, n_head, dropout=dropout, causal=False)
+            self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        keep = valid[..., None].to(x.dtype)
+        if self.kind == "mean":
+            return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        if self.kind == "attention":
+            scores = self.score(torch.tanh(self.proj(x))).squeeze(-1).float().masked_fill(~valid, float("-inf"))
+            w = torch.nan_to_num(scores.softmax(-1), nan=0.0).to(x.dtype)
+            return (w[..., None] * x).sum(1)
+        B = x.shape[0]
+        x = torch.cat([self.cls.to(x.dtype).expand(B, 1, -1), x], dim=1)
+        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=x.device), valid], dim=1)[:, None, None, :]
+        return self.norm(self.block(x, None, mask)[:, 0])
+
+
+class TextLSTM(nn.Module):
+    """Token embeddings through a bidirectional LSTM: (B, T) ids, lengths -> (B, T, 2 * width)."""
+
+    def __init__(self, vocab_size: int, width: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width)
+        self.lstm = nn.LSTM(width, width, batch_first=True, bidirectional=True)
+        self.out_dim = 2 * width
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths.clamp(min=1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])[0]
+
+
+class AudioLSTM(nn.Module):
+    """Log-mel frames averaged 4 to 1 (25 a second at a 10 ms hop), a linear layer, a bidirectional LSTM:
+    (B, n_mels, frames), lengths -> ((B, T, 2 * width), lengths)."""
+
+    def __init__(self, n_mels: int, width: int):
+        super().__init__()
+        self.inp = nn.Linear(n_mels, width)
+        self.lstm = nn.LSTM(width, width, batch_first=True, bidirectional=True)
+        self.out_dim = 2 * width
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = features * valid_mask(lengths, features.shape[-1])[:, None, :].to(features.dtype)
+        x = F.avg_pool1d(x, 4, 4, ceil_mode=True).transpose(1, 2)
+        lengths = lengths_after_stride(lengths, 4)
+        packed = nn.utils.rnn.pack_padded_sequence(torch.tanh(self.inp(x)), lengths.clamp(min=1).cpu(),
+                                                   batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], lengths
+
+
+class MultimodalClassifier(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        c = config.classifier
+        if c is None:
+            raise ValueError("MultimodalClassifier needs a 'classifier' section in the config")
+        if len(c.labels) < 2:
+            raise ValueError(f"a classifier needs at least two classes, got {c.labels}")
+        self.full_config = config
+        self.config = config.model
+        self.cls_config = c
+        self.labels = list(c.labels)
+        self.modalities = [m for m in MODALITIES if m in c.modalities]
+        self.fusion = c.fusion
+        early = c.fusion == "early"
+        width = config.model.n_embd if early else c.width
+        if "text" in self.modalities or early:
+            if c.text_encoder == "lstm" and not early:
+                self.text = TextLSTM(config.model.vocab_size, c.lstm_width)
+            else:
+                self.text = GPT(config.model)
+        if "image" in self.modalities:
+            self.vision = build_vision_encoder(config.vision)
+        if "audio" in self.modalities:
+            self.audio = AudioLSTM(config.audio.n_mels, c.lstm_width) if c.audio_encoder == "lstm" \
+                else AudioEncoder(config.audio)
+        dims = {"text": getattr(self.text, "out_dim", config.model.n_embd) if hasattr(self, "text") else 0,
+                "image": getattr(self, "vision", None) and self.vision.out_dim,
+                "audio": getattr(self, "audio", None) and self.audio.out_dim}
+        self.project = nn.ModuleDict({m: Projector(dims[m], width, "linear" if m == "text" and early else "mlp")
+                                      for m in self.modalities if not (early and m == "text")})
+        M = len(self.modalities)
+        if early:
+            self.cls_token = nn.Parameter(torch.randn(width) * 0.02)
+            head_in = width
+        else:
+            self.pools = nn.ModuleDict({m: Pool(c.pool, width, c.fusion_heads, c.dropout) for m in self.modalities})
+            if c.fusion == "concat":
+                self.fuse = ConcatFusion(M, width)
+            elif c.fusion == "weighted_sum":
+                self.fuse = WeightedSumFusion(M, width)
+            elif c.fusion == "gated":
+                self.fuse = GatedFusion(M, width)
+            else:
+                self.fuse = AttentionFusion(M, width, c.fusion_heads, c.fusion_layers, c.dropout)
+            head_in = self.fuse.out_dim
+        self.head = nn.Sequential(nn.LayerNorm(head_in), nn.Linear(head_in, c.hidden), nn.GELU(),
+                                  nn.Dropout(c.dropout), nn.Linear(c.hidden, len(self.labels)))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ----------------------------------------------------------------------------------------- encoders
+    def _sequences(self, ids, text_lengths, images, audio, audio_lengths) -> dict:
+        """Each configured modality's projected vectors (B, T_m, width) and validity (B, T_m)."""
+        out = {}
+        if "text" in self.modalities:
+            valid = valid_mask(text_lengths, ids.shape[1])
+            if self.fusion == "early":
+                out["text"] = (self.text.wte(ids), valid)
+            elif isinstance(self.text, GPT):
+                out["text"] = (self.project["text"](self.text.hidden_states(ids)), valid)
+            else:
+                out["text"] = (self.project["text"](self.text(ids, text_lengths)), valid)
+        if "image" in self.modalities:
+            x = self.project["image"](self.vision(images))
+            out["image"] = (x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        if "audio" in self.modalities:
+            x, n = self.audio(audio, audio_lengths)
+            out["audio"] = (self.project["audio"](x), valid_mask(n, x.shape[1]))
+        return out
+
+    def forward(self, ids: Optional[torch.Tensor] = None, text_lengths: Optional[torch.Tensor] = None,
+                images: Optional[torch.Tensor] = None, audio: Optional[torch.Tensor] = None,
+                audio_lengths: Optional[torch.Tensor] = None, present: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, class_weights: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """-> (logits (B, classes), mean cross-entropy against labels (B,) when given, weighted per class by
+        class_weights (classes,))."""
+        seqs = self._sequences(ids, text_lengths, images, audio, audio_lengths)
+        B = next(iter(seqs.values()))[0].shape[0]
+        if present is None:
+            present = torch.ones(B, len(self.modalities), dtype=torch.bool, device=self.head[1].weight.device)
+        if self.fusion == "early":
+            fused = self._early(seqs, present)
+        elif self.fusion == "attention":
+            fused = self.fuse([seqs[m][0] for m in self.modalities], [seqs[m][1] for m in self.modalities], present)
+        else:
+            pooled = torch.stack([self.pools[m](*seqs[m]) for m in self.modalities], dim=1)
+            fused = self.fuse(pooled, present)
+        logits = self.head(fused)
+        loss = None
+        if labels is not None:
+            weight = class_weights.to(logits.dtype) if class_weights is not None else None
+            loss = F.cross_entropy(logits.float(), labels, weight=None if weight is None else weight.float())
+        return logits, loss
+
+    def _early(self, seqs: dict, present: torch.Tensor) -> torch.Tensor:
+        """One token stream per example: [image vectors] [audio vectors] [text tokens] [class token], the parts
+        it has, through the GPT; the class token's final hidden state is the fused vector."""
+        order = [m for m in ("image", "audio", "text") if m in seqs]
+        col = {m: self.modalities.index(m) for m in order}
+        B = present.shape[0]
+        rows, lengths = [], []
+        for b in range(B):
+            parts = [seqs[m][0][b][seqs[m][1][b]] for m in order if present[b, col[m]]]
+            parts.append(self.cls_token.to(seqs[order[0]][0].dtype)[None])
+            row = torch.cat(parts)
+            rows.append(row)
+            lengths.append(row.shape[0])
+        longest = max(lengths)
+        if longest > self.config.block_size:
+            raise ValueError(f"early fusion needs {longest} positions but model.block_size is "
+                             f"{self.config.block_size}: raise it, or shorten the inputs")
+        x = torch.stack([F.pad(r, (0, 0, 0, longest - r.shape[0])) for r in rows])
+        h = self.text.hidden_states(inputs_embeds=x)  # right padding: causal rows never see it
+        return h[torch.arange(B, device=h.device), torch.tensor(lengths, device=h.device) - 1]
+
+    @torch.inference_mode()
+    def probabilities(self, **inputs) -> torch.Tensor:
+        """(B, classes) softmax probabilities (model inputs as in forward, without labels)."""
+        was = self.training
+        self.eval()
+        try:
+            return self(**inputs)[0].float().softmax(-1)
+        finally:
+            self.train(was)

@@ -1,0 +1,126 @@
+"""The multimodal classifier: every fusion strategy's shapes, gradients, masking of absent modalities."""
+import pytest
+import torch
+
+from omnigpt.config import Config
+from omnigpt.data.batch import LabeledExample, collate_labeled
+from omnigpt.model.classifier import MODALITIES, MultimodalClassifier
+from omnigpt.model.fusion import GatedFusion, WeightedSumFusion
+
+FUSIONS = ["concat", "weighted_sum", "attention", "early", "gated"]
+
+
+def tiny_classifier_config(fusion="concat", **classifier) -> Config:
+    c = {"fusion": fusion, "width": 32, "hidden": 32, "fusion_heads": 2, "fusion_layers": 1, "lstm_width": 16,
+         "labels": ["match", "mismatch"], "dropout": 0.0}
+    c.update(classifier)
+    return Config.from_dict({
+        "model": {"vocab_size": 272, "block_size": 96, "n_layer": 1, "n_head": 2, "n_embd": 32, "position": "rope"},
+        "vision": {"encoder": "cnn", "image_size": 32, "width": 32, "channels": [8, 16], "reduce": "pool", "grid": 2},
+        "audio": {"n_mels": 16, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2, "max_seconds": 5.0},
+        "classifier": c,
+    })
+
+
+def _examples(n=4, seed=0, missing=()):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        out.append(LabeledExample(
+            label=i % 2,
+            text=None if "text" in missing else torch.randint(3, 250, (3 + i,), generator=g).tolist(),
+            image=None if "image" in missing else torch.randn(3, 32, 32, generator=g),
+            audio=None if "audio" in missing else torch.randn(16, 40 + 10 * i, generator=g)))
+    return out
+
+
+def _batch(examples):
+    return collate_labeled(examples, list(MODALITIES), pad_id=0, image_size=32, n_mels=16)
+
+
+def _model(fusion, **kw):
+    torch.manual_seed(0)
+    return MultimodalClassifier(tiny_classifier_config(fusion, **kw))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_shapes_and_gradients_reach_every_encoder(fusion):
+    model = _model(fusion).train()
+    logits, loss = model(**_batch(_examples()).model_inputs())
+    assert logits.shape == (4, 2) and loss.ndim == 0
+    loss.backward()
+    for part in ("text", "vision", "audio"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), (fusion, part)
+
+
+@pytest.mark.parametrize("encoders", [{"text_encoder": "lstm", "audio_encoder": "lstm"},
+                                      {"pool": "cls"}, {"pool": "attention"}])
+def test_lstm_encoders_and_poolings(encoders):
+    model = _model("concat", **encoders).train()
+    logits, loss = model(**_batch(_examples()).model_inputs())
+    loss.backward()
+    assert logits.shape == (4, 2)
+    assert all(any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(model, m).parameters())
+               for m in ("text", "vision", "audio"))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_an_absent_modality_is_not_read(fusion):
+    """What a missing input's placeholder holds cannot change the output: it is masked or replaced."""
+    model = _model(fusion).eval()
+    for gone in MODALITIES:
+        examples = _examples(missing=(gone,))
+        base = model(**_batch(examples).model_inputs())[0]
+        batch = _batch(examples)
+        if gone == "text":
+            batch.ids = torch.randint(3, 250, batch.ids.shape)
+        elif gone == "image":
+            batch.images = torch.randn_like(batch.images)
+        else:
+            batch.audio = torch.randn_like(batch.audio)
+        torch.testing.assert_close(model(**batch.model_inputs())[0], base, msg=f"{fusion} reads absent {gone}")
+        full = model(**_batch(_examples()).model_inputs())[0]
+        assert not torch.allclose(full, base, atol=1e-5), (fusion, gone)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_an_example_classifies_the_same_alone_or_in_a_batch(fusion):
+    model = _model(fusion).eval()
+    examples = _examples(4) + _examples(2, seed=1, missing=("audio",))
+    together = model(**_batch(examples).model_inputs())[0]
+    for i, ex in enumerate(examples):
+        alone = model(**_batch([ex]).model_inputs())[0]
+        torch.testing.assert_close(alone[0], together[i], atol=2e-5, rtol=1e-4)
+
+
+def test_weighted_sum_weights_sum_to_one_over_present_modalities():
+    fusion = WeightedSumFusion(3, 8)
+    with torch.no_grad():
+        fusion.logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    present = torch.tensor([[True, True, True], [True, False, True], [False, True, False]])
+    w = fusion.weights(present)
+    torch.testing.assert_close(w.sum(1), torch.ones(3))
+    assert (w[~present] == 0).all() and w[2, 1] == 1.0
+    assert sum(fusion.modality_weights()) == pytest.approx(1.0)
+    pooled = torch.randn(3, 3, 8)
+    torch.testing.assert_close(fusion(pooled, present)[2], pooled[2, 1])
+
+
+def test_gates_are_zero_for_missing_modalities():
+    gated = GatedFusion(3, 8)
+    present = torch.tensor([[True, False, True]])
+    g = gated.gates(torch.randn(1, 3, 8), present)
+    assert (g[0, 1] == 0).all() and ((g[0, 0] > 0) & (g[0, 0] < 1)).all()
+
+
+def test_class_weights_weigh_the_loss():
+    model = _model("concat").eval()
+    batch = _batch(_examples())
+    logits, loss = model(**batch.model_inputs())
+    batch.class_weights = torch.tensor([3.0, 1.0])
+    _, weighted = model(**batch.model_inputs())
+    per = torch.nn.functional.cross_entropy(logits, batch.labels, reduction="none")
+    w = torch.tensor([3.0, 1.0])[batch.labels]
+    torch.testing.assert_close(weighted, (per * w).sum() / w.sum())
+    torch.testing.assert_close(loss, per.mean())

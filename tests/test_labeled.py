@@ -132,3 +132,36 @@ def test_a_tiny_classifier_learns_and_the_commands_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["classify", "--checkpoint", str(tmp_path / "run")])
     assert "give at least one input" in capsys.readouterr().err
+
+
+def test_compare_fusion_trains_each_strategy_and_resumes(tmp_path, capsys):
+    from test_classifier import tiny_classifier_config
+
+    from omnigpt.cli import main
+    from omnigpt.config import Config
+
+    train_set, test_set = _color_set(tmp_path / "train", 32, 0), _color_set(tmp_path / "test", 10, 1)
+    cfg = tiny_classifier_config("concat", labels=[]).to_dict()
+    cfg["data"] = {"sources": [str(train_set)], "tokenizer": "byte"}
+    cfg["train"] = {"batch_size": 8, "max_steps": 6, "warmup_steps": 1, "eval_interval": 6, "eval_batches": 1,
+                    "save_interval": 6}
+    Config.from_dict(cfg).save(tmp_path / "cls.yaml")
+    args = ["compare-fusion", "--config", str(tmp_path / "cls.yaml"), "--out", str(tmp_path / "cmp"),
+            "--strategies", "concat,weighted_sum,early", "--test", str(test_set), "--quiet"]
+    main(args)
+    table = capsys.readouterr().out
+    assert table.startswith("| strategy | params | accuracy | macro-F1 | train time | steps | without audio |")
+    rows = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert [r["strategy"] for r in rows] == ["concat", "weighted_sum", "early"]
+    assert all(r["steps"] == 6 and 0 <= r["accuracy"] <= 1 and set(r["dropped"]) == {"text", "image", "audio"}
+               for r in rows)
+    assert sum(rows[1]["modality_weights"].values()) == pytest.approx(1.0)
+    for f in ("results.md", "fusion.png", "concat/confusion.png", "early/confusion.png"):
+        assert (tmp_path / "cmp" / f).stat().st_size > 0
+    before = (tmp_path / "cmp" / "concat" / "metrics.jsonl").read_text()
+    main(args)  # finished runs are evaluated again, not retrained
+    assert (tmp_path / "cmp" / "concat" / "metrics.jsonl").read_text() == before
+    assert json.loads((tmp_path / "cmp" / "results.json").read_text()) == rows
+    with pytest.raises(SystemExit):
+        main(args[:-3] + ["--strategies", "late", "--quiet"])
+    assert "unknown fusion strategy" in capsys.readouterr().err

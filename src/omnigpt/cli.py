@@ -324,6 +324,25 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     return result
 
 
+def cmd_compare_fusion(args: argparse.Namespace) -> None:
+    from .compare import STRATEGIES, compare_fusion, results_markdown
+    from .train.labeled_data import read_labeled_sources
+
+    from .config import Config
+
+    cfg = Config.load(_config_path(args.config))
+    if cfg.classifier is None:
+        raise CommandError("compare-fusion needs a config with a 'classifier' section (see configs/classify-builtin.yaml)")
+    strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
+    test = None
+    if args.test:
+        sets = read_labeled_sources(cfg, [args.test], "test", labels=cfg.classifier.labels or None)
+        test = [s.example(i) for s in sets for i in range(len(s))]
+    rows = compare_fusion(cfg, args.out, strategies, args.minutes, test, progress=not args.quiet)
+    print(results_markdown(rows), end="")
+    print(f"written: {Path(args.out) / 'results.md'}, results.json, fusion.png and STRATEGY/confusion.png")
+
+
 def cmd_classify(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
     from .train.labeled_data import LabeledData, RawLabeled
@@ -541,6 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-fallback", action="store_true", help="decode once, at temperature 0")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_transcribe)
+
+    cf = sub.add_parser("compare-fusion", help="train a classifier per fusion strategy and compare them")
+    cf.add_argument("--config", required=True, help="YAML file with a classifier section, or a shipped config name")
+    cf.add_argument("--out", required=True, help="folder: one run per strategy, results.md/json, fusion.png")
+    cf.add_argument("--strategies", help="comma-separated (default: concat,weighted_sum,gated,attention,early)")
+    cf.add_argument("--minutes", type=float, help="training budget per strategy (default: the config's)")
+    cf.add_argument("--test", help="test manifest (default: the built-in task's test split)")
+    cf.add_argument("--quiet", action="store_true", help="no progress bars")
+    cf.set_defaults(func=cmd_compare_fusion)
 
     k = sub.add_parser("classify", help="label an example (text, image and/or audio) with a trained classifier")
     k.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")

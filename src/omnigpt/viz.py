@@ -178,3 +178,35 @@ def confusion_figure(confusion: list[list[int]], classes: list[str], png_path: s
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path
+
+
+def fusion_bars(rows: list[dict], png_path: str | Path) -> Path:
+    """Accuracy per fusion strategy (dark bars), beside its accuracy with each modality removed (light
+    bars), with chance for two balanced classes as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modalities = sorted({m for r in rows for m in r.get("dropped", {})})
+    series = [("all inputs", [r["accuracy"] for r in rows])]
+    series += [(f"without {m}", [r.get("dropped", {}).get(m, float("nan")) for r in rows]) for m in modalities]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 4))
+    x = np.arange(len(rows))
+    for k, (name, values) in enumerate(series):
+        bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=name, alpha=1.0 if k == 0 else 0.55)
+        if k == 0:
+            ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(x, [r["strategy"] for r in rows])
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("fusion strategies")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

@@ -7,7 +7,7 @@ from omnigpt.data.batch import LabeledExample, collate_labeled
 from omnigpt.model.classifier import MODALITIES, MultimodalClassifier
 from omnigpt.model.fusion import GatedFusion, WeightedSumFusion
 
-FUSIONS = ["concat", "weighted_sum", "attention", "early", "gated"]
+FUSIONS = ["concat", "weighted_sum", "attention", "early", "gated", "product"]
 
 
 def tiny_classifier_config(fusion="concat", **classifier) -> Config:

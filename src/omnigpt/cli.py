@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("compare-fusion", help="train a classifier per fusion strategy and compare them")
     cf.add_argument("--config", required=True, help="YAML file with a classifier section, or a shipped config name")
     cf.add_argument("--out", required=True, help="folder: one run per strategy, results.md/json, fusion.png")
-    cf.add_argument("--strategies", help="comma-separated (default: concat,weighted_sum,gated,attention,early)")
+    cf.add_argument("--strategies", help="comma-separated (default: concat,weighted_sum,gated,product,attention,early)")
     cf.add_argument("--minutes", type=float, help="training budget per strategy (default: the config's)")
     cf.add_argument("--test", help="test manifest (default: the built-in task's test split)")
     cf.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -3,7 +3,8 @@
 Each strategy trains into OUT/STRATEGY (a run folder like any other: a stopped comparison resumes each run
 from its last checkpoint, and a finished one is only evaluated again). The results go to OUT/results.json
 and OUT/results.md (strategy, parameters, accuracy, macro-F1, training time, accuracy with each modality
-removed), OUT/fusion.png (a bar chart) and OUT/STRATEGY/confusion.png.
+removed; strategies compared in earlier calls on the same folder stay in the table), OUT/fusion.png (a bar
+chart) and OUT/STRATEGY/confusion.png.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Optional, Sequence
 from .config import Config, ConfigError
 from .train.checkpoint import list_checkpoints, load_checkpoint, load_trainer_state, write_atomic
 
-STRATEGIES = ("concat", "weighted_sum", "gated", "attention", "early")
+STRATEGIES = ("concat", "weighted_sum", "gated", "product", "attention", "early")
 
 
 def _trained_seconds(run: Path) -> Optional[float]:
@@ -75,10 +76,19 @@ def compare_fusion(config: Config, out_dir: str | Path, strategies: Sequence[str
         if "modality_weights" in scores:
             row["modality_weights"] = scores["modality_weights"]
         rows.append(row)
-        write_atomic(out / "results.json", json.dumps(rows, indent=1))
-    write_atomic(out / "results.md", results_markdown(rows))
-    fusion_bars(rows, out / "fusion.png")
+        table = _merged(out / "results.json", row)
+        write_atomic(out / "results.json", json.dumps(table, indent=1))
+    write_atomic(out / "results.md", results_markdown(table))
+    fusion_bars(table, out / "fusion.png")
     return rows
+
+
+def _merged(path: Path, row: dict) -> list[dict]:
+    """The folder's results with `row` added or replacing its strategy's, in STRATEGIES order: strategies
+    compared in separate calls end up in one table."""
+    rows = {r["strategy"]: r for r in (json.loads(path.read_text()) if path.is_file() else [])}
+    rows[row["strategy"]] = row
+    return [rows[s] for s in STRATEGIES if s in rows]
 
 
 def results_markdown(rows: Sequence[dict]) -> str:

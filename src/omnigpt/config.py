@@ -178,12 +178,13 @@ class ClassifierConfig:
 
     Fusion: `concat` (pooled vectors side by side, then an MLP), `weighted_sum` (learned softmax weights
     over the modalities), `gated` (each modality's vector scaled by a sigmoid gate computed from all of them),
+    `product` (low-rank tensor fusion: the elementwise product of one affine map of each modality's vector),
     `attention` (Transformer layers over all modalities' vectors, read at a class token), `early` (image and
     audio vectors placed before the text in the GPT's token stream, classified from the last position).
-    A missing modality is masked out (weighted_sum, gated, attention, early) or replaced by a learned
+    A missing modality is masked out (weighted_sum, gated, product, attention, early) or replaced by a learned
     "absent" vector (concat); `modality_dropout` trains for it.
     """
-    fusion: Literal["concat", "weighted_sum", "attention", "early", "gated"] = "concat"
+    fusion: Literal["concat", "weighted_sum", "attention", "early", "gated", "product"] = "concat"
     modalities: list[Literal["text", "image", "audio"]] = field(default_factory=lambda: ["text", "image", "audio"])
     text_encoder: Literal["gpt", "lstm"] = "gpt"
     audio_encoder: Literal["transformer", "lstm"] = "transformer"

@@ -16,7 +16,7 @@ from torch import nn
 from ..config import Config
 from .audio import AudioEncoder, lengths_after_stride, valid_mask
 from .block import Block
-from .fusion import AttentionFusion, ConcatFusion, GatedFusion, Projector, WeightedSumFusion
+from .fusion import AttentionFusion, ConcatFusion, GatedFusion, ProductFusion, Projector, WeightedSumFusion
 from .gpt import GPT
 from .vision import build_vision_encoder
 
@@ -131,6 +131,8 @@ class MultimodalClassifier(nn.Module):
                 self.fuse = WeightedSumFusion(M, width)
             elif c.fusion == "gated":
                 self.fuse = GatedFusion(M, width)
+            elif c.fusion == "product":
+                self.fuse = ProductFusion(M, width)
             else:
                 self.fuse = AttentionFusion(M, width, c.fusion_heads, c.fusion_layers, c.dropout)
             head_in = self.fuse.out_dim

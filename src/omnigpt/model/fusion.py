@@ -5,8 +5,8 @@
   initialisation, so inserting it leaves a pretrained language model's outputs unchanged.
 - `place_at_placeholders` writes projected vectors into a sequence of token embeddings.
 - Late fusion for classification, each over M modalities' pooled vectors (B, M, W) and their presence
-  (B, M): `ConcatFusion`, `WeightedSumFusion`, `GatedFusion`; and `AttentionFusion` over the modalities'
-  whole vector sequences. (The classifier's `early` fusion runs the GPT over one token stream instead.)
+  (B, M): `ConcatFusion`, `WeightedSumFusion`, `GatedFusion`, `ProductFusion`; and `AttentionFusion` over
+  the modalities' whole vector sequences. (The classifier's `early` fusion runs the GPT over one token stream instead.)
 """
 from __future__ import annotations
 
@@ -132,6 +132,24 @@ class GatedFusion(nn.Module):
     def forward(self, pooled: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         h = torch.stack([torch.tanh(t(pooled[:, m])) for m, t in enumerate(self.transform)], dim=1)
         return (self.gates(pooled, present) * h).sum(1)
+
+
+class ProductFusion(nn.Module):
+    """Low-rank tensor fusion: the elementwise product of one affine map of each modality's vector,
+    prod_m (A_m v_m + b_m). Each output unit is then a product of one feature of every modality, so a label
+    that depends on all of them jointly (an AND across modalities) is a simple function of the fused vector,
+    where concatenation leaves the head to discover the interaction. A missing modality's factor is 1."""
+
+    def __init__(self, n_modalities: int, width: int):
+        super().__init__()
+        self.factors = nn.ModuleList(nn.Linear(width, width) for _ in range(n_modalities))
+        self.out_dim = width
+
+    def forward(self, pooled: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        out = torch.ones_like(pooled[:, 0])
+        for m, factor in enumerate(self.factors):
+            out = out * torch.where(present[:, m:m + 1], factor(pooled[:, m]), torch.ones_like(out))
+        return out
 
 
 class AttentionFusion(nn.Module):

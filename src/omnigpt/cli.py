@@ -227,6 +227,17 @@ def _temperatures(text: str) -> list[float]:
     return values
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    from .chat import ChatSession, repl
+    from .train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if getattr(ckpt.model, "cls_config", None) is not None:
+        raise CommandError(f"{ckpt.path} is a classifier: use omnigpt classify")
+    gen = _generation_config(args)
+    repl(ChatSession(ckpt.model, ckpt.tokenizer, gen))
+
+
 def cmd_speech_data(args: argparse.Namespace) -> None:
     from .data.speech import hours_to_count, write_speech_dataset
 
@@ -560,6 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-fallback", action="store_true", help="decode once, at temperature 0")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_transcribe)
+
+    ch = sub.add_parser("chat", help="talk with a model: text turns with history, /image and /audio, streamed")
+    ch.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    ch.add_argument("--max-new-tokens", type=int, default=64)
+    ch.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ch.add_argument("--top-k", type=int)
+    ch.add_argument("--top-p", type=float)
+    ch.add_argument("--repetition-penalty", type=float, default=1.0)
+    ch.add_argument("--seed", type=int)
+    ch.set_defaults(func=cmd_chat, num_beams=1, stop=None, truncate=False)
 
     cf = sub.add_parser("compare-fusion", help="train a classifier per fusion strategy and compare them")
     cf.add_argument("--config", required=True, help="YAML file with a classifier section, or a shipped config name")

@@ -1,0 +1,74 @@
+"""The chat session: history, attached images, dropping old turns, and the REPL's commands."""
+import io
+
+import pytest
+import torch
+
+from conftest import tiny_omni_config
+from omnigpt.chat import ChatSession, repl
+from omnigpt.data import builtin
+from omnigpt.generate import GenerationConfig, GenerationError, generate
+from omnigpt.model.omni import OmniGPT
+from omnigpt.tokenizer import Tokenizer
+
+TOK = Tokenizer.byte_level()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return OmniGPT(tiny_omni_config("prefix"), TOK.image_id).eval()
+
+
+def test_turns_carry_the_history_and_images(model):
+    session = ChatSession(model, TOK, GenerationConfig(max_new_tokens=5))
+    image = builtin.scene(0, 0, "test", 32).image
+    first = "".join(session.send("caption:", images=[image]))
+    assert first == generate(model, TOK, "<image> caption:", images=image, max_new_tokens=5)
+    second = "".join(session.send("and more"))
+    sep = TOK.decode([TOK.eos_id])
+    assert second == generate(model, TOK, f"<image> caption:{first}{sep}and more", images=[image], max_new_tokens=5)
+    assert [t.message for t in session.history] == ["<image> caption:", "and more"]
+    with pytest.raises(GenerationError, match="2 <image> but 1 image"):
+        list(session.send("<image> <image> two?", images=[image]))
+    session.reset()
+    assert session.history == []
+
+
+def test_old_turns_are_dropped_whole_when_the_context_is_full(model):
+    session = ChatSession(model, TOK, GenerationConfig(max_new_tokens=8))
+    image = builtin.scene(0, 1, "test", 32).image
+    list(session.send("look:", images=[image]))
+    for k in range(12):  # 160-token context: these turns cannot all stay
+        list(session.send(f"message number {k} with some words"))
+    assert 0 < len(session.history) < 13
+    assert session.history[-1].message == "message number 11 with some words"
+    assert all(t.images == [] for t in session.history)  # the image went with its turn
+
+
+def test_the_repl_reads_commands_and_messages(model, tmp_path):
+    builtin.scene(0, 2, "test", 32).image.save(tmp_path / "s.png")
+    lines = iter(["/help", "/image nowhere.png", f"/image {tmp_path / 's.png'}", "caption:", "/frobnicate",
+                  "/reset", "hello", "/quit", "never read"])
+    out = io.StringIO()
+    repl(ChatSession(model, TOK, GenerationConfig(max_new_tokens=4)), lambda prompt: next(lines), out)
+    text = out.getvalue()
+    assert "/image PATH" in text and "error: image file not found: nowhere.png" in text
+    assert f"(attached {tmp_path / 's.png'}" in text and "unknown command /frobnicate" in text
+    assert "(conversation forgotten)" in text
+    assert next(lines) == "never read"
+
+
+def test_chat_command(tmp_path, monkeypatch, capsys):
+    from omnigpt import train
+    from omnigpt.cli import main
+
+    train(tiny_omni_config("prefix", max_steps=2, save_interval=2), tmp_path / "run", progress=False)
+    lines = iter(["hello", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    main(["chat", "--checkpoint", str(tmp_path / "run"), "--max-new-tokens", "3", "--seed", "1",
+          "--temperature", "0.8"])
+    out = capsys.readouterr().out
+    assert out.startswith("omnigpt chat: type a message") and out.count("\n") == 2  # the banner, one reply
+    monkeypatch.setattr("builtins.input", lambda prompt="": (_ for _ in ()).throw(EOFError))
+    main(["chat", "--checkpoint", str(tmp_path / "run")])  # end of input ends the session

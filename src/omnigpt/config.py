@@ -252,6 +252,9 @@ class DataConfig:
     # "coco:captions.json" (with `images`, the image folder) or a JSONL manifest.
     sources: list[str] = field(default_factory=list)
     val_sources: list[str] = field(default_factory=list)  # default: a held-out part of the sources
+    # Multitask: the chance that a training example comes from each source (default: in proportion to their
+    # sizes). "text:FILE" (or "text:builtin") is a source of plain text for the language-model task.
+    source_weights: list[float] = field(default_factory=list)
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on
@@ -279,6 +282,10 @@ class DataConfig:
                               f"{self.audio_augment.noise_snr_db}")
         if self.questions_per_example < 1:
             raise ConfigError(f"data.questions_per_example must be >= 1, got {self.questions_per_example}")
+        if self.source_weights and (len(self.source_weights) != len(self.sources)
+                                    or any(w < 0 for w in self.source_weights) or not sum(self.source_weights) > 0):
+            raise ConfigError(f"data.source_weights needs one weight >= 0 per source ({len(self.sources)}), not all "
+                              f"0; got {self.source_weights}")
         if self.sources and not self.tasks:
             raise ConfigError("data.tasks is empty: choose caption, vqa or both")
 

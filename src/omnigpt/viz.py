@@ -22,7 +22,8 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
-    """Plot train loss (light, plus a moving average) and validation loss against the step."""
+    """Plot train loss (light, plus a moving average) and validation loss against the step; in a multitask
+    run, also each source's validation loss (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +32,11 @@ def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     rows = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     train = [(r["step"], r["loss"]) for r in rows if r.get("split") == "train"]
-    val = [(r["step"], r["loss"]) for r in rows if r.get("split") == "val"]
+    val = [(r["step"], r["loss"]) for r in rows if r.get("split") == "val" and "task" not in r]
+    tasks: dict[str, list] = {}
+    for r in rows:
+        if r.get("split") == "val" and "task" in r:
+            tasks.setdefault(r["task"], []).append((r["step"], r["loss"]))
     if train:
         steps, losses = zip(*train)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train")
@@ -42,6 +47,9 @@ def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     if val:
         steps, losses = zip(*val)
         ax.plot(steps, losses, "o-", color="tab:orange", linewidth=1.5, markersize=3, label="validation")
+    for name, points in tasks.items():
+        steps, losses = zip(*points)
+        ax.plot(steps, losses, "--", linewidth=1.0, label=f"validation: {name}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.grid(alpha=0.3)

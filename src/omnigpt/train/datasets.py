@@ -213,11 +213,61 @@ class AudioFileExamples:
         return AudioFileExamples([self.items[i] for i in rest]), AudioFileExamples([self.items[i] for i in val])
 
 
+class TextExamples:
+    """Plain text for the language-model task in a multitask run: pieces of about `chars` characters of the
+    corpus, cut at whitespace, each a target with an empty prompt."""
+
+    def __init__(self, corpus: Sequence[str], errors: str = "strict", chars: int = 400):
+        self.pieces: list[str] = []
+        for doc in read_corpus(corpus, errors):
+            words, piece = doc.split(), []
+            size = 0
+            for w in words:
+                piece.append(w)
+                size += len(w) + 1
+                if size >= chars:
+                    self.pieces.append(" ".join(piece))
+                    piece, size = [], 0
+            if piece:
+                self.pieces.append(" ".join(piece))
+        if not self.pieces:
+            raise DataError(f"text source {list(corpus)} holds no words")
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def example(self, index: int, rng: random.Random) -> RawExample:
+        return RawExample(None, "", self.pieces[index], "text")
+
+    def texts(self) -> list[str]:
+        return self.pieces
+
+    def split_off(self, fraction: float) -> tuple["TextExamples", "TextExamples"]:
+        """(train, validation): the last `fraction` of the pieces are held out."""
+        n_val = max(1, int(len(self.pieces) * fraction))
+        train, val = TextExamples.__new__(TextExamples), TextExamples.__new__(TextExamples)
+        train.pieces, val.pieces = self.pieces[:-n_val], self.pieces[-n_val:]
+        return train, val
+
+
 class Concat:
-    def __init__(self, parts: Sequence[ExampleSet]):
-        self.parts = [p for p in parts if len(p)]
+    """Several example sets as one; `weights` (one per set) make `draw` pick a set with those chances."""
+
+    def __init__(self, parts: Sequence[ExampleSet], weights: Optional[Sequence[float]] = None,
+                 names: Optional[Sequence[str]] = None):
+        keep = [i for i, p in enumerate(parts) if len(p)]
+        self.parts = [parts[i] for i in keep]
+        self.weights = [weights[i] for i in keep] if weights else None
+        self.names = [names[i] for i in keep] if names else [f"source {i}" for i in keep]
         if not self.parts:
             raise DataError("no usable examples: every source is empty")
+
+    def draw(self, rng: random.Random) -> RawExample:
+        """A random example: uniform over all examples, or a set by its weight then uniform within it."""
+        if self.weights is None:
+            return self.example(rng.randrange(len(self)), rng)
+        part = self.parts[rng.choices(range(len(self.parts)), weights=self.weights)[0]]
+        return part.example(rng.randrange(len(part)), rng)
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
@@ -291,7 +341,7 @@ class MultimodalData:
         rows = []
         for r in range(start, stop):
             rng = random.Random(hash((seed, step, r)))
-            raw = examples.example(rng.randrange(len(examples)), rng)
+            raw = examples.draw(rng) if isinstance(examples, Concat) else examples.example(rng.randrange(len(examples)), rng)
             rows.append(self.make_example(raw, rng if augment else None))
         return collate(rows, self.tokenizer.pad_id, self.tokenizer.eos_id, self.cfg.model.block_size,
                        self.cfg.train.loss_average)
@@ -299,8 +349,16 @@ class MultimodalData:
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
         return self._rows(self.train_set, self.cfg.train.seed, step, start, stop, augment=self.augmenting)
 
-    def val_batch(self, i: int, batch_size: int) -> Batch:
-        return self._rows(self.val_set, VAL_SEED, i, 0, batch_size, augment=False)
+    def val_batch(self, i: int, batch_size: int, task: Optional[str] = None) -> Batch:
+        """Fixed validation batch i: of every source together, or of the source named `task`."""
+        if task is None:
+            return self._rows(self.val_set, VAL_SEED, i, 0, batch_size, augment=False)
+        return self._rows(self.val_set.parts[self.val_set.names.index(task)], VAL_SEED, i, 0, batch_size,
+                          augment=False)
+
+    def val_tasks(self) -> list[str]:
+        """The validation sources by name, when there are several: their losses are logged one by one."""
+        return list(self.val_set.names) if len(self.val_set.parts) > 1 else []
 
 
 def mel_config(audio: AudioConfig) -> MelConfig:
@@ -323,9 +381,11 @@ def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[Example
             count = d.builtin_scenes if split == "train" else BUILTIN_VAL_SCENES
             sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
                                       d.questions_per_example if split == "train" else 1))
+        elif spec.startswith("text:"):
+            sets.append(TextExamples([spec[len("text:"):]], d.encoding_errors))
         elif spec.startswith("builtin:"):
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
-                              f"and {BUILTIN_SPEECH!r}")
+                              f"and {BUILTIN_SPEECH!r} (and text:builtin, Python's own help text)")
         elif _is_audio_source(spec, cfg):
             sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file)))
         else:
@@ -356,6 +416,9 @@ def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
                                               s.size))
             elif isinstance(s, SpeechExamples):
                 val_sets.append(SpeechExamples("val", BUILTIN_VAL_UTTERANCES, BUILTIN_SEED, s.cache_dir))
+            elif isinstance(s, TextExamples):
+                train_sets[i], held_out = s.split_off(cfg.data.val_fraction)
+                val_sets.append(held_out)
             elif isinstance(s, AudioFileExamples):
                 if len(s) - max(1, int(len(s) * cfg.data.val_fraction)) < 1:
                     raise DataError(f"source {cfg.data.sources[i]} has {len(s)} example(s): too few to hold out "
@@ -391,7 +454,9 @@ def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
         load_or_create_tokenizer(cfg, run_dir, texts)
     distributed.barrier(env)
     tokenizer = Tokenizer.load(run_dir / "tokenizer.json")
-    return MultimodalData(cfg, tokenizer, Concat(train_sets), Concat(val_sets))
+    names = list(cfg.data.sources) if not cfg.data.val_sources else list(cfg.data.val_sources)
+    return MultimodalData(cfg, tokenizer, Concat(train_sets, cfg.data.source_weights or None, cfg.data.sources),
+                          Concat(val_sets, None, names if len(names) == len(val_sets) else None))
 
 
 def prepare(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> TrainingData:

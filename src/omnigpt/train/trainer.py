@@ -74,14 +74,15 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, data: TrainingData, batches: int, batch_size: int,
-                    autocast: contextlib.AbstractContextManager, device: str) -> float:
-    """Mean loss over a fixed set of validation batches."""
+                    autocast: contextlib.AbstractContextManager, device: str, task: Optional[str] = None) -> float:
+    """Mean loss over a fixed set of validation batches (of one task's source, when named)."""
     was_training = model.training
     model.eval()
     total = 0.0
     for i in range(batches):
+        batch = data.val_batch(i, batch_size) if task is None else data.val_batch(i, batch_size, task)
         with autocast:
-            _, loss = model(**data.val_batch(i, batch_size).to(device).model_inputs())
+            _, loss = model(**batch.to(device).model_inputs())
         total += float(loss)
     model.train(was_training)
     return total / batches
@@ -265,8 +266,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         stop = distributed.agree(out_of_time, env) or step == end_step
         if step % tc.eval_interval == 0 or stop:
             val_loss = validation_loss(model, data, tc.eval_batches, tc.batch_size, autocast, env.device)
+            per_task = {task: validation_loss(model, data, tc.eval_batches, tc.batch_size, autocast, env.device,
+                                              task) for task in getattr(data, "val_tasks", lambda: [])()}
             if env.is_main:
                 _append_metrics(metrics_path, {"step": step, "split": "val", "loss": round(val_loss, 6)})
+                for task, loss in per_task.items():
+                    _append_metrics(metrics_path, {"step": step, "split": "val", "task": task, "loss": round(loss, 6)})
                 loss_curve(metrics_path, run_dir / "loss.png")
             if progress and env.is_main:
                 bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")

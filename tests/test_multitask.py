@@ -1,0 +1,48 @@
+"""Multitask fine-tuning: sources drawn by weight, a plain-text source, validation loss per source."""
+import json
+
+import pytest
+
+from conftest import tiny_omni_config
+from omnigpt import train
+from omnigpt.config import Config, ConfigError
+from omnigpt.train import distributed
+from omnigpt.train.datasets import prepare
+
+
+def _config(tmp_path, weights, **train_kw):
+    (tmp_path / "notes.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    d = tiny_omni_config("prefix", **train_kw).to_dict()
+    d["data"]["sources"] = ["builtin:scenes", f"text:{tmp_path / 'notes.txt'}"]
+    d["data"]["source_weights"] = weights
+    return Config.from_dict(d)
+
+
+def test_sources_are_drawn_by_weight(tmp_path):
+    env = distributed.setup()
+    for weights, text_share in (([0.0, 1.0], 1.0), ([1.0, 0.0], 0.0), ([1.0, 3.0], 0.75)):
+        run = tmp_path / f"run{text_share}"
+        run.mkdir()
+        data = prepare(_config(tmp_path, weights), run, env)
+        batches = [data.train_batch(step, 32, 0, 32) for step in range(6)]
+        tasks = [t for b in batches for t in b.tasks]
+        share = tasks.count("text") / len(tasks)
+        assert share == pytest.approx(text_share, abs=0.08), weights
+    text_rows = [r for r, t in enumerate(batches[0].tasks) if t == "text"]
+    assert batches[0].images is not None and len(text_rows) > 0
+
+
+def test_each_source_gets_its_validation_loss(tmp_path):
+    train(_config(tmp_path, [1.0, 1.0], max_steps=4, eval_interval=2, save_interval=4), tmp_path / "run",
+          progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["split"] == "val"]
+    assert {r.get("task") for r in val} == {None, "builtin:scenes", f"text:{tmp_path / 'notes.txt'}"}
+    assert all(r["loss"] > 0 for r in val)
+
+
+def test_source_weights_must_match_the_sources(tmp_path):
+    with pytest.raises(ConfigError, match="one weight >= 0 per source"):
+        _config(tmp_path, [1.0])
+    with pytest.raises(ConfigError, match="not all 0"):
+        _config(tmp_path, [0.0, 0.0])

@@ -124,7 +124,7 @@ class SceneExamples:
     def __init__(self, split: str, count: int, seed: int, tasks: Sequence[str], caption_fraction: float,
                  size: int = 64, questions_per_example: int = 1):
         self.split, self.count, self.seed, self.size = split, count, seed, size
-        self.tasks = list(tasks)
+        self.tasks = [t for t in tasks if t in ("caption", "vqa")]  # a multitask run also lists transcribe
         self.caption_fraction = caption_fraction if len(self.tasks) == 2 else float("caption" in self.tasks)
         self.questions_per_example = questions_per_example
 

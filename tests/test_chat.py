@@ -72,3 +72,22 @@ def test_chat_command(tmp_path, monkeypatch, capsys):
     assert out.startswith("omnigpt chat: type a message") and out.count("\n") == 2  # the banner, one reply
     monkeypatch.setattr("builtins.input", lambda prompt="": (_ for _ in ()).throw(EOFError))
     main(["chat", "--checkpoint", str(tmp_path / "run")])  # end of input ends the session
+
+
+def test_ctrl_c_stops_a_reply_or_leaves_at_the_prompt(model):
+    def interrupted():
+        yield "partial"
+        raise KeyboardInterrupt
+
+    session = ChatSession(model, TOK, GenerationConfig(max_new_tokens=4))
+    session.send = lambda *a, **k: interrupted()
+    lines = iter(["hello"])
+
+    def read(prompt):
+        for line in lines:
+            return line
+        raise KeyboardInterrupt  # Ctrl-C at the prompt
+
+    out = io.StringIO()
+    repl(session, read, out)
+    assert "partial\n(reply stopped)" in out.getvalue()

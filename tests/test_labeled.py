@@ -165,3 +165,25 @@ def test_compare_fusion_trains_each_strategy_and_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args[:-3] + ["--strategies", "late", "--quiet"])
     assert "unknown fusion strategy" in capsys.readouterr().err
+
+
+def test_held_out_rows_cover_every_class_and_training_keeps_each():
+    from omnigpt.train.datasets import stratified_split
+
+    labels = [f"c{k}" for k in range(10) for _ in range(10)] + ["rare"]
+    train, val = stratified_split(labels, 0.1)
+    assert {labels[i] for i in val} == {f"c{k}" for k in range(10)}  # one of each; the single "rare" stays
+    assert {labels[i] for i in train} == set(labels) and not set(train) & set(val)
+
+
+def test_csv_quirks_and_empty_manifests(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("\ufefftext, label\nhello,ok\n", encoding="utf-8")  # Excel's byte-order mark, a spaced header
+    assert [(r.text, r.label) for r in read_labeled_manifest(path)] == [("hello", "ok")]
+    path.write_text("text,label\na red bike, barely used,ok\n")
+    with pytest.raises(DataError, match="line 2: the row has 3 fields but the header has 2: quote"):
+        read_labeled_manifest(path)
+    for name, text in (("e.jsonl", ""), ("h.csv", "text,label\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match="has no rows"):
+            read_labeled_manifest(tmp_path / name)

@@ -248,3 +248,12 @@ def test_classification_scores_by_hand():
     assert r["confusion"] == [[0, 0, 0, 1], [1, 1, 0, 0], [0, 1, 2, 0]]  # last column: "fish", not a class
     with pytest.raises(ValueError, match="labels outside the classes"):
         classification_scores(["a"], ["b"], classes=["a"])
+
+
+def test_macro_f1_averages_over_the_classes_that_occur():
+    from omnigpt.metrics import classification_scores
+
+    r = classification_scores(["red", "red"], ["red", "red"], ["blue", "red"])
+    assert r["accuracy"] == 1.0 and r["macro_f1"] == 1.0  # "blue" neither occurs nor is predicted
+    assert classification_scores(["blue", "red"], ["red", "red"], ["blue", "red"])["macro_f1"] == pytest.approx(
+        (0.0 + 2 / 3) / 2)

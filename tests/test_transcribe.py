@@ -188,6 +188,15 @@ def test_transcribe_command_writes_timed_formats(recognizer, cache, tmp_path, ca
     with pytest.raises(SystemExit):
         main(["transcribe", "--checkpoint", ck, str(talk), str(quiet), "--format", "vtt", "--quiet"])
     assert "needs --output-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # checked before any file is transcribed
+        main(["transcribe", "--checkpoint", ck, str(talk), str(tmp_path / "gone.wav"), "--quiet"])
+    assert "audio file not found" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    sf.write(tmp_path / "b" / "talk.wav", np.zeros(RATE, np.float32), RATE)
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--checkpoint", ck, str(talk), str(tmp_path / "b" / "talk.wav"), "--output-dir",
+              str(tmp_path / "o"), "--quiet"])
+    assert "two inputs are named 'talk'" in capsys.readouterr().err
     main(["transcribe", "--checkpoint", ck, str(talk), str(quiet), "--format", "vtt", "--quiet",
           "--output-dir", str(tmp_path / "subs")])
     assert (tmp_path / "subs" / "talk.vtt").read_text().startswith("WEBVTT\n\n")

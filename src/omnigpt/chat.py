@@ -96,7 +96,7 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
     while True:
         try:
             line = read("> ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: leave
             print(file=out)
             return
         text = line.strip()
@@ -121,7 +121,8 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
                     if command == "/image":
                         images.append(load_image(Path(arg)))
                     else:
-                        audio.append(load_audio(Path(arg), rate))
+                        audio.append(load_audio(Path(arg), rate, max_seconds=getattr(
+                            getattr(session.model, "audio_config", None), "max_seconds", None)))
                 except (ImageError, AudioError) as exc:
                     print(f"error: {exc}", file=out)
                     continue
@@ -136,4 +137,6 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
             out.write("\n")
         except GenerationError as exc:
             print(f"error: {exc}", file=out)
+        except KeyboardInterrupt:  # Ctrl-C while a reply streams: stop it, keep the session (not the turn)
+            print("\n(reply stopped)", file=out)
         images, audio = [], []

@@ -178,7 +178,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from .subtitles import to_srt, to_vtt
-    from .train.checkpoint import load_checkpoint
+    from .train.checkpoint import load_checkpoint, write_atomic
     from .transcribe import WHISPER_TEMPERATURES, transcribe
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -186,11 +186,17 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
     if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.output_dir:
         raise CommandError(f"--format {args.format} with {len(args.audio)} files needs --output-dir (one file each)")
+    missing = [a for a in args.audio if not Path(a).is_file()]
+    if missing:  # before any work: a long batch should not fail at its last file
+        raise CommandError(f"audio file not found: {missing[0]}")
+    stems = [Path(a).stem for a in args.audio]
+    clash = next((s for s in stems if stems.count(s) > 1), None)
+    if args.output_dir and clash:
+        raise CommandError(f"two inputs are named {clash!r}: their --output-dir files would overwrite each other")
     temperatures = [0.0] if args.no_fallback else (args.temperatures or list(WHISPER_TEMPERATURES))
     options = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, window_seconds=args.window,
                    overlap_seconds=args.overlap, temperatures=temperatures)
-    results = [(path, transcribe(ckpt.model, ckpt.tokenizer, path, progress=not args.quiet, **options))
-               for path in args.audio]
+    results = []
 
     def render(path: str, tr) -> str:
         if args.format == "json":
@@ -201,14 +207,18 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
             return to_vtt(tr.segments)
         return tr.text
 
-    if args.output_dir:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for path, tr in results:
+    for path in args.audio:
+        tr = transcribe(ckpt.model, ckpt.tokenizer, path, progress=not args.quiet, **options)
+        results.append((path, tr))
+        if args.output_dir:  # each file as soon as it is done
+            out = Path(args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
             target = out / f"{Path(path).stem}.{args.format}"
-            target.write_text(render(path, tr) + ("\n" if args.format in ("txt", "json") else ""), encoding="utf-8")
+            write_atomic(target, render(path, tr) + ("\n" if args.format in ("txt", "json") else ""))
             print(target)
-    elif args.format == "json":
+    if args.output_dir:
+        return
+    if args.format == "json":
         print(json.dumps([{"audio": p, **tr.to_dict()} for p, tr in results], ensure_ascii=False))
     elif args.format in ("srt", "vtt"):
         print(render(*results[0]), end="")
@@ -371,6 +381,8 @@ def cmd_classify(args: argparse.Namespace) -> None:
     for m in ("image", "audio"):
         if given[m] is not None and not Path(given[m]).is_file():
             raise CommandError(f"{m} file not found: {given[m]}")
+    if given["text"] is not None and not given["text"].strip():
+        raise CommandError("--text is empty")
     data = LabeledData(ckpt.config, ckpt.tokenizer, [], [])
     raw = RawLabeled(model.labels[0], given["text"], given["image"] and Path(given["image"]),
                      given["audio"] and Path(given["audio"]))
@@ -511,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_arguments(r)
     r.set_defaults(func=cmd_train)
 
-    f = sub.add_parser("finetune", help="fine-tune a multimodal GPT on image-text data (captions, VQA)")
+    f = sub.add_parser("finetune", help="fine-tune on images, audio, text or labeled examples (captions, VQA, "
+                                        "speech, classes; several at once)")
     f.add_argument("--data", nargs="+", action="extend", help="builtin:scenes, coco:CAPTIONS.json (with --images), "
                    "or a JSONL manifest of {\"image\", \"text\"} (repeatable; overrides data.sources)")
     f.add_argument("--val", nargs="+", action="extend", help="validation sources (default: held out from --data)")
@@ -606,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--seed", type=int, default=0)
     sd.set_defaults(func=cmd_speech_data)
 
-    e = sub.add_parser("evaluate", help="perplexity on text; captioning and VQA scores of a multimodal model")
+    e = sub.add_parser("evaluate", help="perplexity; caption, VQA, WER or classification scores (by the model "
+                                        "and --task)")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe", "classify"],
                    help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio; "
@@ -654,7 +668,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("\ninterrupted: resume a training run with --resume", file=sys.stderr)
+        hint = {"pretrain": ": resume the run with --resume", "finetune": ": resume the run with --resume",
+                "compare-fusion": ": run the same command again to resume"}.get(args.command, "")
+        print(f"\ninterrupted{hint}", file=sys.stderr)
         raise SystemExit(130) from None
 
 

@@ -345,6 +345,9 @@ class Config:
         self.model.validate()
         if self.classifier is not None:
             self.classifier.validate()
+            if self.train.freeze or self.train.init_from:
+                raise ConfigError("train.freeze and train.init_from do not apply to a classifier yet: its encoders "
+                                  "train from scratch")
             needs = {"image": self.vision, "audio": self.audio}
             for m in self.classifier.modalities:
                 if m in needs and needs[m] is None:

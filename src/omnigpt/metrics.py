@@ -285,7 +285,8 @@ def word_errors(prediction: str, reference: str) -> dict[str, int]:
 
 def classification_scores(predictions: Sequence[str], labels: Sequence[str],
                           classes: Sequence[str] | None = None) -> dict:
-    """Accuracy, macro-F1 (the mean F1 over `classes`, default: the labels' classes in sorted order),
+    """Accuracy, macro-F1 (the mean F1 over the classes that occur among the labels or the predictions, as
+    scikit-learn does; `classes`, default the labels' classes in sorted order, fixes the table's rows),
     per-class precision / recall / F1 / support, and the confusion matrix: confusion[i][j] counts examples of
     class i predicted as class j, with a last column for predictions outside the classes. A class never
     predicted has precision 0; never present, recall 0. Strings compare exactly: normalize them first."""
@@ -308,5 +309,9 @@ def classification_scores(predictions: Sequence[str], labels: Sequence[str],
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[c] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
     return {"accuracy": sum(p == t for p, t in zip(predictions, labels)) / len(labels),
-            "macro_f1": sum(v["f1"] for v in per_class.values()) / len(classes),
+            "macro_f1": _mean([per_class[c]["f1"] for c in classes if c in set(labels) | set(predictions)]),
             "per_class": per_class, "classes": classes, "confusion": confusion}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -43,25 +43,34 @@ def _rows(path: Path) -> list[tuple[int, object]]:
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is dropped
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames is None:
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if header is None:
             raise DataError(f"{path}: empty CSV (expected a header row such as text,image,audio,label)")
-        unknown = [f for f in reader.fieldnames if f not in (*INPUTS, "label")]
+        header = [h.strip() for h in header]
+        unknown = [f for f in header if f not in (*INPUTS, "label")]
         if unknown:
             raise DataError(f"{path}: unknown CSV column(s) {unknown}; expected text, image, audio, label")
         out = []
-        for row in reader:
-            if any((v or "").strip() for v in row.values()):
-                out.append((reader.line_num, {k: v for k, v in row.items() if v not in (None, "")}))
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                out.append((reader.line_num, DataError(f"the row has {len(cells)} fields but the header has "
+                                                       f"{len(header)}: quote a text that holds commas")))
+                continue
+            out.append((reader.line_num, {k: v for k, v in zip(header, cells) if v != ""}))
         return out
     return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def _parse(raw: object, folder: Path, csv_row: bool) -> LabeledRow:
+    if isinstance(raw, DataError):
+        raise raw
     row = raw if csv_row else _json_line(raw)
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, got {type(row).__name__}")
@@ -91,6 +100,8 @@ def read_labeled_manifest(path: str | Path, on_error: OnError = "error", labels:
     path = Path(path)
     problems = _Problems(str(path), on_error)
     raw = _rows(path)
+    if not raw:
+        raise DataError(f"{path}: the manifest has no rows")
     folder = path.absolute().parent
     csv_rows = path.suffix.lower() == ".csv"
     known = set(labels) if labels is not None else None

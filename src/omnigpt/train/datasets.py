@@ -203,14 +203,30 @@ class AudioFileExamples:
         return [it.text for it in self.items] + ["transcript:", "class:"]
 
     def split_off(self, fraction: float) -> tuple["AudioFileExamples", "AudioFileExamples"]:
-        """(train, validation): a seeded shuffle first, so that class folders, read class by class, give
-        validation examples of every class."""
-        order = list(range(len(self.items)))
-        random.Random(VAL_SEED).shuffle(order)
-        n_val = max(1, int(len(order) * fraction))
-        val = sorted(order[:n_val])
-        rest = sorted(order[n_val:])
+        """(train, validation), stratified by label (see `stratified_split`)."""
+        rest, val = stratified_split([it.label for it in self.items], fraction)
         return AudioFileExamples([self.items[i] for i in rest]), AudioFileExamples([self.items[i] for i in val])
+
+
+def stratified_split(labels: Sequence[Optional[str]], fraction: float) -> tuple[list[int], list[int]]:
+    """(train indices, validation indices): about `fraction` of each label's examples (seeded), at least one
+    of a label with two or more and never its last one, so validation holds every class training has (when
+    it can) and training holds every class. Unlabeled examples (None) form one group."""
+    groups: dict = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    rng = random.Random(VAL_SEED)
+    train, val = [], []
+    for members in groups.values():
+        members = list(members)
+        rng.shuffle(members)
+        n_val = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        val += members[:n_val]
+        train += members[n_val:]
+    if not val:
+        raise DataError(f"{len(labels)} example(s): too few to hold out validation examples; give "
+                        f"data.val_sources")
+    return sorted(train), sorted(val)
 
 
 class TextExamples:

@@ -28,7 +28,7 @@ from ..model.classifier import MODALITIES
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import write_atomic
-from .datasets import VAL_SEED, cache_dir, load_or_create_tokenizer, mel_config
+from .datasets import cache_dir, load_or_create_tokenizer, mel_config, stratified_split
 
 BUILTIN_MATCHING = "builtin:matching"
 BUILTIN_VAL_MATCHING = 512
@@ -83,14 +83,9 @@ class RowExamples:
         return [r.text for r in self.rows if r.text]
 
     def split_off(self, fraction: float) -> tuple["RowExamples", "RowExamples"]:
-        order = list(range(len(self.rows)))
-        random.Random(VAL_SEED).shuffle(order)
-        n_val = max(1, int(len(order) * fraction))
-        if len(order) - n_val < 1:
-            raise DataError(f"{len(order)} labeled example(s): too few to hold out validation examples; give "
-                            f"data.val_sources")
-        return (RowExamples([self.rows[i] for i in sorted(order[n_val:])]),
-                RowExamples([self.rows[i] for i in sorted(order[:n_val])]))
+        """(train, validation), stratified by label (see `stratified_split`)."""
+        rest, val = stratified_split([r.label for r in self.rows], fraction)
+        return RowExamples([self.rows[i] for i in rest]), RowExamples([self.rows[i] for i in val])
 
 
 Examples = Union[MatchingExamples, RowExamples]
@@ -128,6 +123,15 @@ class LabeledData:
         self.transform = ImageTransform(cfg.vision.image_size, tuple(cfg.vision.mean), tuple(cfg.vision.std)) \
             if cfg.vision else None
         self.mel = mel_config(cfg.audio) if cfg.audio else None
+        # Tokens of text kept: early fusion puts the image's and the longest clip's vectors and a class token
+        # in the same context.
+        self.text_budget = cfg.model.block_size
+        if c.fusion == "early":
+            self.text_budget -= 1 + (cfg.vision.tokens if cfg.vision and "image" in c.modalities else 0) + \
+                (cfg.audio.tokens_for_frames(cfg.audio.max_frames) if cfg.audio and "audio" in c.modalities else 0)
+            if self.text_budget < 1:
+                raise ConfigError(f"early fusion: an image, a clip of audio.max_seconds and a class token leave no "
+                                  f"room for text in model.block_size {cfg.model.block_size}")
         self.class_weights = None
         if c.class_weights == "balanced":
             counts = Counter()
@@ -145,13 +149,16 @@ class LabeledData:
             for m in self.modalities:
                 if keep[m] and sum(keep.values()) > 1 and rng.random() < drop:
                     keep[m] = False
+        if not any(keep.values()):
+            raise DataError(f"an example has none of the inputs this classifier reads ({', '.join(self.modalities)})")
         ex = LabeledExample(self.index[raw.label])
         if keep.get("text"):
-            ex.text = self.tokenizer.encode(raw.text)[: self.cfg.model.block_size] or [self.tokenizer.pad_id]
+            ex.text = self.tokenizer.encode(raw.text)[: self.text_budget] or [self.tokenizer.pad_id]
         if keep.get("image"):
             ex.image = preprocess(raw.image, self.transform)
         if keep.get("audio"):
-            wave = raw.audio if isinstance(raw.audio, np.ndarray) else load_audio(raw.audio, self.mel.sample_rate)
+            wave = raw.audio if isinstance(raw.audio, np.ndarray) else \
+                load_audio(raw.audio, self.mel.sample_rate, max_seconds=self.cfg.audio.max_seconds)
             ex.audio = log_mel(torch.as_tensor(wave, dtype=torch.float32), self.mel)
         return ex
 
@@ -185,7 +192,7 @@ class LabeledData:
 def _labels_of(s: Examples) -> list[str]:
     if isinstance(s, RowExamples):
         return [r.label for r in s.rows]
-    return [s.example(i).label for i in range(min(len(s), 2000))]
+    return [matching.sample(0, i, s.split, draw=False).label for i in range(min(len(s), 2000))]
 
 
 def prepare_labeled(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> LabeledData:
@@ -203,14 +210,14 @@ def prepare_labeled(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> Lab
             else:
                 train[i], held_out = s.split_off(cfg.data.val_fraction)
                 val.append(held_out)
-    found = sorted({label for s in train for label in s.labels()})
+    found = sorted({label for s in train + val for label in s.labels()})
     if not c.labels:
         c.labels = found
         if env.is_main:
             write_atomic(run_dir / "config.yaml", cfg.to_yaml())
     unknown = sorted(set(found) - set(c.labels))
     if unknown:
-        raise DataError(f"the training data has labels {unknown} that classifier.labels {c.labels} does not list")
+        raise DataError(f"the data has labels {unknown} that classifier.labels {c.labels} does not list")
     if len(c.labels) < 2:
         raise DataError(f"a classifier needs at least two classes; the training data has {c.labels}")
 

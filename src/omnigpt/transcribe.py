@@ -2,8 +2,8 @@
 decode each with temperature fallback, stitch overlapping windows, and time every segment.
 
 1. **Speech regions.** Frames of 20 ms whose level lies above the quiet frames' (the 10th percentile) by
-   `level_fraction` of the way to the loud frames' (the 95th), and above an absolute floor, are speech; pauses shorter than `min_silence` are bridged, and each region
-   is padded a little. A silent or empty recording has no regions and gives an empty transcript.
+   `level_fraction` of the way to the loud frames' (the 95th), and above an absolute floor, are speech;
+   pauses shorter than `min_silence` are bridged, and each region is padded a little. A silent or empty recording has no regions and gives an empty transcript.
 2. **Windows.** A region longer than the model can take at once (`window_seconds`, `audio.max_seconds`, and
    what fits the context with the prompt and `max_new_tokens`) is cut into equal windows that overlap by
    `overlap_seconds`; the words of neighbouring windows are aligned on their overlap and joined there.
@@ -60,7 +60,8 @@ class TranscribeOptions:
         if not 0 <= self.overlap_seconds < self.window_seconds / 2:
             raise GenerationError(f"overlap_seconds must be in [0, window_seconds / 2), got {self.overlap_seconds}")
         if not self.temperatures or any(t < 0 for t in self.temperatures):
-            raise GenerationError(f"temperatures must be a non-empty list of values >= 0, got {list(self.temperatures)}")
+            raise GenerationError(f"temperatures must be a non-empty list of values >= 0, got "
+                                  f"{list(self.temperatures)}")
         if self.batch_size < 1:
             raise GenerationError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -204,7 +205,8 @@ class Hypothesis:
 
     def degenerate(self, opts: TranscribeOptions) -> bool:
         too_unsure = opts.logprob_threshold is not None and self.avg_logprob < opts.logprob_threshold
-        loops = opts.compression_ratio_threshold is not None and self.compression_ratio > opts.compression_ratio_threshold
+        limit = opts.compression_ratio_threshold
+        loops = limit is not None and self.compression_ratio > limit
         return too_unsure or loops
 
 

@@ -3,7 +3,8 @@ decode each with temperature fallback, stitch overlapping windows, and time ever
 
 1. **Speech regions.** Frames of 20 ms whose level lies above the quiet frames' (the 10th percentile) by
    `level_fraction` of the way to the loud frames' (the 95th), and above an absolute floor, are speech;
-   pauses shorter than `min_silence` are bridged, and each region is padded a little. A silent or empty recording has no regions and gives an empty transcript.
+   pauses shorter than `min_silence` are bridged, and each region is padded a little. A silent or empty
+   recording has no regions and gives an empty transcript.
 2. **Windows.** A region longer than the model can take at once (`window_seconds`, `audio.max_seconds`, and
    what fits the context with the prompt and `max_new_tokens`) is cut into equal windows that overlap by
    `overlap_seconds`; the words of neighbouring windows are aligned on their overlap and joined there.

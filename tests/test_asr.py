@@ -126,6 +126,10 @@ def test_audio_classification_by_prompt(tmp_path, speech_cache, capsys):
     assert result["accuracy"] >= 0.8 and result["macro_f1"] >= 0.8
     assert sum(map(sum, result["confusion"])) == 18
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 0
+    main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--task", "classify", "--data",
+          f"audiofolder:{root / 'test'}", "--limit", "6", "--quiet"])
+    limited = json.loads(capsys.readouterr().out)  # a sample across the class folders, not the first class
+    assert limited["count"] == 6 and sum(s > 0 for s in map(sum, limited["confusion"])) >= 2
     clip = str(root / "test" / "stop" / "0.wav")
     main(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", speech.CLASSIFY_PROMPT, "--audio", clip,
           "--max-new-tokens", "3", "--json"])

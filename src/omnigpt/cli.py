@@ -307,7 +307,7 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dic
                            "\"label\"} rows")
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    items = read_audio_source(args.data, args.on_bad_file or "error")[:args.limit]
+    items = _sample(read_audio_source(args.data, args.on_bad_file or "error"), args.limit)
     unlabeled = [it for it in items if it.label is None]
     if unlabeled:
         raise CommandError(f"{unlabeled[0].where}: no label; --task classify needs a label for every clip")
@@ -337,7 +337,7 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
                                  cache_dir(cfg))]
     else:
         sets = read_labeled_sources(cfg, [spec], "test", labels=ckpt.model.labels)
-    examples = [s.example(i) for s in sets for i in range(len(s))][:args.limit]
+    examples = _sample([s.example(i) for s in sets for i in range(len(s))], args.limit)
     result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=not args.quiet)}
     plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
     result["confusion_png"] = str(confusion_figure(result["confusion"], result["classes"], plot,
@@ -393,6 +393,16 @@ def cmd_classify(args: argparse.Namespace) -> None:
     print(json.dumps({"label": model.labels[best],
                       "probabilities": {label: round(p, 6) for label, p in zip(model.labels, probs)},
                       "inputs": [m for m in model.modalities if given[m] is not None]}))
+
+
+def _sample(items: list, limit: Optional[int]) -> list:
+    """At most `limit` of the items, a seeded sample in file order: class folders are read class by class, so
+    the first items would all be of one class."""
+    if limit is None or limit >= len(items):
+        return items
+    import random
+
+    return [items[i] for i in sorted(random.Random(0).sample(range(len(items)), limit))]
 
 
 def _run_folder(checkpoint: Path) -> Path:

@@ -100,8 +100,8 @@ def speech_regions(wave: torch.Tensor, sample_rate: int, opts: Optional[Transcri
     n = wave.shape[0] // hop
     if n == 0:
         return []
-    frames = wave[:n * hop].reshape(n, hop).double()
-    level = 10 * torch.log10(frames.pow(2).mean(1).clamp(min=1e-20))  # dBFS per frame
+    frames = wave[:n * hop].reshape(n, hop)  # a view: no copy of an hour of audio
+    level = 10 * torch.log10(torch.linalg.vector_norm(frames, dim=1).square().div(hop).clamp(min=1e-20))  # dBFS
     loud = float(torch.quantile(level, 0.95)) if n > 1 else float(level[0])
     quiet = float(torch.quantile(level, 0.10)) if n > 1 else float(level[0])
     speech = level > max(opts.floor_dbfs, quiet + opts.level_fraction * (loud - quiet))

@@ -22,7 +22,7 @@ STRATEGIES = ("concat", "weighted_sum", "gated", "product", "attention", "early"
 def _trained_seconds(run: Path) -> Optional[float]:
     """Training seconds of a run's latest checkpoint, or None when it has none."""
     found = list_checkpoints(run)
-    return load_trainer_state(found[-1])["meta"].get("seconds", 0.0) if found else None
+    return load_trainer_state(found[-1], tensors=False)["meta"].get("seconds", 0.0) if found else None
 
 
 def compare_fusion(config: Config, out_dir: str | Path, strategies: Sequence[str] = STRATEGIES,

@@ -154,18 +154,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     return Checkpoint(folder, config, model, tokenizer, step)
 
 
-def load_trainer_state(folder: str | Path) -> dict[str, Any]:
-    """The tensors and metadata written as `trainer_state` by `save_checkpoint`."""
+def load_trainer_state(folder: str | Path, tensors: bool = True) -> dict[str, Any]:
+    """The tensors and metadata written as `trainer_state` by `save_checkpoint`; tensors=False reads the
+    metadata (step, seconds, losses) without the optimizer's tensors."""
     path = Path(folder) / "trainer_state.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{folder} has no trainer_state.safetensors: it cannot resume training")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["json"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable trainer state ({exc})") from None
-    return {"tensors": tensors, "meta": meta}
+    return {"tensors": loaded, "meta": meta}
 
 
 # ---------------------------------------------------------------------------- optimizer <-> flat tensors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -12,6 +13,25 @@ from PIL import Image
 from torch import nn
 
 from .tokenizer import Tokenizer
+
+
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, png_path: str | Path, dpi: Optional[int] = None) -> Path:
+    """Write the figure as PNG (making its folder) and free it."""
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    return png_path
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -24,10 +44,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     """Plot train loss (light, plus a moving average) and validation loss against the step; in a multitask
     run, also each source's validation loss (dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     rows = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
@@ -56,10 +73,7 @@ def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     if train or val:
         ax.legend()
     fig.tight_layout()
-    png_path = Path(png_path)
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
+    return _save(plt, fig, png_path)
 
 
 # --------------------------------------------------------------------------------------- attention maps
@@ -121,10 +135,7 @@ def attention_figure(image: Image.Image, caption: str, words: list[WordAttention
 
     Pass the image as the model saw it (`ImageTransform.resized`): the grid covers that square.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     n = len(words) + 1
     cols = min(columns, n)
@@ -143,20 +154,14 @@ def attention_figure(image: Image.Image, caption: str, words: list[WordAttention
         ax.set_title(f"{word.word}  ({word.grid.sum():.0%})", fontsize=9)
     fig.suptitle(caption, fontsize=10)
     fig.tight_layout()
-    png_path = Path(png_path)
-    fig.savefig(png_path)
-    plt.close(fig)
-    return png_path
+    return _save(plt, fig, png_path)
 
 
 def confusion_figure(confusion: list[list[int]], classes: list[str], png_path: str | Path,
                      title: str = "") -> Path:
     """A confusion matrix as a heatmap with counts (rows: true class, columns: predicted; a last column
     "other" for predictions outside the classes when any were made)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     matrix = np.array(confusion)
     columns = list(classes)
@@ -181,20 +186,13 @@ def confusion_figure(confusion: list[list[int]], classes: list[str], png_path: s
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return _save(plt, fig, png_path, dpi=100)
 
 
 def fusion_bars(rows: list[dict], png_path: str | Path) -> Path:
     """Accuracy per fusion strategy (dark bars), beside its accuracy with each modality removed (light
     bars), with chance for two balanced classes as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     modalities = sorted({m for r in rows for m in r.get("dropped", {})})
     series = [("all inputs", [r["accuracy"] for r in rows])]
@@ -213,8 +211,4 @@ def fusion_bars(rows: list[dict], png_path: str | Path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("fusion strategies")
     fig.tight_layout()
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return _save(plt, fig, png_path, dpi=100)

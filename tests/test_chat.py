@@ -72,6 +72,7 @@ def test_chat_command(tmp_path, monkeypatch, capsys):
     assert out.startswith("omnigpt chat: type a message") and out.count("\n") == 2  # the banner, one reply
     monkeypatch.setattr("builtins.input", lambda prompt="": (_ for _ in ()).throw(EOFError))
     main(["chat", "--checkpoint", str(tmp_path / "run")])  # end of input ends the session
+    assert capsys.readouterr().out == "omnigpt chat: type a message; /help lists the commands\n\n"
 
 
 def test_ctrl_c_stops_a_reply_or_leaves_at_the_prompt(model):

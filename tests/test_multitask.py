@@ -32,6 +32,22 @@ def test_sources_are_drawn_by_weight(tmp_path):
     assert batches[0].images is not None and len(text_rows) > 0
 
 
+def test_per_source_batches_hold_one_source_each(tmp_path):
+    cfg = _config(tmp_path, [1.0, 3.0])
+    cfg.data.batch_mode = "per_source"
+    data = prepare(cfg, tmp_path, distributed.setup())
+    kinds, lengths = [], {True: set(), False: set()}
+    for step in range(40):
+        batch = data.train_batch(step, 8, 0, 8)
+        text = set(batch.tasks) == {"text"}
+        assert text or "text" not in batch.tasks, batch.tasks  # never a mix of text and scenes
+        assert set(data.train_batch(step, 8, 4, 8).tasks) <= set(batch.tasks)  # micro-batches agree
+        kinds.append(text)
+        lengths[text].add(batch.ids.shape[1])
+    assert 0.55 <= sum(kinds) / len(kinds) <= 0.95  # 0.75 expected
+    assert max(lengths[False]) < min(lengths[True])  # scene batches are not padded to the text pieces
+
+
 def test_each_source_gets_its_validation_loss(tmp_path):
     train(_config(tmp_path, [1.0, 1.0], max_steps=4, eval_interval=2, save_interval=4), tmp_path / "run",
           progress=False)

@@ -255,6 +255,9 @@ class DataConfig:
     # Multitask: the chance that a training example comes from each source (default: in proportion to their
     # sizes). "text:FILE" (or "text:builtin") is a source of plain text for the language-model task.
     source_weights: list[float] = field(default_factory=list)
+    # "mixed": each row of a batch draws its source; "per_source": each step draws one source (by the weights)
+    # for the whole batch, so short examples are not padded to the longest source's length.
+    batch_mode: Literal["mixed", "per_source"] = "mixed"
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on

@@ -282,8 +282,13 @@ class Concat:
         """A random example: uniform over all examples, or a set by its weight then uniform within it."""
         if self.weights is None:
             return self.example(rng.randrange(len(self)), rng)
-        part = self.parts[rng.choices(range(len(self.parts)), weights=self.weights)[0]]
+        part = self.pick(rng)
         return part.example(rng.randrange(len(part)), rng)
+
+    def pick(self, rng: random.Random) -> ExampleSet:
+        """A set, by its weight (by its size when there are no weights)."""
+        weights = self.weights if self.weights is not None else [len(p) for p in self.parts]
+        return self.parts[rng.choices(range(len(self.parts)), weights=weights)[0]]
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
@@ -363,7 +368,11 @@ class MultimodalData:
                        self.cfg.train.loss_average)
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
-        return self._rows(self.train_set, self.cfg.train.seed, step, start, stop, augment=self.augmenting)
+        examples: ExampleSet = self.train_set
+        if self.cfg.data.batch_mode == "per_source" and isinstance(examples, Concat):
+            # one draw per step, the same on every process and micro-batch (ints only: str hashes vary by run)
+            examples = examples.pick(random.Random(hash((self.cfg.train.seed, step, -1))))
+        return self._rows(examples, self.cfg.train.seed, step, start, stop, augment=self.augmenting)
 
     def val_batch(self, i: int, batch_size: int, task: Optional[str] = None) -> Batch:
         """Fixed validation batch i: of every source together, or of the source named `task`."""

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .train.checkpoint import Checkpoint
 
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
+DEMO_MINUTES = 6.0  # with set-up, data synthesis and scoring, `make demo` takes under 10 minutes here
 
 
 class CommandError(ValueError):
@@ -413,9 +414,8 @@ def _run_folder(checkpoint: Path) -> Path:
 
 def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     from .data.sources import read_audio_source
-    from .data.speech import TRANSCRIBE_PROMPT, speech_dataset
-    from .generate import generate
-    from .metrics import cer, wer
+    from .data.speech import speech_dataset
+    from .evaluate import evaluate_transcripts
     from .train.datasets import cache_dir
 
     if getattr(ckpt.model, "audio_config", None) is None:
@@ -426,17 +426,14 @@ def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     if spec == "builtin:speech":
         split = args.split if args.split in ("train", "val", "test") else "test"
         clips = speech_dataset(split, args.limit or 500, 0, cache_dir(ckpt.config))
-        audio, refs = [clips.audio(i) for i in range(len(clips))], list(clips.texts)
+        audio, refs, kinds = [clips.audio(i) for i in range(len(clips))], list(clips.texts), list(clips.kinds)
     else:
         items = read_audio_source(spec, args.on_bad_file or "error")[:args.limit]
-        audio, refs = [it.audio for it in items], [it.text for it in items]
-    preds = []
-    for b in range(0, len(audio), 32):
-        outs = generate(ckpt.model, ckpt.tokenizer, [TRANSCRIBE_PROMPT] * len(audio[b:b + 32]),
-                        audio=[[a] for a in audio[b:b + 32]], max_new_tokens=48)
-        preds += [o.strip() for o in outs]
-    return {"data": spec, "wer": wer(preds, refs), "cer": cer(preds, refs), "utterances": len(refs),
-            "samples": [{"prediction": p, "reference": r} for p, r in list(zip(preds, refs))[:5]]}
+        audio, refs, kinds = [it.audio for it in items], [it.text for it in items], None
+    result = evaluate_transcripts(ckpt.model, ckpt.tokenizer, audio, refs, kinds, progress=not args.quiet)
+    transcripts = result.pop("transcripts")
+    return {"data": spec, **result, "samples": [{"prediction": t["prediction"], "reference": t["reference"]}
+                                                for t in transcripts[:5]]}
 
 
 def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) -> dict:
@@ -477,33 +474,17 @@ def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .config import Config
-    from .data.text import load_tokens
-    from .evaluate import unigram_loss
-    from .generate import generate
-    from .train.checkpoint import load_checkpoint
-    from .train.trainer import train
+    from .demo import DemoError, run_demo
 
-    t0 = time.time()
-    cfg = Config.load(_config_path("text-tiny"))
-    cfg.train.max_minutes = args.minutes
-    out = Path(args.out)
-    print(f"omnigpt demo: pretraining a {cfg.model.n_layer}-layer GPT on the English text that ships with "
-          f"Python for up to {args.minutes:g} minutes; run folder {out}")
-    result = train(cfg, out, resume=True)  # a rerun continues (and extends) an earlier demo
-    ckpt = load_checkpoint(out)
-    vocab = ckpt.tokenizer.vocab_size
-    uni = unigram_loss(load_tokens(out / "data", "train"), load_tokens(out / "data", "val"), vocab)
-    val = result.val_loss if result.val_loss is not None else float("nan")
-    print(f"\nvalidation loss {val:.3f} nats/token (unigram baseline {uni:.3f}, "
-          f"{100 * (1 - val / uni):.0f}% lower) after {result.step} steps")
-    prompts = ["The for statement", "A class definition", "Exceptions are"]
-    samples = generate(ckpt.model, ckpt.tokenizer, prompts, max_new_tokens=60, temperature=0.8, top_k=40, seed=0)
-    for p, s in zip(prompts, samples):
-        print(f"\n>>> {p}{s}")
-    print(f"\nloss curve: {out / 'loss.png'}; metrics: {out / 'metrics.jsonl'}; "
-          f"{time.time() - t0:.0f} s in all")
-    print(f"try: omnigpt generate --checkpoint {out} --prompt \"The import statement\" --temperature 0.8 --stream")
+    for name in ("scenes", "utterances"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not args.minutes > 0:
+        raise CommandError(f"--minutes must be above 0, got {args.minutes}")
+    try:
+        run_demo(args.out, args.minutes, args.scenes, args.utterances, progress=not args.quiet)
+    except DemoError as e:
+        raise CommandError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -511,9 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnigpt", description="Build, pretrain, sample and evaluate a GPT.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="pretrain a small GPT on built-in text, then sample it")
-    d.add_argument("--minutes", type=float, default=4.5, help="training wall-time budget")
+    d = sub.add_parser("demo", help="train one small GPT on built-in text, scenes and speech; score every task and "
+                                    "write report.html")
+    d.add_argument("--minutes", type=float, default=DEMO_MINUTES,
+                   help="training wall-time budget (a rerun continues the run for this much more)")
     d.add_argument("--out", default="runs/demo")
+    d.add_argument("--scenes", type=int, default=100, help="test scenes to score captions and questions on")
+    d.add_argument("--utterances", type=int, default=100, help="test utterances to score transcripts on")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("tokenizer", help="tokenizer tools")

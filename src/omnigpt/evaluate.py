@@ -1,5 +1,6 @@
 """Evaluation: perplexity on text and the unigram baseline it should beat; captioning (BLEU-4, CIDEr-D,
-exact match) and visual question answering (accuracy overall and per question type)."""
+exact match), visual question answering (accuracy overall and per question type), transcripts (WER, CER),
+and classification."""
 from __future__ import annotations
 
 import math
@@ -62,6 +63,38 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[np.asarray(eval_tokens, dtype=np.int64)].mean())
+
+
+@torch.no_grad()
+def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str], train_pieces: Sequence[str],
+                    block_size: int, batch_size: int = 16) -> dict:
+    """A multitask model's loss (nats/token) on held-out plain-text pieces, each scored as it was trained (a
+    target after an empty prompt, then end-of-text), and the unigram loss of the same tokens under the
+    training pieces' token frequencies."""
+    from .data.batch import IGNORE_INDEX, Example, collate
+
+    if not pieces or not train_pieces:
+        raise ValueError("text_piece_loss needs held-out pieces and training pieces")
+    examples = [Example([], tokenizer.encode(builtin.target_text(p))) for p in pieces]
+    was_training = model.training
+    model.eval()
+    total, scored = 0.0, []
+    try:
+        for b in range(0, len(examples), batch_size):
+            batch = collate(examples[b:b + batch_size], tokenizer.pad_id, tokenizer.eos_id, block_size)
+            batch = batch.to(next(model.parameters()).device)
+            _, loss = model(**batch.model_inputs())
+            kept = batch.targets[batch.targets != IGNORE_INDEX]
+            total += float(loss) * kept.numel()
+            scored.append(kept.cpu().numpy())
+    finally:
+        model.train(was_training)
+    eval_tokens = np.concatenate(scored)
+    train_tokens = np.concatenate([tokenizer.encode(builtin.target_text(p)) + [tokenizer.eos_id]
+                                   for p in train_pieces])
+    return {"text_val_loss": total / len(eval_tokens),
+            "unigram_loss": unigram_loss(train_tokens, eval_tokens, tokenizer.vocab_size),
+            "tokens": int(len(eval_tokens))}
 
 
 # ---------------------------------------------------------------------------------- images: captions, VQA
@@ -153,6 +186,29 @@ def evaluate_scenes(model: nn.Module, tokenizer: Tokenizer, split: str = "test",
                                      [q.answer for _, q in qa], [q.type for _, q in qa])
         result.update({"vqa_accuracy": vqa["vqa_accuracy"], "vqa_by_type": vqa["vqa_by_type"],
                        "majority_by_type": majority, "questions": vqa["count"], "vqa_samples": vqa["samples"]})
+    return result
+
+
+# ------------------------------------------------------------------------------------ audio: transcripts
+def evaluate_transcripts(model: nn.Module, tokenizer: Tokenizer, audio: Sequence, references: list[str],
+                         kinds: Optional[list[str]] = None, batch_size: int = 32, max_new_tokens: int = 48,
+                         progress: bool = False) -> dict:
+    """Transcribe each clip (a file or mono samples) with `speech.TRANSCRIBE_PROMPT`: corpus WER and CER,
+    WER per kind of phrase when `kinds` are given, and every utterance with its own WER."""
+    from .data.speech import TRANSCRIBE_PROMPT
+    from .metrics import cer, wer
+
+    preds = _answer_batches(model, tokenizer, [TRANSCRIBE_PROMPT] * len(audio), None, max_new_tokens, batch_size,
+                            progress=progress, audio=audio)
+    result: dict = {"wer": wer(preds, references), "cer": cer(preds, references), "utterances": len(references)}
+    if kinds is not None:
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(kinds):
+            groups.setdefault(k, []).append(i)
+        result["wer_by_kind"] = {k: wer([preds[i] for i in ix], [references[i] for i in ix])
+                                 for k, ix in sorted(groups.items())}
+    result["transcripts"] = [{"prediction": p, "reference": r, "wer": wer([p], [r])}
+                             for p, r in zip(preds, references)]
     return result
 
 

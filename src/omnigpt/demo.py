@@ -1,0 +1,191 @@
+"""`omnigpt demo`: one GPT trained here from nothing on every built-in task (plain text, captions of and
+questions about shape scenes, speech), each task scored on its test split, and a report to look at.
+
+`evaluate_multitask` scores any run whose sources are built-in scenes, built-in speech and plain text;
+`run_demo` trains the demo's model, scores it and writes `report.json` and `report.html` in the run folder.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from .config import Config
+from .data import builtin
+from .data.speech import SAMPLE_RATE, speech_dataset
+from .evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
+from .generate import generate
+from .train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomic
+from .train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, cache_dir
+from .train.trainer import train
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "omni-tiny.yaml"
+TEXT_PROMPTS = ("The for statement", "A class definition", "Exceptions are")
+SHOWN = 3  # scenes, questions, utterances and completions shown as samples
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run in the folder it was given."""
+
+
+def text_sources(cfg: Config) -> list[str]:
+    return [s[len("text:"):] for s in cfg.data.sources if s.startswith("text:")]
+
+
+def evaluate_multitask(ckpt: Checkpoint, scenes: int = 100, utterances: int = 100,
+                       progress: bool = False) -> dict:
+    """Score each task a run was trained on, on its test split: {"scenes": evaluate_scenes(...) when it
+    learned from built-in scenes, "speech": evaluate_transcripts(...) on built-in test utterances, "text":
+    text_piece_loss(...) on each text source's held-out pieces}."""
+    cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
+    result: dict = {}
+    if BUILTIN_SCENES in cfg.data.sources:
+        tasks = [t for t in ("caption", "vqa") if t in cfg.data.tasks]
+        result["scenes"] = evaluate_scenes(model, tok, "test", scenes, size=cfg.vision.image_size, tasks=tasks,
+                                           progress=progress)
+    if BUILTIN_SPEECH in cfg.data.sources:
+        clips = speech_dataset("test", utterances, BUILTIN_SEED, cache_dir(cfg))
+        result["speech"] = evaluate_transcripts(model, tok, [clips.audio(i) for i in range(len(clips))],
+                                                list(clips.texts), list(clips.kinds), progress=progress)
+        result["speech"]["kinds"] = list(clips.kinds)
+    for corpus in text_sources(cfg):
+        train_part, held_out = TextExamples([corpus], cfg.data.encoding_errors).split_off(cfg.data.val_fraction)
+        result.setdefault("text", {})[corpus] = text_piece_loss(model, tok, held_out.pieces, train_part.pieces,
+                                                                cfg.model.block_size)
+    return result
+
+
+def summary_of(ev: dict) -> dict:
+    """The headline numbers of `evaluate_multitask`'s result (those of the first text source for text)."""
+    out: dict = {}
+    if "scenes" in ev:
+        sc = ev["scenes"]
+        for key in ("caption_exact_match", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
+            if key in sc:
+                out[key] = sc[key]
+    if "speech" in ev:
+        out["wer"], out["cer"] = ev["speech"]["wer"], ev["speech"]["cer"]
+        out["wer_by_kind"] = ev["speech"]["wer_by_kind"]
+    if "text" in ev:
+        first = next(iter(ev["text"].values()))
+        out["text_val_loss"], out["unigram_loss"] = first["text_val_loss"], first["unigram_loss"]
+    return out
+
+
+def _check_run_folder(out: Path) -> None:
+    found = list_checkpoints(out)
+    if found:
+        cfg = Config.load(found[-1] / "config.yaml")
+        if cfg.vision is None or cfg.audio is None:
+            raise DemoError(f"{out} holds a run of another model (no image or audio encoder), e.g. an older "
+                            f"text-only demo; give another --out or remove the folder")
+
+
+def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
+    """What the report shows: completions of TEXT_PROMPTS, the first test scenes (image, caption, the answer
+    to each of its questions, attention maps) and the first test utterances (WAV, reference, transcript)."""
+    import soundfile as sf
+
+    from .data.image import ImageTransform
+    from .viz import attention_figure, image_attention
+
+    cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
+    report_dir.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    if "text" in ev:
+        texts = generate(model, tok, list(TEXT_PROMPTS), max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
+        out["completions"] = [{"prompt": p, "completion": c} for p, c in zip(TEXT_PROMPTS, texts)]
+    if "scenes" in ev:
+        v = cfg.vision
+        seen = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
+        rows = []
+        for k, sc in enumerate(builtin.scenes("test", SHOWN, size=v.image_size)):
+            image_png = report_dir / f"scene-{k + 1}.png"
+            sc.image.save(image_png)
+            row: dict = {"image": image_png.name, "reference": sc.caption}
+            if "caption" in cfg.data.tasks:
+                caption = generate(model, tok, builtin.CAPTION_PROMPT, images=[sc.image], max_new_tokens=40).strip()
+                row["caption"], row["match"] = caption, builtin.caption_matches(caption, sc.caption)
+                if caption:
+                    words = image_attention(model, tok, sc.image, builtin.CAPTION_PROMPT, tok.encode(" " + caption))
+                    attention_png = report_dir / f"attention-{k + 1}.png"
+                    attention_figure(seen.resized(sc.image), caption, words, attention_png)
+                    row["attention"] = attention_png.name
+            if "vqa" in cfg.data.tasks:
+                prompts = [builtin.vqa_prompt(q.question) for q in sc.qas]
+                answers = generate(model, tok, prompts, images=[[sc.image]] * len(prompts), max_new_tokens=8)
+                row["questions"] = [{"question": q.question, "answer": a.strip(), "expected": q.answer,
+                                     "correct": builtin.answer_matches(a.strip(), q.answer)}
+                                    for q, a in zip(sc.qas, answers)]
+            rows.append(row)
+        out["scenes"] = rows
+    if "speech" in ev:
+        clips = speech_dataset("test", SHOWN, BUILTIN_SEED, cache_dir(cfg))
+        rows = []
+        for k in range(len(clips)):
+            wav = report_dir / f"utterance-{k + 1}.wav"
+            sf.write(wav, clips.audio(k), SAMPLE_RATE, subtype="PCM_16")
+            rows.append({"audio": wav.name, "voice": clips.voices[k], **ev["speech"]["transcripts"][k]})
+        out["utterances"] = rows
+    return out
+
+
+def run_demo(out: str | Path = "runs/demo", minutes: float = 6.0, scenes: int = 100, utterances: int = 100,
+             progress: bool = True, config: Optional[Config] = None) -> dict:
+    """Train (or continue) the demo's model for up to `minutes`, score every task, write report.json and
+    report.html in `out`, print the results; returns the report's numbers."""
+    from .report import write_report
+
+    t0 = time.time()
+    out = Path(out)
+    _check_run_folder(out)
+    cfg = config if config is not None else Config.load(DEMO_CONFIG)
+    cfg.train.max_minutes = minutes
+    print(f"omnigpt demo: training one {cfg.model.n_layer}-layer GPT to complete text, caption and answer "
+          f"questions about shape scenes, and transcribe speech, for up to {minutes:g} minutes; run folder {out}",
+          flush=True)
+    result = train(cfg, out, resume=True, progress=progress)
+    ckpt = load_checkpoint(out)
+    print("scoring every task on its test split ...", file=sys.stderr, flush=True)
+    ev = evaluate_multitask(ckpt, scenes, utterances, progress=progress)
+    shown = samples(ckpt, ev, out / "report")
+    summary = {**summary_of(ev), "steps": result.step, "scenes": scenes, "utterances": utterances,
+               "seconds": round(time.time() - t0, 1)}
+    write_atomic(out / "report.json", json.dumps({**summary, "samples": shown}, indent=2) + "\n")
+    html = write_report(out, summary, ev, shown, ckpt.config)
+    print_results(summary, shown)
+    print(f"\nreport: {html}  (numbers: {out / 'report.json'}; loss curves: {out / 'loss.png'})")
+    print(f"chat with the model: omnigpt chat --checkpoint {out}")
+    return summary
+
+
+def print_results(summary: dict, shown: dict) -> None:
+    """The results table and the samples, as text."""
+    rows = []
+    if "caption_exact_match" in summary:
+        rows.append(("captions", "exact match", f"{summary['caption_exact_match']:.3f}"))
+    if "vqa_accuracy" in summary:
+        rows.append(("questions", "accuracy", f"{summary['vqa_accuracy']:.3f}"))
+        for t, acc in summary["vqa_by_type"].items():
+            rows.append((f"  {t}", f"accuracy (majority answer {summary['majority_by_type'][t]:.3f})",
+                         f"{acc:.3f}"))
+    if "wer" in summary:
+        rows.append(("speech", "word error rate", f"{summary['wer']:.3f}"))
+    if "text_val_loss" in summary:
+        rows.append(("text", f"loss, nats/token (unigram {summary['unigram_loss']:.3f})",
+                     f"{summary['text_val_loss']:.3f}"))
+    width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    print(f"\nafter {summary['steps']} steps, {summary['seconds']:.0f} s in all:")
+    for task, metric, value in rows:
+        print(f"  {task:<{width[0]}}  {metric:<{width[1]}}  {value}")
+    for c in shown.get("completions", []):
+        print(f"\n>>> {c['prompt']}{c['completion']}")
+    for s in shown.get("scenes", []):
+        print(f"\n[{s['image']}] caption: {s.get('caption', '')!r}  (reference: {s['reference']!r})")
+        for q in s.get("questions", [])[:1]:
+            print(f"  {q['question']} -> {q['answer']!r} (expected {q['expected']!r})")
+    for u in shown.get("utterances", []):
+        print(f"\n[{u['audio']}] heard: {u['prediction']!r}\n  said:  {u['reference']!r}")
+

@@ -1,0 +1,86 @@
+"""The demo: one model on text, scenes and speech, every task scored, report.json and report.html."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import CORPUS, tiny_config, tiny_omni_config
+from omnigpt import Config, train
+from omnigpt.cli import main
+from omnigpt.data import builtin
+from omnigpt.demo import DemoError, run_demo
+from omnigpt.evaluate import text_piece_loss
+from omnigpt.model.omni import OmniGPT
+from omnigpt.tokenizer import Tokenizer
+
+
+def omni_config(tmp_path, cache, **train_kw) -> Config:
+    (tmp_path / "notes.txt").write_text(CORPUS)
+    d = tiny_omni_config("prefix", **train_kw).to_dict()
+    d["audio"] = {"n_mels": 32, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2, "max_seconds": 10.0}
+    d["data"].update({"sources": ["builtin:scenes", "builtin:speech", f"text:{tmp_path / 'notes.txt'}"],
+                      "tasks": ["caption", "vqa", "transcribe"], "source_weights": [0.4, 0.4, 0.2],
+                      "batch_mode": "per_source", "builtin_utterances": 8, "cache_dir": str(cache)})
+    return Config.from_dict(d)
+
+
+def test_text_piece_loss_is_the_cross_entropy_of_every_target_token():
+    tok = Tokenizer.byte_level()
+    torch.manual_seed(0)
+    model = OmniGPT(tiny_omni_config("prefix"), tok.image_id).eval()
+    pieces, train_pieces = ["abc def", "a much longer piece of text"], ["aaa bbb", "abc"]
+    got = text_piece_loss(model, tok, pieces, train_pieces, block_size=160, batch_size=1)
+    losses, tokens = [], []
+    for p in pieces:
+        ids = tok.encode(" " + p) + [tok.eos_id]
+        logits, _ = model(torch.tensor([ids[:-1]]))
+        losses.append(F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="sum").item())
+        tokens += ids[1:]
+    assert got["tokens"] == len(tokens)
+    assert got["text_val_loss"] == pytest.approx(sum(losses) / len(tokens), rel=1e-5)
+    counts = np.bincount([t for p in train_pieces for t in tok.encode(" " + p) + [tok.eos_id]],
+                         minlength=tok.vocab_size) + 1.0
+    assert got["unigram_loss"] == pytest.approx(-np.log(counts / counts.sum())[tokens].mean(), rel=1e-9)
+
+
+def test_the_demo_scores_every_task_and_writes_its_report(tmp_path, capsys):
+    cfg = omni_config(tmp_path, tmp_path / "cache", max_steps=3, save_interval=3, eval_interval=3)
+    run = tmp_path / "run"
+    summary = run_demo(run, minutes=5, scenes=4, utterances=3, progress=False, config=cfg)
+    report = json.loads((run / "report.json").read_text())
+    for key in ("caption_exact_match", "vqa_accuracy", "wer", "text_val_loss", "unigram_loss", "seconds"):
+        assert report[key] == summary[key]
+    assert 0 <= report["caption_exact_match"] <= 1 and 0 <= report["vqa_accuracy"] <= 1 and report["wer"] >= 0
+    assert report["steps"] == 3 and set(report["vqa_by_type"]) == set(report["majority_by_type"])
+    shown = report["samples"]
+    assert [c["prompt"] for c in shown["completions"]] == ["The for statement", "A class definition",
+                                                           "Exceptions are"]
+    first = builtin.scenes("test", 1, size=32)[0]
+    assert shown["scenes"][0]["reference"] == first.caption
+    assert [q["question"] for q in shown["scenes"][0]["questions"]] == [q.question for q in first.qas]
+    assert all(s["match"] == builtin.caption_matches(s["caption"], s["reference"]) for s in shown["scenes"])
+    assert len(shown["utterances"]) == 3
+    page = (run / "report.html").read_text()
+    sources = re.findall(r"""src=['"]([^'"]+)['"]""", page)
+    assert len(sources) >= 1 + 3 + 3  # the loss curves, the scenes, the utterances (and attention maps)
+    assert all((run / s).is_file() for s in sources), [s for s in sources if not (run / s).is_file()]
+    assert "report/attention-1.png" in sources or not shown["scenes"][0]["caption"]
+    assert "<h2>Config</h2>" in page and "builtin:speech" in page
+    out = capsys.readouterr().out
+    assert f"omnigpt chat --checkpoint {run}" in out and "word error rate" in out and ">>> The for statement" in out
+    again = run_demo(run, minutes=5, scenes=4, utterances=3, progress=False, config=cfg)  # continues: done
+    assert again["steps"] == 3 and again["wer"] == summary["wer"]
+
+
+def test_the_demo_refuses_a_folder_of_another_model(tmp_path, corpus_file, capsys):
+    train(tiny_config(str(corpus_file), max_steps=2, save_interval=2), tmp_path / "old", progress=False)
+    with pytest.raises(DemoError, match="no image or audio encoder"):
+        run_demo(tmp_path / "old", minutes=1)
+    for argv, message in ((["--out", str(tmp_path / "old")], "give another --out"),
+                          (["--minutes", "0"], "--minutes must be above 0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err

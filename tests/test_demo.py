@@ -32,7 +32,7 @@ def test_text_piece_loss_is_the_cross_entropy_of_every_target_token():
     torch.manual_seed(0)
     model = OmniGPT(tiny_omni_config("prefix"), tok.image_id).eval()
     pieces, train_pieces = ["abc def", "a much longer piece of text"], ["aaa bbb", "abc"]
-    got = text_piece_loss(model, tok, pieces, train_pieces, block_size=160, batch_size=1)
+    got = text_piece_loss(model, tok, pieces, train_pieces, block_size=160, batch_size=2)  # padded batch
     losses, tokens = [], []
     for p in pieces:
         ids = tok.encode(" " + p) + [tok.eos_id]
@@ -67,12 +67,30 @@ def test_the_demo_scores_every_task_and_writes_its_report(tmp_path, capsys):
     sources = re.findall(r"""src=['"]([^'"]+)['"]""", page)
     assert len(sources) >= 1 + 3 + 3  # the loss curves, the scenes, the utterances (and attention maps)
     assert all((run / s).is_file() for s in sources), [s for s in sources if not (run / s).is_file()]
-    assert "report/attention-1.png" in sources or not shown["scenes"][0]["caption"]
+    for k, scene in enumerate(shown["scenes"], start=1):  # an attention map for every caption with words
+        assert (f"report/attention-{k}.png" in sources) == bool(scene["caption"].strip(" ,."))
     assert "<h2>Config</h2>" in page and "builtin:speech" in page
     out = capsys.readouterr().out
     assert f"omnigpt chat --checkpoint {run}" in out and "word error rate" in out and ">>> The for statement" in out
     again = run_demo(run, minutes=5, scenes=4, utterances=3, progress=False, config=cfg)  # continues: done
     assert again["steps"] == 3 and again["wer"] == summary["wer"]
+    capsys.readouterr()
+    main(["evaluate", "--checkpoint", str(run), "--limit", "3", "--quiet"])  # every task, as the demo does
+    scored = json.loads(capsys.readouterr().out)
+    assert set(scored["tasks"]) == {"scenes", "speech", "text"} and scored["tasks"]["speech"]["utterances"] == 3
+    assert scored["text_val_loss"] == pytest.approx(summary["text_val_loss"], rel=1e-6)
+
+
+def test_a_run_with_captions_only_gets_a_report_of_captions(tmp_path, capsys):
+    cfg = tiny_omni_config("prefix", max_steps=2, save_interval=2, eval_interval=2)
+    cfg.data.tasks = ["caption"]
+    summary = run_demo(tmp_path / "cap", minutes=5, scenes=2, utterances=1, progress=False, config=cfg)
+    assert "caption_exact_match" in summary and not {"vqa_accuracy", "wer", "text_val_loss"} & set(summary)
+    page = (tmp_path / "cap" / "report.html").read_text()
+    assert "2 test scenes" in page and "Speech" not in page and "Questions by type" not in page
+    shown = json.loads((tmp_path / "cap" / "report.json").read_text())["samples"]
+    assert len(shown["scenes"]) == 2 and "questions" not in shown["scenes"][0]
+    assert "captions" in capsys.readouterr().out
 
 
 def test_the_demo_refuses_a_folder_of_another_model(tmp_path, corpus_file, capsys):

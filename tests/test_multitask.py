@@ -41,7 +41,8 @@ def test_per_source_batches_hold_one_source_each(tmp_path):
         batch = data.train_batch(step, 8, 0, 8)
         text = set(batch.tasks) == {"text"}
         assert text or "text" not in batch.tasks, batch.tasks  # never a mix of text and scenes
-        assert set(data.train_batch(step, 8, 4, 8).tasks) <= set(batch.tasks)  # micro-batches agree
+        halves = [set(data.train_batch(step, 8, a, b).tasks) == {"text"} for a, b in ((0, 4), (4, 8))]
+        assert halves == [text, text]  # micro-batches (and processes) of a step draw the same source
         kinds.append(text)
         lengths[text].add(batch.ids.shape[1])
     assert 0.55 <= sum(kinds) / len(kinds) <= 0.95  # 0.75 expected
@@ -62,3 +63,15 @@ def test_source_weights_must_match_the_sources(tmp_path):
         _config(tmp_path, [1.0])
     with pytest.raises(ConfigError, match="not all 0"):
         _config(tmp_path, [0.0, 0.0])
+
+
+def test_text_sources_are_cut_into_pieces_of_text_chars(tmp_path):
+    cfg = _config(tmp_path, [1.0, 1.0])
+    cfg.data.text_chars = 60
+    data = prepare(cfg, tmp_path, distributed.setup())
+    pieces = data.train_set.parts[1].pieces + data.val_set.parts[1].pieces
+    assert all(len(p) <= 60 + 10 for p in pieces) and all(len(p) >= 60 - 1 for p in pieces[:-1])
+    assert " ".join(pieces).split() == ("the quick brown fox jumps over the lazy dog. " * 60).split()
+    cfg.data.text_chars = 0
+    with pytest.raises(ConfigError, match="text_chars"):
+        cfg.validate()

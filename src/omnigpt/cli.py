@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -275,9 +274,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["checkpoint"] = str(ckpt.path)
         print(json.dumps(result))
         return
-    task = args.task or ("caption+vqa" if getattr(ckpt.model, "vision_config", None) is not None else
-                         "transcribe" if getattr(ckpt.model, "audio_config", None) is not None else "text")
-    if task == "transcribe":
+    sees, hears = (getattr(ckpt.model, f"{m}_config", None) is not None for m in ("vision", "audio"))
+    task = args.task or ("all" if sees and hears else "caption+vqa" if sees else "transcribe" if hears else "text")
+    if task == "all":
+        result = _evaluate_all(ckpt, args)
+    elif task == "transcribe":
         result = _evaluate_speech(ckpt, args)
     elif task == "classify":
         result = _evaluate_audio_classes(ckpt, args)
@@ -294,6 +295,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["data"] = "validation split"
     result["checkpoint"] = str(ckpt.path)
     print(json.dumps(result))
+
+
+def _evaluate_all(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
+    from .demo import evaluate_multitask, summary_of
+
+    if args.limit is not None and args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, got {args.limit}")
+    ev = evaluate_multitask(ckpt, args.limit or 500, args.limit or 500, progress=not args.quiet)
+    if not ev:
+        raise CommandError(f"{ckpt.path} learned no built-in task (scenes, speech or text) to score; choose a "
+                           f"--task and give --data")
+    if "speech" in ev:
+        ev["speech"]["samples"] = [{k: t[k] for k in ("prediction", "reference")}
+                                   for t in ev["speech"].pop("transcripts")[:5]]
+        ev["speech"].pop("kinds")
+    return {**summary_of(ev), "tasks": ev}
 
 
 def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
@@ -618,9 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="perplexity; caption, VQA, WER or classification scores (by the model "
                                         "and --task)")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe", "classify"],
-                   help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio; "
-                        "classify: audio classes asked with '<audio> class:'")
+    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe", "classify", "all"],
+                   help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio, "
+                        "all with both; classify: audio classes asked with '<audio> class:'; all: every built-in "
+                        "task the run learned (scenes, speech, held-out text), as the demo scores them")
     e.add_argument("--data", help="text: a text file (default: the run's validation split); caption/vqa: "
                                   "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest; "
                                   "transcribe: builtin:speech (default), librispeech:DIR, or a JSONL manifest; "

@@ -258,6 +258,7 @@ class DataConfig:
     # "mixed": each row of a batch draws its source; "per_source": each step draws one source (by the weights)
     # for the whole batch, so short examples are not padded to the longest source's length.
     batch_mode: Literal["mixed", "per_source"] = "mixed"
+    text_chars: int = 400  # "text:" sources are cut (at whitespace) into pieces of about this many characters
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on
@@ -283,6 +284,8 @@ class DataConfig:
         if self.audio_augment.noise_snr_db and len(self.audio_augment.noise_snr_db) != 2:
             raise ConfigError(f"data.audio_augment.noise_snr_db takes [low, high] in dB, got "
                               f"{self.audio_augment.noise_snr_db}")
+        if self.text_chars < 1:
+            raise ConfigError(f"data.text_chars must be >= 1, got {self.text_chars}")
         if self.questions_per_example < 1:
             raise ConfigError(f"data.questions_per_example must be >= 1, got {self.questions_per_example}")
         if self.source_weights and (len(self.source_weights) != len(self.sources)

@@ -7,7 +7,6 @@ questions about shape scenes, speech), each task scored on its test split, and a
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -18,12 +17,13 @@ from .data.speech import SAMPLE_RATE, speech_dataset
 from .evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
 from .generate import generate
 from .train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomic
-from .train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, cache_dir
+from .train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
 from .train.trainer import train
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "omni-tiny.yaml"
 TEXT_PROMPTS = ("The for statement", "A class definition", "Exceptions are")
 SHOWN = 3  # scenes, questions, utterances and completions shown as samples
+FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "and", "of", "in", "on", "is"})  # no attention panel
 
 
 class DemoError(RuntimeError):
@@ -36,25 +36,41 @@ def text_sources(cfg: Config) -> list[str]:
 
 def evaluate_multitask(ckpt: Checkpoint, scenes: int = 100, utterances: int = 100,
                        progress: bool = False) -> dict:
-    """Score each task a run was trained on, on its test split: {"scenes": evaluate_scenes(...) when it
-    learned from built-in scenes, "speech": evaluate_transcripts(...) on built-in test utterances, "text":
-    text_piece_loss(...) on each text source's held-out pieces}."""
+    """Score each task a run was trained on: {"scenes": evaluate_scenes(...) on built-in test scenes,
+    "speech": evaluate_transcripts(...) on built-in test utterances (voices never heard in training), "text":
+    {corpus: text_piece_loss(...)} on the text held out of training (the validation pieces)}, each key only
+    for the sources the run learned from."""
     cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
     result: dict = {}
     if BUILTIN_SCENES in cfg.data.sources:
         tasks = [t for t in ("caption", "vqa") if t in cfg.data.tasks]
-        result["scenes"] = evaluate_scenes(model, tok, "test", scenes, size=cfg.vision.image_size, tasks=tasks,
+        result["scenes"] = evaluate_scenes(model, tok, "test", scenes, size=builtin_size(cfg), tasks=tasks,
                                            progress=progress)
     if BUILTIN_SPEECH in cfg.data.sources:
         clips = speech_dataset("test", utterances, BUILTIN_SEED, cache_dir(cfg))
         result["speech"] = evaluate_transcripts(model, tok, [clips.audio(i) for i in range(len(clips))],
                                                 list(clips.texts), list(clips.kinds), progress=progress)
         result["speech"]["kinds"] = list(clips.kinds)
-    for corpus in text_sources(cfg):
-        train_part, held_out = TextExamples([corpus], cfg.data.encoding_errors).split_off(cfg.data.val_fraction)
-        result.setdefault("text", {})[corpus] = text_piece_loss(model, tok, held_out.pieces, train_part.pieces,
+    for corpus, (train_pieces, held_out) in _text_splits(cfg).items():
+        result.setdefault("text", {})[corpus] = text_piece_loss(model, tok, held_out, train_pieces,
                                                                 cfg.model.block_size)
     return result
+
+
+def _text_splits(cfg: Config) -> dict[str, tuple[list[str], list[str]]]:
+    """{corpus: (training pieces, held-out pieces)} of each "text:" source, split as training split it."""
+    d = cfg.data
+    held_out = [s[len("text:"):] for s in d.val_sources if s.startswith("text:")]
+    out = {}
+    for corpus in text_sources(cfg):
+        whole = TextExamples([corpus], d.encoding_errors, d.text_chars)
+        if d.val_sources:  # training read all of it; the validation text is its own
+            if held_out:
+                out[corpus] = (whole.pieces, TextExamples(held_out, d.encoding_errors, d.text_chars).pieces)
+        else:
+            train_part, val_part = whole.split_off(d.val_fraction)
+            out[corpus] = (train_part.pieces, val_part.pieces)
+    return out
 
 
 def summary_of(ev: dict) -> dict:
@@ -84,8 +100,9 @@ def _check_run_folder(out: Path) -> None:
 
 
 def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
-    """What the report shows: completions of TEXT_PROMPTS, the first test scenes (image, caption, the answer
-    to each of its questions, attention maps) and the first test utterances (WAV, reference, transcript)."""
+    """What the report shows: completions of TEXT_PROMPTS, the first scored test scenes (image, caption,
+    the answer to each of its questions, attention maps) and the first scored test utterances (WAV,
+    reference, transcript)."""
     import soundfile as sf
 
     from .data.image import ImageTransform
@@ -100,20 +117,22 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     if "scenes" in ev:
         v = cfg.vision
         seen = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
+        shown = min(SHOWN, ev["scenes"]["scenes"])
         rows = []
-        for k, sc in enumerate(builtin.scenes("test", SHOWN, size=v.image_size)):
+        for k, sc in enumerate(builtin.scenes("test", shown, size=builtin_size(cfg))):
             image_png = report_dir / f"scene-{k + 1}.png"
             sc.image.save(image_png)
             row: dict = {"image": image_png.name, "reference": sc.caption}
-            if "caption" in cfg.data.tasks:
-                caption = generate(model, tok, builtin.CAPTION_PROMPT, images=[sc.image], max_new_tokens=40).strip()
-                row["caption"], row["match"] = caption, builtin.caption_matches(caption, sc.caption)
+            if "caption_samples" in ev["scenes"]:  # the caption that was scored (scenes are scored in order)
+                caption = ev["scenes"]["caption_samples"][k]["prediction"]
+                row["caption"], row["match"] = caption, ev["scenes"]["caption_samples"][k]["match"]
                 if caption:
                     words = image_attention(model, tok, sc.image, builtin.CAPTION_PROMPT, tok.encode(" " + caption))
+                    words = [w for w in words if w.word.strip(",.").lower() not in FUNCTION_WORDS]
                     attention_png = report_dir / f"attention-{k + 1}.png"
                     attention_figure(seen.resized(sc.image), caption, words, attention_png)
                     row["attention"] = attention_png.name
-            if "vqa" in cfg.data.tasks:
+            if "vqa_accuracy" in ev["scenes"]:
                 prompts = [builtin.vqa_prompt(q.question) for q in sc.qas]
                 answers = generate(model, tok, prompts, images=[[sc.image]] * len(prompts), max_new_tokens=8)
                 row["questions"] = [{"question": q.question, "answer": a.strip(), "expected": q.answer,
@@ -122,12 +141,13 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
             rows.append(row)
         out["scenes"] = rows
     if "speech" in ev:
-        clips = speech_dataset("test", SHOWN, BUILTIN_SEED, cache_dir(cfg))
+        scored = ev["speech"]["transcripts"]
+        clips = speech_dataset("test", len(scored), BUILTIN_SEED, cache_dir(cfg))  # the scored ones, cached
         rows = []
-        for k in range(len(clips)):
+        for k in range(min(SHOWN, len(scored))):
             wav = report_dir / f"utterance-{k + 1}.wav"
             sf.write(wav, clips.audio(k), SAMPLE_RATE, subtype="PCM_16")
-            rows.append({"audio": wav.name, "voice": clips.voices[k], **ev["speech"]["transcripts"][k]})
+            rows.append({"audio": wav.name, "voice": clips.voices[k], **scored[k]})
         out["utterances"] = rows
     return out
 
@@ -139,6 +159,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 6.0, scenes: int = 
     from .report import write_report
 
     t0 = time.time()
+    for name, value in (("scenes", scenes), ("utterances", utterances)):
+        if value < 1:
+            raise DemoError(f"{name} must be at least 1, got {value}")
+    if not minutes > 0:
+        raise DemoError(f"minutes must be above 0, got {minutes}")
     out = Path(out)
     _check_run_folder(out)
     cfg = config if config is not None else Config.load(DEMO_CONFIG)
@@ -148,11 +173,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 6.0, scenes: int = 
           flush=True)
     result = train(cfg, out, resume=True, progress=progress)
     ckpt = load_checkpoint(out)
-    print("scoring every task on its test split ...", file=sys.stderr, flush=True)
+    print("scoring every task ...", flush=True)
     ev = evaluate_multitask(ckpt, scenes, utterances, progress=progress)
     shown = samples(ckpt, ev, out / "report")
-    summary = {**summary_of(ev), "steps": result.step, "scenes": scenes, "utterances": utterances,
-               "seconds": round(time.time() - t0, 1)}
+    summary = {**summary_of(ev), "steps": result.step, "train_seconds": round(result.seconds, 1),
+               "scenes": scenes, "utterances": utterances, "seconds": round(time.time() - t0, 1)}
     write_atomic(out / "report.json", json.dumps({**summary, "samples": shown}, indent=2) + "\n")
     html = write_report(out, summary, ev, shown, ckpt.config)
     print_results(summary, shown)
@@ -172,18 +197,23 @@ def print_results(summary: dict, shown: dict) -> None:
             rows.append((f"  {t}", f"accuracy (majority answer {summary['majority_by_type'][t]:.3f})",
                          f"{acc:.3f}"))
     if "wer" in summary:
-        rows.append(("speech", "word error rate", f"{summary['wer']:.3f}"))
+        rows.append(("speech", f"word error rate (characters: {summary['cer']:.3f})", f"{summary['wer']:.3f}"))
     if "text_val_loss" in summary:
         rows.append(("text", f"loss, nats/token (unigram {summary['unigram_loss']:.3f})",
                      f"{summary['text_val_loss']:.3f}"))
+    if not rows:
+        print("\nno built-in task to score (the run learned from no built-in scenes, speech or text)")
+        return
     width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
-    print(f"\nafter {summary['steps']} steps, {summary['seconds']:.0f} s in all:")
+    print(f"\nafter {summary['steps']} steps ({summary['train_seconds']:.0f} s of training; "
+          f"{summary['seconds']:.0f} s in all):")
     for task, metric, value in rows:
         print(f"  {task:<{width[0]}}  {metric:<{width[1]}}  {value}")
     for c in shown.get("completions", []):
         print(f"\n>>> {c['prompt']}{c['completion']}")
     for s in shown.get("scenes", []):
-        print(f"\n[{s['image']}] caption: {s.get('caption', '')!r}  (reference: {s['reference']!r})")
+        print(f"\n[{s['image']}]" + (f" caption: {s['caption']!r}  (reference: {s['reference']!r})"
+                                     if "caption" in s else ""))
         for q in s.get("questions", [])[:1]:
             print(f"  {q['question']} -> {q['answer']!r} (expected {q['expected']!r})")
     for u in shown.get("utterances", []):

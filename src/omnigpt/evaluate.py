@@ -74,7 +74,8 @@ def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str
     from .data.batch import IGNORE_INDEX, Example, collate
 
     if not pieces or not train_pieces:
-        raise ValueError("text_piece_loss needs held-out pieces and training pieces")
+        raise DataError(f"text_piece_loss needs held-out and training pieces, got {len(pieces)} and "
+                        f"{len(train_pieces)}: the text is too short to hold some out")
     examples = [Example([], tokenizer.encode(builtin.target_text(p))) for p in pieces]
     was_training = model.training
     model.eval()

@@ -28,6 +28,11 @@ def _mark(ok: bool) -> str:
     return '<span class="ok">&#10003;</span>' if ok else '<span class="bad">&#10007;</span>'
 
 
+def _said(text: str, what: str) -> str:
+    """The model's output in bold, or a note that it said nothing."""
+    return f"<b>{_e(text)}</b>" if text.strip() else f"<span class='muted'>(empty {what})</span>"
+
+
 def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
@@ -43,6 +48,7 @@ def _results(summary: dict) -> str:
         rows.append(["questions", "accuracy", f"{summary['vqa_accuracy']:.3f}"])
     if "wer" in summary:
         rows.append(["speech", "word error rate (lower is better)", f"{summary['wer']:.3f}"])
+        rows.append(["", "character error rate", f"{summary['cer']:.3f}"])
     if "text_val_loss" in summary:
         rows.append(["text", f"loss in nats/token (unigram baseline {summary['unigram_loss']:.3f})",
                      f"{summary['text_val_loss']:.3f}"])
@@ -60,7 +66,7 @@ def _scenes(summary: dict, shown: list[dict]) -> str:
     for s in shown:
         lines = [f'<img class="pic" src="report/{_e(s["image"])}" alt="test scene">']
         if "caption" in s:
-            lines.append(f"<p>{_mark(s['match'])} <b>{_e(s['caption'])}</b><br>"
+            lines.append(f"<p>{_mark(s['match'])} {_said(s['caption'], 'caption')}<br>"
                          f"<span class='muted'>reference: {_e(s['reference'])}</span></p>")
         for q in s.get("questions", []):
             lines.append(f"<div>{_mark(q['correct'])} {_e(q['question'])} <b>{_e(q['answer'])}</b>"
@@ -71,7 +77,8 @@ def _scenes(summary: dict, shown: list[dict]) -> str:
     maps = [s for s in shown if "attention" in s]
     if maps:
         parts.append("<h3>Where each word of the caption looked</h3><p class='muted'>The decoder's attention to "
-                     "the image's grid while it wrote each word (averaged over heads and layers).</p>")
+                     "the image's grid while it wrote each word (averaged over heads and layers; words such as "
+                     "'a' and 'the' left out).</p>")
         parts += [f'<p><img class="wide" src="report/{_e(s["attention"])}" alt="attention map"></p>' for s in maps]
     return "".join(parts)
 
@@ -80,10 +87,11 @@ def _speech(speech: dict, shown: list[dict]) -> str:
     rows = [[_e(k), f"{w:.3f}", str(speech["kinds"].count(k))] for k, w in speech["wer_by_kind"].items()]
     rows.append(["<b>all</b>", f"<b>{speech['wer']:.3f}</b>", str(speech["utterances"])])
     parts = ["<h3>Word error rate by kind of phrase</h3>", _table(["kind", "WER", "utterances"], rows, {1, 2})]
-    rows = [[f'<audio controls src="report/{_e(u["audio"])}"></audio>', _e(u["reference"]), _e(u["prediction"]),
-             f"{u['wer']:.2f}"] for u in shown]
+    rows = [[f'<audio controls src="report/{_e(u["audio"])}"></audio>', _e(u["reference"]),
+             _said(u["prediction"], "transcript"), f"{u['wer']:.2f}"] for u in shown]
     worst = sorted(speech["transcripts"], key=lambda t: -t["wer"])[:5]
-    rows += [["", _e(t["reference"]), _e(t["prediction"]), f"{t['wer']:.2f}"] for t in worst if t["wer"] > 0]
+    rows += [["", _e(t["reference"]), _said(t["prediction"], "transcript"), f"{t['wer']:.2f}"]
+             for t in worst if t["wer"] > 0]
     parts += ["<h3>Transcripts</h3><p class='muted'>The first test utterances (voices never heard in training), "
               "then the worst ones.</p>", _table(["listen", "said", "heard", "WER"], rows, {3})]
     return "".join(parts)
@@ -101,9 +109,16 @@ def write_report(run_dir: str | Path, summary: dict, evaluation: dict, shown: di
     """Write RUN/report.html from `demo.evaluate_multitask`'s result, its summary and the samples (whose
     pictures and sounds are already in RUN/report/); returns its path."""
     run_dir = Path(run_dir)
-    body = [f"<h1>omnigpt run report</h1><p class='muted'>{_e(run_dir)}: {summary['steps']} training steps, "
-            f"{summary['seconds']:.0f} s in all; scored on {summary.get('scenes', 0)} test scenes and "
-            f"{summary.get('utterances', 0)} test utterances.</p>", "<h2>Results</h2>", _results(summary)]
+    scored = []
+    if "scenes" in evaluation:
+        scored.append(f"{evaluation['scenes']['scenes']} test scenes")
+    if "speech" in evaluation:
+        scored.append(f"{evaluation['speech']['utterances']} test utterances")
+    if "text" in evaluation:
+        scored.append("held-out text")
+    body = [f"<h1>omnigpt run report</h1><p class='muted'>{_e(run_dir)}: {summary['steps']} training steps in "
+            f"{summary['train_seconds']:.0f} s (this call took {summary['seconds']:.0f} s in all); scored on "
+            f"{', '.join(scored) or 'nothing'}.</p>", "<h2>Results</h2>", _results(summary)]
     if (run_dir / "loss.png").is_file():
         body.append("<h2>Loss curves</h2><p class='muted'>Training loss, and the validation loss of every task "
                     "(dashed).</p><img class='wide' src='loss.png' alt='loss curves'>")

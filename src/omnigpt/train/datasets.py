@@ -6,6 +6,7 @@ multi-process runs see the same data), and `val_batch(i, batch_size)` (fixed val
 """
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,7 +393,8 @@ def mel_config(audio: AudioConfig) -> MelConfig:
 
 
 def cache_dir(cfg: Config) -> Path:
-    return Path(cfg.data.cache_dir or Path.home() / ".cache" / "omnigpt")
+    """Where generated data is kept: data.cache_dir, else $OMNIGPT_CACHE, else ~/.cache/omnigpt."""
+    return Path(cfg.data.cache_dir or os.environ.get("OMNIGPT_CACHE") or Path.home() / ".cache" / "omnigpt")
 
 
 def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[ExampleSet]:
@@ -407,7 +409,7 @@ def _read_sources(cfg: Config, specs: Sequence[str], split: str) -> list[Example
             sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
                                       d.questions_per_example if split == "train" else 1))
         elif spec.startswith("text:"):
-            sets.append(TextExamples([spec[len("text:"):]], d.encoding_errors))
+            sets.append(TextExamples([spec[len("text:"):]], d.encoding_errors, d.text_chars))
         elif spec.startswith("builtin:"):
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
                               f"and {BUILTIN_SPEECH!r} (and text:builtin, Python's own help text)")

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from omnigpt import load_checkpoint, train
+from omnigpt import ConfigError, load_checkpoint, train
 from omnigpt.train.checkpoint import list_checkpoints, load_trainer_state
 
 
@@ -111,3 +111,22 @@ def test_two_processes_give_the_loss_of_one(corpus_file, tmp_path):
     l2 = [v for _, v in losses(tmp_path / "r2")]
     assert len(l1) == len(l2) == 6
     torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-5, atol=0)
+
+
+def test_decay_over_minutes_follows_the_time_budget(tiny, tmp_path):
+    from omnigpt.train.optim import learning_rate
+
+    cfg = tiny(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100_000, max_minutes=1.0, decay_over="minutes")
+    tc = cfg.train
+    assert learning_rate(4, tc, 0.9) == pytest.approx(5e-4)  # warmup is counted in steps
+    assert learning_rate(50, tc, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(50, tc, 0.5) == pytest.approx(5.5e-4)  # halfway down the cosine, not at step 50/100000
+    assert learning_rate(50, tc, 1.0) == learning_rate(50, tc, 1.7) == pytest.approx(1e-4)
+    assert learning_rate(50, tc) == pytest.approx(1e-3, rel=1e-6)  # by steps: barely started
+    train(cfg, tmp_path / "run", progress=False, stop_at_step=12)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if r["split"] == "train"]
+    assert lrs[9] == pytest.approx(1e-3) and 1e-4 <= lrs[11] <= 1e-3  # after warmup: the time-based cosine
+    cfg.train.max_minutes = None
+    with pytest.raises(ConfigError, match="decay_over: minutes needs train.max_minutes"):
+        cfg.validate()

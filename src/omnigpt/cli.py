@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .train.checkpoint import Checkpoint
 
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
-DEMO_MINUTES = 6.0  # with set-up, data synthesis and scoring, `make demo` takes under 10 minutes here
+DEMO_MINUTES = 7.0  # with set-up (36 s), speech synthesis and scoring (60 s), `make demo` takes 9 minutes here
 
 
 class CommandError(ValueError):

@@ -303,6 +303,9 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     max_minutes: Optional[float] = None  # stop (with a checkpoint) after this many minutes of this invocation
+    # The cosine decay runs to max_steps ("steps"), or to the end of this invocation's max_minutes
+    # ("minutes": a run bounded by time ends annealed; each resumed call is a new cycle over its budget).
+    decay_over: Literal["steps", "minutes"] = "steps"
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 50
@@ -331,6 +334,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
+        if self.decay_over == "minutes" and self.max_minutes is None:
+            raise ConfigError("train.decay_over: minutes needs train.max_minutes (or --minutes)")
         parts = typing.get_args(typing.get_args(typing.get_type_hints(TrainConfig)["freeze"])[0])
         unknown = [p for p in self.freeze if p not in parts]
         if unknown:

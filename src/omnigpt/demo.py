@@ -152,7 +152,7 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     return out
 
 
-def run_demo(out: str | Path = "runs/demo", minutes: float = 6.0, scenes: int = 100, utterances: int = 100,
+def run_demo(out: str | Path = "runs/demo", minutes: float = 7.0, scenes: int = 100, utterances: int = 100,
              progress: bool = True, config: Optional[Config] = None) -> dict:
     """Train (or continue) the demo's model for up to `minutes`, score every task, write report.json and
     report.html in `out`, print the results; returns the report's numbers."""

@@ -55,6 +55,15 @@ def agree(flag: bool, env: DistEnv) -> bool:
     return bool(t.item())
 
 
+def shared(value: float, env: DistEnv) -> float:
+    """The main process's value on every process (e.g. the share of a time budget spent)."""
+    if not env.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=env.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -27,11 +28,16 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over warmup_steps, then cosine decay from lr to min_lr at max_steps."""
+def learning_rate(step: int, cfg: TrainConfig, time_fraction: Optional[float] = None) -> float:
+    """Linear warmup over warmup_steps, then cosine decay from lr to min_lr at max_steps; with
+    `time_fraction` (the share of this call's time budget spent, for train.decay_over "minutes"), the
+    cosine follows that share instead of the step count."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    if step >= cfg.max_steps:
+    if time_fraction is not None:
+        progress = min(1.0, max(0.0, time_fraction))
+    elif step >= cfg.max_steps:
         return cfg.min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    else:
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)

@@ -210,8 +210,11 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     end_step = tc.max_steps if stop_at_step is None else min(tc.max_steps, stop_at_step)
     elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0  # for the record; budgets are per call
     t0 = time.time()
+    desc = "finetune" if cfg.data.sources else "pretrain"
+    if tc.max_minutes is not None:  # the bar's estimate is for max_steps; the time budget may end it sooner
+        desc += f" (stops by {tc.max_minutes:g} min)"
     bar = tqdm(total=end_step, initial=start_step, disable=not (progress and env.is_main), unit="step",
-               dynamic_ncols=True, desc="finetune" if cfg.data.sources else "pretrain")
+               dynamic_ncols=True, desc=desc)
     step = start_step
     train_loss = float("nan")
     val_loss: Optional[float] = state["meta"].get("val_loss") if state else None
@@ -227,7 +230,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
 
     model.train()
     while step < end_step:
-        lr = learning_rate(step, tc)
+        spent = None
+        if tc.decay_over == "minutes":  # every process uses the main one's clock, so their updates agree
+            spent = distributed.shared((time.time() - t0) / (60 * tc.max_minutes), env)
+        lr = learning_rate(step, tc, spent)
         for group in optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=env.device)

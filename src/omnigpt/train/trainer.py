@@ -211,10 +211,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0  # for the record; budgets are per call
     t0 = time.time()
     desc = "finetune" if cfg.data.sources else "pretrain"
-    if tc.max_minutes is not None:  # the bar's estimate is for max_steps; the time budget may end it sooner
-        desc += f" (stops by {tc.max_minutes:g} min)"
-    bar = tqdm(total=end_step, initial=start_step, disable=not (progress and env.is_main), unit="step",
-               dynamic_ncols=True, desc=desc)
+    show = progress and env.is_main
+    budget = None if tc.max_minutes is None else max(1, round(60 * tc.max_minutes))
+    if budget is not None:  # a time budget: the bar fills with the seconds used (steps in the postfix)
+        bar = tqdm(total=budget, disable=not show, unit="s", dynamic_ncols=True, desc=desc,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}")
+    else:
+        bar = tqdm(total=end_step, initial=start_step, disable=not show, unit="step", dynamic_ncols=True, desc=desc)
     step = start_step
     train_loss = float("nan")
     val_loss: Optional[float] = state["meta"].get("val_loss") if state else None
@@ -266,8 +269,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         if env.is_main:
             _append_metrics(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 6),
                                            "lr": lr, "grad_norm": round(float(grad_norm), 4)})
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
+        if budget is not None:
+            bar.update(min(budget, int(time.time() - t0)) - bar.n)
+            bar.set_postfix(step=f"{step}/{end_step}", loss=f"{train_loss:.3f}", refresh=False)
+        else:
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
         out_of_time = tc.max_minutes is not None and (time.time() - t0) / 60 >= tc.max_minutes
         stop = distributed.agree(out_of_time, env) or step == end_step
         if step % tc.eval_interval == 0 or stop:

@@ -64,9 +64,10 @@ def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
     if val:
         steps, losses = zip(*val)
         ax.plot(steps, losses, "o-", color="tab:orange", linewidth=1.5, markersize=3, label="validation")
-    for name, points in tasks.items():
+    others = ["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+    for k, (name, points) in enumerate(tasks.items()):  # colours apart from the train and validation lines
         steps, losses = zip(*points)
-        ax.plot(steps, losses, "--", linewidth=1.0, label=f"validation: {name}")
+        ax.plot(steps, losses, "--", color=others[k % len(others)], linewidth=1.0, label=f"validation: {name}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.grid(alpha=0.3)

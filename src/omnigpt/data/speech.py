@@ -490,7 +490,8 @@ def speech_dataset(split: str, count: int, seed: int = 0, cache_dir: Optional[st
                    workers: Optional[int] = None, texts: Optional[Sequence[str]] = None) -> SpeechSet:
     """The first `count` utterances of a split (saying `texts` in turn, when given). With `cache_dir`, they are
     read from (or written once to) one .npz file there named by the arguments and GENERATOR_VERSION; it is
-    written to a temporary name and renamed, so a file that exists is complete. Loading never unpickles."""
+    written to a temporary name and renamed, so a file that exists is complete. Loading never unpickles.
+    Synthesizing 200 or more shows a progress bar when stderr is a terminal."""
     _check_split(split)
     path = None
     if cache_dir is not None:
@@ -500,7 +501,11 @@ def speech_dataset(split: str, count: int, seed: int = 0, cache_dir: Optional[st
             with np.load(path, allow_pickle=False) as f:
                 meta = json.loads(str(f["meta"]))
                 return SpeechSet(f["samples"], f["offsets"], meta["texts"], meta["voices"], meta["kinds"])
-    result = _speech_set(utterances(split, count, seed, workers=workers, texts=texts))
+    from tqdm.auto import tqdm
+
+    items = tqdm(iter_utterances(split, count, seed, workers=workers, texts=texts), total=count, unit="utt",
+                 desc=f"synthesizing {split} speech (once)", leave=False, disable=None if count >= 200 else True)
+    result = _speech_set(list(items))
     if path is not None:
         meta = json.dumps({"texts": result.texts, "voices": result.voices, "kinds": result.kinds,
                            "sample_rate": SAMPLE_RATE})

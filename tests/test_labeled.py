@@ -165,6 +165,15 @@ def test_compare_fusion_trains_each_strategy_and_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args[:-3] + ["--strategies", "late", "--quiet"])
     assert "unknown fusion strategy" in capsys.readouterr().err
+    lines = test_set.read_text().splitlines()
+    lines[2] = lines[2].replace('"label": "red"', '"label": "green"')
+    (tmp_path / "test" / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit):  # refused before any strategy trains
+        main(["compare-fusion", "--config", str(tmp_path / "cls.yaml"), "--out", str(tmp_path / "cmp2"),
+              "--test", str(tmp_path / "test" / "bad.jsonl"), "--quiet"])
+    err = capsys.readouterr().err
+    assert "bad.jsonl line 3: label 'green' is not one of the model's classes ['blue', 'red']" in err
+    assert not (tmp_path / "cmp2" / "concat").exists()
 
 
 def test_held_out_rows_cover_every_class_and_training_keeps_each():

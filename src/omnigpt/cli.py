@@ -365,7 +365,7 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
 
 def cmd_compare_fusion(args: argparse.Namespace) -> None:
     from .compare import STRATEGIES, compare_fusion, results_markdown
-    from .train.labeled_data import read_labeled_sources
+    from .train.labeled_data import read_labeled_sources, training_labels
 
     from .config import Config
 
@@ -375,7 +375,8 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
     strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
     test = None
     if args.test:
-        sets = read_labeled_sources(cfg, [args.test], "test", labels=cfg.classifier.labels or None)
+        # checked against the classes training will learn before any strategy trains
+        sets = read_labeled_sources(cfg, [args.test], "test", labels=training_labels(cfg))
         test = [s.example(i) for s in sets for i in range(len(s))]
     rows = compare_fusion(cfg, args.out, strategies, args.minutes, test, progress=not args.quiet)
     print(results_markdown(rows), end="")

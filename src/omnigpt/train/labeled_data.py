@@ -91,6 +91,15 @@ class RowExamples:
 Examples = Union[MatchingExamples, RowExamples]
 
 
+def training_labels(cfg: Config) -> list[str]:
+    """The classes a run of this config learns: classifier.labels, else every label of its training and
+    validation sources (what training fills classifier.labels with)."""
+    if cfg.classifier is not None and cfg.classifier.labels:
+        return list(cfg.classifier.labels)
+    sets = read_labeled_sources(cfg, cfg.data.sources, "train") + read_labeled_sources(cfg, cfg.data.val_sources, "val")
+    return sorted({label for s in sets for label in s.labels()})
+
+
 def read_labeled_sources(cfg: Config, specs: Sequence[str], split: str,
                          labels: Optional[Sequence[str]] = None) -> list[Examples]:
     sets: list[Examples] = []

@@ -152,25 +152,28 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     return out
 
 
-def run_demo(out: str | Path = "runs/demo", minutes: float = 7.0, scenes: int = 100, utterances: int = 100,
-             progress: bool = True, config: Optional[Config] = None) -> dict:
-    """Train (or continue) the demo's model for up to `minutes`, score every task, write report.json and
-    report.html in `out`, print the results; returns the report's numbers."""
+def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, scenes: int = 100,
+             utterances: int = 100, progress: bool = True, config: Optional[Config] = None) -> dict:
+    """Train (or continue) the demo's model for up to `minutes` (default: the config's train.max_minutes),
+    score every task, write report.json and report.html in `out`, print the results; returns the report's
+    numbers."""
     from .report import write_report
 
     t0 = time.time()
     for name, value in (("scenes", scenes), ("utterances", utterances)):
         if value < 1:
             raise DemoError(f"{name} must be at least 1, got {value}")
-    if not minutes > 0:
+    if minutes is not None and not minutes > 0:
         raise DemoError(f"minutes must be above 0, got {minutes}")
     out = Path(out)
     _check_run_folder(out)
     cfg = config if config is not None else Config.load(DEMO_CONFIG)
-    cfg.train.max_minutes = minutes
+    if minutes is not None:
+        cfg.train.max_minutes = minutes
+    budget = (f"{cfg.train.max_minutes:g} minutes" if cfg.train.max_minutes is not None else
+              f"{cfg.train.max_steps} steps")
     print(f"omnigpt demo: training one {cfg.model.n_layer}-layer GPT to complete text, caption and answer "
-          f"questions about shape scenes, and transcribe speech, for up to {minutes:g} minutes; run folder {out}",
-          flush=True)
+          f"questions about shape scenes, and transcribe speech, for up to {budget}; run folder {out}", flush=True)
     result = train(cfg, out, resume=True, progress=progress)
     ckpt = load_checkpoint(out)
     print("scoring every task ...", flush=True)

@@ -134,3 +134,37 @@ def test_freeze_mistakes_are_config_errors(tmp_path):
     cfg.train.freeze = []
     with pytest.raises(ConfigError, match=r"the run being resumed trained with \['vision'\]"):
         train(cfg, tmp_path / "r", resume=True, progress=False)
+
+
+def test_lr_scale_gives_a_part_its_own_rate_and_resumes_exactly(tmp_path):
+    from omnigpt.model.omni import build_model
+    from omnigpt.train.optim import build_optimizer, set_learning_rate
+
+    cfg = tiny_omni_config(max_steps=4, save_interval=2, lr_scale={"vision": 0.25, "projector": 2})
+    model = build_model(cfg, 300)
+    optimizer = build_optimizer(model, cfg.train)
+    set_learning_rate(optimizer, 1e-3)
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(rate) == len(list(model.parameters()))
+    assert {rate[id(p)] for p in model.vision.parameters()} == {2.5e-4}
+    assert {rate[id(p)] for p in model.projector.parameters()} == {2e-3}
+    assert {rate[id(p)] for p in model.gpt.parameters()} == {1e-3}
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all((id(p) in decayed) == (p.dim() >= 2) for p in model.parameters())
+
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "split", stop_at_step=2, progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lr_scale_mistakes_are_config_errors():
+    with pytest.raises(ConfigError, match=r"'train.lr_scale.bogus' must be one of"):
+        tiny_omni_config(lr_scale={"bogus": 1.0})
+    with pytest.raises(ConfigError, match=r"train.lr_scale must be positive, got \{'vision': 0.0\}"):
+        tiny_omni_config(lr_scale={"vision": 0})
+    with pytest.raises(ConfigError, match="train.lr_scale names audio, but the model has no such part"):
+        tiny_omni_config(lr_scale={"audio": 2.0})
+    with pytest.raises(ConfigError, match="'train.lr_scale' must be a mapping"):
+        tiny_omni_config(lr_scale=[0.5])

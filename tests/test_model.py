@@ -46,6 +46,24 @@ def test_ignored_labels_take_no_part_in_the_loss():
     torch.testing.assert_close(part, expected)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_only_gives_the_same_loss_and_gradients_from_the_labelled_positions(weighted):
+    model = make().train()
+    x = torch.randint(0, 97, (3, 12))
+    y = torch.randint(0, 97, (3, 12))
+    y[0, :8], y[1, 3:], y[2, ::2] = -100, -100, -100
+    w = torch.rand(3, 12) if weighted else None
+    _, full = model(x, y, loss_weights=w)
+    grads = torch.autograd.grad(full, list(model.parameters()))
+    logits, only = model(x, y, loss_weights=w, loss_only=True)
+    assert logits is None
+    torch.testing.assert_close(only, full)
+    for a, b in zip(grads, torch.autograd.grad(only, list(model.parameters()))):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="loss_only needs targets"):
+        model(x, loss_only=True)
+
+
 def test_left_padding_with_mask_matches_the_unpadded_sequence():
     model = make("rope")
     x = torch.randint(0, 97, (1, 12))

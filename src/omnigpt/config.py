@@ -321,6 +321,11 @@ class TrainConfig:
     keep_checkpoints: int = 2
     init_from: Optional[str] = None  # start from this checkpoint's weights and tokenizer (text GPT or omni)
     freeze: list[Literal["vision", "audio", "projector", "decoder", "cross_attention"]] = field(default_factory=list)
+    # Learning-rate multipliers by part (the names freeze takes): {vision: 0.6} trains the image encoder at
+    # 0.6 x the scheduled rate. A multitask run needs them because its encoders do not like the same rate: a
+    # CNN's colour features wash out above ~3e-4 while a speech encoder learns fastest near 1e-3.
+    lr_scale: dict[Literal["vision", "audio", "projector", "decoder", "cross_attention"], float] = \
+        field(default_factory=dict)
     # Fine-tuning loss: the mean over all target tokens ("token"), or over examples, each example's tokens
     # sharing one unit of weight ("example": a one-word answer counts as much as a long caption).
     loss_average: Literal["token", "example"] = "token"
@@ -340,6 +345,9 @@ class TrainConfig:
         unknown = [p for p in self.freeze if p not in parts]
         if unknown:
             raise ConfigError(f"train.freeze: unknown part(s) {unknown}; choose from {list(parts)}")
+        bad = {p: v for p, v in self.lr_scale.items() if not v > 0}
+        if bad:
+            raise ConfigError(f"train.lr_scale must be positive, got {bad}")
 
 
 @dataclass
@@ -356,9 +364,9 @@ class Config:
         self.model.validate()
         if self.classifier is not None:
             self.classifier.validate()
-            if self.train.freeze or self.train.init_from:
-                raise ConfigError("train.freeze and train.init_from do not apply to a classifier yet: its encoders "
-                                  "train from scratch")
+            if self.train.freeze or self.train.init_from or self.train.lr_scale:
+                raise ConfigError("train.freeze, train.lr_scale and train.init_from do not apply to a classifier "
+                                  "yet: its encoders train from scratch at one rate")
             needs = {"image": self.vision, "audio": self.audio}
             for m in self.classifier.modalities:
                 if m in needs and needs[m] is None:
@@ -392,6 +400,11 @@ class Config:
                 raise ConfigError(f"train.freeze names {absent[0]}, but the config has no '{absent[0]}' section")
             if trainable <= set(self.train.freeze):
                 raise ConfigError(f"train.freeze {self.train.freeze} leaves nothing to train")
+        for part in self.train.lr_scale:
+            present = {"vision": self.vision, "audio": self.audio,
+                       "cross_attention": self.fusion.mode == "cross_attention" or None}.get(part, self.vision or self.audio)
+            if present is None:
+                raise ConfigError(f"train.lr_scale names {part}, but the model has no such part")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -452,6 +465,12 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if value not in allowed:
             raise ConfigError(f"{source}: '{key}' must be one of {list(allowed)}, got {value!r}")
         return value
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return {_coerce(key_tp, k, f"{key}.{k}", source): _coerce(value_tp, v, f"{key}.{k}", source)
+                for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):

@@ -84,7 +84,7 @@ def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str
         for b in range(0, len(examples), batch_size):
             batch = collate(examples[b:b + batch_size], tokenizer.pad_id, tokenizer.eos_id, block_size)
             batch = batch.to(next(model.parameters()).device)
-            _, loss = model(**batch.model_inputs())
+            _, loss = model(**batch.model_inputs(loss_only=True))
             kept = batch.targets[batch.targets != IGNORE_INDEX]
             total += float(loss) * kept.numel()
             scored.append(kept.cpu().numpy())

@@ -58,9 +58,12 @@ class Batch:
             return float(supervised.sum())
         return float((self.loss_weights * supervised).sum())
 
-    def model_inputs(self) -> dict[str, Any]:
-        """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images."""
+    def model_inputs(self, loss_only: bool = False) -> dict[str, Any]:
+        """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images.
+        loss_only: the model returns (None, loss), computing logits only where there are labels."""
         inputs: dict[str, Any] = {"idx": self.ids, "targets": self.targets}
+        if loss_only:
+            inputs["loss_only"] = True
         if self.loss_weights is not None:
             inputs["loss_weights"] = self.loss_weights
         if self.images is not None:
@@ -174,7 +177,8 @@ class ClassBatch:
         """Examples in the batch (the loss is a mean over examples)."""
         return float(self.labels.shape[0])
 
-    def model_inputs(self) -> dict[str, Any]:
+    def model_inputs(self, loss_only: bool = False) -> dict[str, Any]:
+        """loss_only is the generators' option (logits only where needed); a classifier's logits are tiny."""
         return {"ids": self.ids, "text_lengths": self.text_lengths, "present": self.present, "labels": self.labels,
                 "images": self.images, "audio": self.audio, "audio_lengths": self.audio_lengths,
                 "class_weights": self.class_weights}

@@ -77,7 +77,8 @@ class GPT(nn.Module):
                 inputs_embeds: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, caches: Optional[list[KVCache]] = None,
                 last_only: bool = False, before_block: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
-                loss_weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                loss_weights: Optional[torch.Tensor] = None, loss_only: bool = False
+                ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Token ids idx (B, T) (or inputs_embeds (B, T, C) without positions added) -> logits (B, T, V).
 
         targets (B, T): next-token labels, IGNORE_INDEX where no loss is wanted; the mean cross-entropy
@@ -85,9 +86,17 @@ class GPT(nn.Module):
         number of cached tokens; callers that pass positions keep them below model.block_size. mask (B, 1, T, S) boolean, see `SelfAttention`. caches: one KVCache per
         block, filled in place. last_only: compute logits for the last position only (B, 1, V).
         before_block(i, x) -> x runs before block i (how cross-attention layers are inserted).
+        loss_only: return (None, loss), the head applied to the labelled positions only (what training
+        needs: prompts, image and audio tokens carry no label, and the head is a large share of a step).
         """
         x = self.hidden_states(idx, inputs_embeds=inputs_embeds, positions=positions, mask=mask, caches=caches,
                                before_block=before_block)
+        if loss_only:
+            if targets is None:
+                raise ValueError("loss_only needs targets")
+            keep = targets != IGNORE_INDEX
+            weights = None if loss_weights is None else loss_weights[keep][None]
+            return None, next_token_loss(self.lm_head(x[keep])[None], targets[keep][None], weights)
         if last_only:
             x = x[:, -1:]
         logits = self.head(x)

@@ -79,7 +79,8 @@ class OmniGPT(nn.Module):
                 audio: Optional[torch.Tensor] = None, audio_lengths: Optional[torch.Tensor] = None,
                 audio_rows: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                 caches: Optional[list] = None, last_only: bool = False,
-                loss_weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                loss_weights: Optional[torch.Tensor] = None, loss_only: bool = False
+                ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Token ids idx (B, T) with placeholders, images (N, 3, S, S), image_rows (N,) -> (logits, loss).
 
         audio (M, n_mels, frames) log-mel features padded to the longest clip, audio_lengths (M,) in frames,
@@ -130,7 +131,8 @@ class OmniGPT(nn.Module):
 
             caches = caches[:n_gpt] if caches else None
         return self.gpt(targets=targets, inputs_embeds=x, positions=positions, mask=mask, caches=caches,
-                        last_only=last_only, before_block=before_block, loss_weights=loss_weights)
+                        last_only=last_only, before_block=before_block, loss_weights=loss_weights,
+                        loss_only=loss_only)
 
     def _rows_from_placeholders(self, is_ph: torch.Tensor, n_images: int) -> torch.Tensor:
         per_row = is_ph.sum(1) // self.tokens_per_image

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
@@ -10,11 +10,11 @@ from torch import nn
 from ..config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
     """Matrices (linear and embedding weights) get weight decay; biases and norm gains do not."""
     decay, no_decay = [], []
     seen: set[int] = set()
-    for p in model.parameters():
+    for p in params:
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
@@ -23,9 +23,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    groups = param_groups(model, cfg.weight_decay)
+    """AdamW over the trainable parameters; each part named in cfg.lr_scale gets its own groups, whose
+    `lr_scale` multiplies the scheduled rate (see `set_learning_rate`)."""
+    groups = []
+    taken: set[int] = set()
+    for part, scale in cfg.lr_scale.items():
+        own = [p for m in model.modules_to_freeze([part]) for p in m.parameters() if id(p) not in taken]
+        taken.update(id(p) for p in own)
+        groups += [dict(g, lr_scale=scale) for g in param_groups(own, cfg.weight_decay) if g["params"]]
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    groups += [g for g in param_groups(rest, cfg.weight_decay) if g["params"] or not cfg.lr_scale]
     # The fused kernel is the fastest AdamW on both CPU and CUDA in current PyTorch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled rate on every group, times the group's `lr_scale` (train.lr_scale)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def learning_rate(step: int, cfg: TrainConfig, time_fraction: Optional[float] = None) -> float:

@@ -27,7 +27,7 @@ from . import distributed
 from .checkpoint import (list_checkpoints, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
                          resolve, save_checkpoint, write_atomic)
 from .datasets import TrainingData, prepare
-from .optim import build_optimizer, learning_rate
+from .optim import build_optimizer, learning_rate, set_learning_rate
 
 @dataclass
 class TrainResult:
@@ -82,7 +82,7 @@ def validation_loss(model: nn.Module, data: TrainingData, batches: int, batch_si
     for i in range(batches):
         batch = data.val_batch(i, batch_size) if task is None else data.val_batch(i, batch_size, task)
         with autocast:
-            _, loss = model(**batch.to(device).model_inputs())
+            _, loss = model(**batch.to(device).model_inputs(loss_only=True))
         total += float(loss)
     model.train(was_training)
     return total / batches
@@ -237,8 +237,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         if tc.decay_over == "minutes":  # every process uses the main one's clock, so their updates agree
             spent = distributed.shared((time.time() - t0) / (60 * tc.max_minutes), env)
         lr = learning_rate(step, tc, spent)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimizer, lr)
         total = torch.zeros((), device=env.device)
         batches = []
         for micro in range(tc.grad_accum):
@@ -255,7 +254,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             sync = micro == tc.grad_accum - 1 or not env.enabled
             with (contextlib.nullcontext() if sync else step_model.no_sync()):
                 with autocast:
-                    _, loss = step_model(**batch.model_inputs())
+                    _, loss = step_model(**batch.model_inputs(loss_only=True))
                 (loss * (share * env.world_size)).backward()
             total += loss.detach() * share
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)

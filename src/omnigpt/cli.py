@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train one small GPT on built-in text, scenes and speech; score every task and "
                                     "write report.html")
     d.add_argument("--minutes", type=float, help="training wall-time budget (default: omni-tiny's train.max_minutes, "
-                   "7, which fits make demo in 9 minutes here); a rerun continues the run for this much more")
+                   "which fits make demo in under 10 minutes here); a rerun continues the run for this much more")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--scenes", type=int, default=100, help="test scenes to score captions and questions on")
     d.add_argument("--utterances", type=int, default=100, help="test utterances to score transcripts on")

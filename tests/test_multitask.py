@@ -75,3 +75,33 @@ def test_text_sources_are_cut_into_pieces_of_text_chars(tmp_path):
     cfg.data.text_chars = 0
     with pytest.raises(ConfigError, match="text_chars"):
         cfg.validate()
+
+
+def test_length_buckets_batch_clips_of_like_duration(tmp_path):
+    from conftest import tiny_asr_config
+    from omnigpt.data import speech
+
+    cfg = tiny_asr_config(str(tmp_path / "cache"))
+    cfg.data.builtin_utterances = 12
+    cfg.data.length_buckets = 3
+    data = prepare(cfg, tmp_path, distributed.setup())
+    import torch
+
+    from omnigpt.data.audio import log_mel
+
+    clips = speech.speech_dataset("train", 12, 0, str(tmp_path / "cache"))
+    frames = [log_mel(torch.as_tensor(clips.audio(i)), data.mel).shape[-1] for i in range(12)]
+    order = sorted(range(12), key=lambda i: clips.durations[i])
+    buckets = [{frames[i] for i in order[k:k + 4]} for k in (0, 4, 8)]
+    assert not (buckets[0] & buckets[1]) and not (buckets[1] & buckets[2])
+    seen = set()
+    for step in range(30):
+        lengths = {int(n) for n in data.train_batch(step, 6, 0, 6).audio_lengths}
+        home = [b for b in buckets if lengths <= b]
+        assert len(home) == 1, (lengths, buckets)  # all six clips from one bucket
+        assert {int(n) for n in data.train_batch(step, 6, 3, 6).audio_lengths} <= home[0]  # every micro-batch
+        seen |= lengths
+    assert len(seen) >= 10  # every bucket is drawn
+    with pytest.raises(ConfigError, match="data.length_buckets must be >= 1"):
+        cfg.data.length_buckets = 0
+        cfg.validate()

@@ -81,7 +81,11 @@ def test_length_buckets_batch_clips_of_like_duration(tmp_path):
     from conftest import tiny_asr_config
     from omnigpt.data import speech
 
+    (tmp_path / "notes.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
     cfg = tiny_asr_config(str(tmp_path / "cache"))
+    cfg.data.sources = ["builtin:speech", f"text:{tmp_path / 'notes.txt'}"]  # the bucket is drawn after the source
+    cfg.data.source_weights = [0.6, 0.4]
+    cfg.data.batch_mode = "per_source"
     cfg.data.builtin_utterances = 12
     cfg.data.length_buckets = 3
     data = prepare(cfg, tmp_path, distributed.setup())
@@ -94,14 +98,18 @@ def test_length_buckets_batch_clips_of_like_duration(tmp_path):
     order = sorted(range(12), key=lambda i: clips.durations[i])
     buckets = [{frames[i] for i in order[k:k + 4]} for k in (0, 4, 8)]
     assert not (buckets[0] & buckets[1]) and not (buckets[1] & buckets[2])
-    seen = set()
-    for step in range(30):
-        lengths = {int(n) for n in data.train_batch(step, 6, 0, 6).audio_lengths}
-        home = [b for b in buckets if lengths <= b]
+    seen, homes = set(), []
+    for step in range(60):
+        batch = data.train_batch(step, 6, 0, 6)
+        if batch.audio is None:
+            continue  # a text step
+        lengths = {int(n) for n in batch.audio_lengths}
+        home = [k for k, b in enumerate(buckets) if lengths <= b]
         assert len(home) == 1, (lengths, buckets)  # all six clips from one bucket
-        assert {int(n) for n in data.train_batch(step, 6, 3, 6).audio_lengths} <= home[0]  # every micro-batch
+        assert {int(n) for n in data.train_batch(step, 6, 3, 6).audio_lengths} <= buckets[home[0]]  # every micro-batch
         seen |= lengths
-    assert len(seen) >= 10  # every bucket is drawn
+        homes += home
+    assert len(seen) >= 10 and all(homes.count(k) >= 0.2 * len(homes) for k in range(3))  # every bucket, evenly
     with pytest.raises(ConfigError, match="data.length_buckets must be >= 1"):
         cfg.data.length_buckets = 0
         cfg.validate()

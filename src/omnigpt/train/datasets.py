@@ -394,17 +394,18 @@ class MultimodalData:
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
         examples: ExampleSet = self.train_set
+        # The step's draws (source, length bucket) are the same on every process and micro-batch. They come
+        # from one stream: seeds that differ only in a last -1 / -2 collide, as hash(-1) == hash(-2).
+        step_rng = random.Random(hash((self.cfg.train.seed, step, -1)))  # ints only: str hashes vary by run
         if self.cfg.data.batch_mode == "per_source" and isinstance(examples, Concat):
-            # one draw per step, the same on every process and micro-batch (ints only: str hashes vary by run)
-            examples = examples.pick(random.Random(hash((self.cfg.train.seed, step, -1))))
+            examples = examples.pick(step_rng)
         if self.cfg.data.length_buckets > 1 and isinstance(examples, Concat) and len(examples.parts) == 1:
             examples = examples.parts[0]
         if self.cfg.data.length_buckets > 1 and hasattr(examples, "lengths"):
             if id(examples) not in self._buckets:
                 self._buckets[id(examples)] = length_buckets(examples, self.cfg.data.length_buckets)
-            buckets = self._buckets[id(examples)]  # one per step, by size, the same on every process
-            examples = random.Random(hash((self.cfg.train.seed, step, -2))).choices(
-                buckets, weights=[len(b) for b in buckets])[0]
+            buckets = self._buckets[id(examples)]  # by size: every example is as likely as without buckets
+            examples = step_rng.choices(buckets, weights=[len(b) for b in buckets])[0]
         return self._rows(examples, self.cfg.train.seed, step, start, stop, augment=self.augmenting)
 
     def val_batch(self, i: int, batch_size: int, task: Optional[str] = None) -> Batch:

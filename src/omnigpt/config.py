@@ -259,10 +259,6 @@ class DataConfig:
     # for the whole batch, so short examples are not padded to the longest source's length.
     batch_mode: Literal["mixed", "per_source"] = "mixed"
     text_chars: int = 400  # "text:" sources are cut (at whitespace) into pieces of about this many characters
-    # Built-in speech: clips are sorted by duration into this many equal buckets and each step's batch comes
-    # from one (drawn at random), so short clips are not padded to long ones. 1: off. Needs a speech-only run
-    # or batch_mode per_source.
-    length_buckets: int = 1
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on
@@ -290,8 +286,6 @@ class DataConfig:
                               f"{self.audio_augment.noise_snr_db}")
         if self.text_chars < 1:
             raise ConfigError(f"data.text_chars must be >= 1, got {self.text_chars}")
-        if self.length_buckets < 1:
-            raise ConfigError(f"data.length_buckets must be >= 1, got {self.length_buckets}")
         if self.questions_per_example < 1:
             raise ConfigError(f"data.questions_per_example must be >= 1, got {self.questions_per_example}")
         if self.source_weights and (len(self.source_weights) != len(self.sources)

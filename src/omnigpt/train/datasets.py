@@ -163,29 +163,6 @@ class SpeechExamples:
     def texts(self) -> list[str]:
         return list(self.load().texts) + ["transcript:"]
 
-    def lengths(self) -> np.ndarray:
-        """Each clip's duration in seconds (what `data.length_buckets` sorts by)."""
-        return self.load().durations
-
-
-class Subset:
-    """The examples of `base` at `indices` (one length bucket)."""
-
-    def __init__(self, base: ExampleSet, indices: Sequence[int]):
-        self.base, self.indices = base, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def example(self, index: int, rng: random.Random) -> RawExample:
-        return self.base.example(self.indices[index], rng)
-
-
-def length_buckets(examples: ExampleSet, count: int) -> list[Subset]:
-    """`examples` sorted by `examples.lengths()` and cut into `count` buckets of (nearly) equal size."""
-    order = np.argsort(np.asarray(examples.lengths()), kind="stable")
-    return [Subset(examples, part.tolist()) for part in np.array_split(order, count) if len(part)]
-
 
 class FileExamples:
     """Examples read from a manifest or COCO file: captions, or question/answer rows (those of `tasks`)."""
@@ -347,7 +324,6 @@ class MultimodalData:
         self.noise_snr_db = tuple(aa.noise_snr_db)
         self.augmenting = self.augment.active or self.spec_augment.active or bool(self.noise_snr_db)
         self._ids: dict[str, list[int]] = {}
-        self._buckets: dict[int, list[Subset]] = {}
 
     def encode(self, text: str) -> list[int]:
         ids = self._ids.get(text)
@@ -394,18 +370,9 @@ class MultimodalData:
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
         examples: ExampleSet = self.train_set
-        # The step's draws (source, length bucket) are the same on every process and micro-batch. They come
-        # from one stream: seeds that differ only in a last -1 / -2 collide, as hash(-1) == hash(-2).
-        step_rng = random.Random(hash((self.cfg.train.seed, step, -1)))  # ints only: str hashes vary by run
         if self.cfg.data.batch_mode == "per_source" and isinstance(examples, Concat):
-            examples = examples.pick(step_rng)
-        if self.cfg.data.length_buckets > 1 and isinstance(examples, Concat) and len(examples.parts) == 1:
-            examples = examples.parts[0]
-        if self.cfg.data.length_buckets > 1 and hasattr(examples, "lengths"):
-            if id(examples) not in self._buckets:
-                self._buckets[id(examples)] = length_buckets(examples, self.cfg.data.length_buckets)
-            buckets = self._buckets[id(examples)]  # by size: every example is as likely as without buckets
-            examples = step_rng.choices(buckets, weights=[len(b) for b in buckets])[0]
+            # one draw per step, the same on every process and micro-batch (ints only: str hashes vary by run)
+            examples = examples.pick(random.Random(hash((self.cfg.train.seed, step, -1))))
         return self._rows(examples, self.cfg.train.seed, step, start, stop, augment=self.augmenting)
 
     def val_batch(self, i: int, batch_size: int, task: Optional[str] = None) -> Batch:

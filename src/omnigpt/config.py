@@ -385,25 +385,25 @@ class Config:
         if self.data.sources and self.vision is None and self.audio is None and self.classifier is None:
             raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
                               "section")
+        # The parts an omni model has (the names train.freeze and train.lr_scale take); a text GPT has none.
+        parts = set() if self.vision is None and self.audio is None else \
+            {"projector", "decoder"} | ({"vision"} if self.vision else set()) | \
+            ({"audio"} if self.audio else set()) | ({"cross_attention"} if self.fusion.mode == "cross_attention"
+                                                    else set())
         if self.train.freeze:
-            if self.vision is None and self.audio is None:
+            if not parts:
                 raise ConfigError(f"train.freeze {self.train.freeze} needs a multimodal model (a 'vision' or "
                                   f"'audio' section)")
             if "cross_attention" in self.train.freeze and self.fusion.mode != "cross_attention":
                 raise ConfigError("train.freeze names cross_attention, but fusion.mode is prefix: there are no "
                                   "cross-attention layers")
-            trainable = {"projector", "decoder"} | ({"vision"} if self.vision else set()) | \
-                ({"audio"} if self.audio else set()) | ({"cross_attention"} if self.fusion.mode ==
-                                                       "cross_attention" else set())
-            absent = [p for p in ("vision", "audio") if p in self.train.freeze and p not in trainable]
+            absent = [p for p in ("vision", "audio") if p in self.train.freeze and p not in parts]
             if absent:
                 raise ConfigError(f"train.freeze names {absent[0]}, but the config has no '{absent[0]}' section")
-            if trainable <= set(self.train.freeze):
+            if parts <= set(self.train.freeze):
                 raise ConfigError(f"train.freeze {self.train.freeze} leaves nothing to train")
         for part in self.train.lr_scale:
-            present = {"vision": self.vision, "audio": self.audio,
-                       "cross_attention": self.fusion.mode == "cross_attention" or None}.get(part, self.vision or self.audio)
-            if present is None:
+            if part not in parts:
                 raise ConfigError(f"train.lr_scale names {part}, but the model has no such part")
         return self
 

@@ -32,6 +32,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         taken.update(id(p) for p in own)
         groups += [dict(g, lr_scale=scale) for g in param_groups(own, cfg.weight_decay) if g["params"]]
     rest = [p for p in model.parameters() if id(p) not in taken]
+    # Without lr_scale the two groups are kept even when empty: the layout runs saved before it expect.
     groups += [g for g in param_groups(rest, cfg.weight_decay) if g["params"] or not cfg.lr_scale]
     # The fused kernel is the fastest AdamW on both CPU and CUDA in current PyTorch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)

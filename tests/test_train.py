@@ -98,15 +98,17 @@ def test_two_processes_give_the_loss_of_one(corpus_file, tmp_path):
     two.save(tmp_path / "two.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "omnigpt.cli", "pretrain", "--quiet"]
-    subprocess.run(base + ["--config", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "r1")], check=True,
-                   env=env, capture_output=True)
+    r = subprocess.run(base + ["--config", str(tmp_path / "one.yaml"), "--out", str(tmp_path / "r1")],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-12000:]
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                    "-m", "omnigpt.cli", "pretrain", "--quiet", "--config", str(tmp_path / "two.yaml"),
-                    "--out", str(tmp_path / "r2")], check=True, env=env, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+                        "-m", "omnigpt.cli", "pretrain", "--quiet", "--config", str(tmp_path / "two.yaml"),
+                        "--out", str(tmp_path / "r2")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-12000:]
     l1 = [v for _, v in losses(tmp_path / "r1")]
     l2 = [v for _, v in losses(tmp_path / "r2")]
     assert len(l1) == len(l2) == 6

@@ -177,6 +177,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                               f"--init-from {run_dir} instead")
     elif tc.init_from:
         _adopt_model_config(cfg, tc.init_from)
+    distributed.barrier(env)  # every process has looked at run_dir before the first one writes to it
     if env.is_main:
         write_atomic(run_dir / "config.yaml", cfg.to_yaml())
     data = prepare(cfg, run_dir, env)

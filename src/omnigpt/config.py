@@ -322,8 +322,9 @@ class TrainConfig:
     init_from: Optional[str] = None  # start from this checkpoint's weights and tokenizer (text GPT or omni)
     freeze: list[Literal["vision", "audio", "projector", "decoder", "cross_attention"]] = field(default_factory=list)
     # Learning-rate multipliers by part (the names freeze takes): {vision: 0.6} trains the image encoder at
-    # 0.6 x the scheduled rate. A multitask run needs them because its encoders do not like the same rate: a
-    # CNN's colour features wash out above ~3e-4 while a speech encoder learns fastest near 1e-3.
+    # 0.6 x the scheduled rate. A multitask run may need them because its encoders do not like the same rate:
+    # a CNN's colour features wash out above ~3e-4. (In omni-tiny the audio encoder learned worse at both 2x
+    # and 0.5x the shared 5e-4, so it keeps 1x there.)
     lr_scale: dict[Literal["vision", "audio", "projector", "decoder", "cross_attention"], float] = \
         field(default_factory=dict)
     # Fine-tuning loss: the mean over all target tokens ("token"), or over examples, each example's tokens

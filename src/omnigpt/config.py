@@ -387,10 +387,11 @@ class Config:
             raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
                               "section")
         # The parts an omni model has (the names train.freeze and train.lr_scale take); a text GPT has none.
-        parts = set() if self.vision is None and self.audio is None else \
-            {"projector", "decoder"} | ({"vision"} if self.vision else set()) | \
-            ({"audio"} if self.audio else set()) | ({"cross_attention"} if self.fusion.mode == "cross_attention"
-                                                    else set())
+        parts: set[str] = set()
+        if self.vision is not None or self.audio is not None:
+            present = {"vision": self.vision is not None, "audio": self.audio is not None,
+                       "cross_attention": self.fusion.mode == "cross_attention"}
+            parts = {"projector", "decoder"} | {name for name, here in present.items() if here}
         if self.train.freeze:
             if not parts:
                 raise ConfigError(f"train.freeze {self.train.freeze} needs a multimodal model (a 'vision' or "

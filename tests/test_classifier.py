@@ -124,3 +124,60 @@ def test_class_weights_weigh_the_loss():
     w = torch.tensor([3.0, 1.0])[batch.labels]
     torch.testing.assert_close(weighted, (per * w).sum() / w.sum())
     torch.testing.assert_close(loss, per.mean())
+
+
+def test_early_fusion_reads_the_question_first_and_each_span_end():
+    from omnigpt.tokenizer import Tokenizer
+
+    tok = Tokenizer.create("byte", [], 272)
+    cfg = tiny_classifier_config("early", template="question: {text} {image} answer: {audio} heard:")
+    torch.manual_seed(0)
+    model = MultimodalClassifier(cfg, tok).eval()
+    assert model.template_ids == [tok.encode("question:"), [], tok.encode(" answer:"), tok.encode(" heard:")]
+    examples = _examples(2)
+    seqs = model._sequences(**{k: v for k, v in _batch(examples).model_inputs().items()
+                               if k in ("ids", "text_lengths", "images", "audio", "audio_lengths")})
+    fused = model._early(seqs, torch.ones(2, 3, dtype=torch.bool))
+    assert fused.shape == (2, 3 * 32)
+    # Another image changes what is read after the image and the audio, not what was read after the text.
+    examples[0].image = torch.randn(3, 32, 32)
+    seqs2 = model._sequences(**{k: v for k, v in _batch(examples).model_inputs().items()
+                                if k in ("ids", "text_lengths", "images", "audio", "audio_lengths")})
+    other = model._early(seqs2, torch.ones(2, 3, dtype=torch.bool))
+    assert torch.allclose(other[0, :32], fused[0, :32], atol=1e-6)
+    assert not torch.allclose(other[0, 32:64], fused[0, 32:64]) and not torch.allclose(other[0, 64:], fused[0, 64:])
+    assert torch.allclose(other[1], fused[1], atol=1e-6)
+    # A missing modality's readout is the learned absent vector.
+    gone = model._early(seqs, torch.tensor([[True, True, False], [True, True, True]]))
+    assert torch.equal(gone[0, 64:], model.absent[2].detach()) and torch.allclose(gone[1], fused[1], atol=1e-6)
+
+
+def test_a_template_must_place_every_modality_once_and_words_need_the_tokenizer():
+    from omnigpt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must hold each of"):
+        tiny_classifier_config("early", template="{text} {image}").validate()
+    with pytest.raises(ValueError, match="needs the tokenizer"):
+        MultimodalClassifier(tiny_classifier_config("early", template="q: {text} {image} {audio}"))
+
+
+def test_encoders_are_adopted_from_an_omni_model():
+    from omnigpt.model.omni import OmniGPT
+
+    cfg = tiny_classifier_config("early")
+    omni_cfg = Config.from_dict({k: v for k, v in cfg.to_dict().items() if k != "classifier"})
+    torch.manual_seed(1)
+    omni = OmniGPT(omni_cfg, image_token_id=257, audio_token_id=258)
+    model = _model("early")
+    parts = model.adopt_pretrained(omni.state_dict())
+    assert parts == ["text", "vision", "audio", "project.image", "project.audio"]
+    assert torch.equal(model.text.wte.weight, omni.gpt.wte.weight)
+    assert torch.equal(model.vision.out.weight, omni.vision.out.weight)
+    assert torch.equal(model.project["audio"].net[0].weight, omni.audio_projector.net[0].weight)
+    late = _model("concat", width=16)  # projectors of another width start fresh; the encoders still fit
+    assert late.adopt_pretrained(omni.state_dict()) == ["text", "vision", "audio"]
+    classic = _model("concat", width=16, text_encoder="lstm", audio_encoder="lstm")  # LSTMs start fresh
+    assert classic.adopt_pretrained(omni.state_dict()) == ["vision"]
+    small = MultimodalClassifier(Config.from_dict({**cfg.to_dict(), "audio": {**cfg.to_dict()["audio"], "width": 16}}))
+    with pytest.raises(ValueError, match="audio_encoder weights do not fit this classifier's audio"):
+        small.adopt_pretrained(omni.state_dict(), "runs/omni")

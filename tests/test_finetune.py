@@ -73,6 +73,26 @@ def test_start_from_a_text_gpt_and_train_only_the_projector(tmp_path, corpus_fil
     assert load_checkpoint(tmp_path / "align").tokenizer.vocab_size == 264  # the text GPT's tokenizer
 
 
+def test_a_classifier_starts_from_an_omni_run(tmp_path):
+    from test_classifier import tiny_classifier_config
+
+    train(tiny_omni_config(max_steps=2), tmp_path / "omni", progress=False)
+    cfg = tiny_classifier_config("early", modalities=["text", "image"], template="q: {text} {image} a:")
+    cfg.audio = None
+    cfg.data.sources, cfg.data.tokenizer = ["builtin:matching"], "byte"
+    cfg.data.builtin_scenes = 64
+    cfg.train = type(cfg.train)(max_steps=1, batch_size=4, lr=1e-6, min_lr=1e-7, warmup_steps=1,
+                                eval_interval=1, eval_batches=1, save_interval=1, init_from=str(tmp_path / "omni"))
+    train(cfg, tmp_path / "cls", progress=False)
+    omni, cls = load_checkpoint(tmp_path / "omni"), load_checkpoint(tmp_path / "cls")
+    assert cls.config.model == omni.config.model and cls.config.vision == omni.config.vision  # adopted
+    for mine, theirs in (("text.blocks.0.attn.qkv.weight", "gpt.blocks.0.attn.qkv.weight"),
+                         ("vision.out.weight", "vision.out.weight"),
+                         ("project.image.net.0.weight", "projector.net.0.weight")):
+        a, b = cls.model.state_dict()[mine], omni.model.state_dict()[theirs]
+        assert (a - b).abs().max() < 1e-4, mine  # one step at lr 1e-6 from the omni model's weights
+
+
 def test_a_jsonl_manifest_trains_and_bad_rows_are_reported(tmp_path):
     manifest = builtin.write_scene_dataset(tmp_path / "scenes", "train", 12, size=32)
     cfg = tiny_omni_config(max_steps=3)

@@ -371,6 +371,8 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
     cfg = Config.load(_config_path(args.config))
     if cfg.classifier is None:
         raise CommandError("compare-fusion needs a config with a 'classifier' section (see configs/classify-builtin.yaml)")
+    if args.init_from:
+        cfg.train.init_from = args.init_from
     strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
     test = None
     if args.test:
@@ -614,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--strategies", help="comma-separated (default: concat,weighted_sum,gated,product,attention,early)")
     cf.add_argument("--minutes", type=float, help="training budget per strategy (default: the config's)")
     cf.add_argument("--test", help="test manifest (default: the built-in task's test split)")
+    cf.add_argument("--init-from", help="a trained run (omni model or text GPT) every strategy's encoders start from")
     cf.add_argument("--quiet", action="store_true", help="no progress bars")
     cf.set_defaults(func=cmd_compare_fusion)
 

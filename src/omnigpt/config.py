@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,8 +180,8 @@ class ClassifierConfig:
     Fusion: `concat` (pooled vectors side by side, then an MLP), `weighted_sum` (learned softmax weights
     over the modalities), `gated` (each modality's vector scaled by a sigmoid gate computed from all of them),
     `product` (low-rank tensor fusion: the elementwise product of one affine map of each modality's vector),
-    `attention` (Transformer layers over all modalities' vectors, read at a class token), `early` (image and
-    audio vectors placed before the text in the GPT's token stream, classified from the last position).
+    `attention` (Transformer layers over all modalities' vectors, read at a class token), `early` (every
+    modality in the GPT's token stream, laid out by `template`, and read at the end of each modality's span).
     A missing modality is masked out (weighted_sum, gated, product, attention, early) or replaced by a learned
     "absent" vector (concat); `modality_dropout` trains for it.
     """
@@ -198,6 +199,12 @@ class ClassifierConfig:
     modality_dropout: float = 0.0  # training: each modality of an example is dropped with this chance
     class_weights: Literal["none", "balanced"] = "none"  # balanced: loss weights ~ 1 / class frequency
     labels: list[str] = field(default_factory=list)  # class names; filled from the training data when empty
+    # Early fusion's token stream (other fusions ignore it): {text}, {image} and {audio} where each modality
+    # goes, and any words around them (words after a placeholder belong to its span). Empty: "{text} {image}
+    # {audio}" for the configured modalities; the text comes first so the GPT reads the image in the light of
+    # the question. Words let a GPT pretrained on prompts be asked the same way, e.g.
+    # "question: {text} {image} answer: {audio} transcript:".
+    template: str = ""
 
     def validate(self) -> None:
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
@@ -215,6 +222,18 @@ class ClassifierConfig:
             raise ConfigError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"classifier.labels has duplicates: {self.labels}")
+        self.early_spans()
+
+    def early_spans(self) -> tuple[str, list[tuple[str, str]]]:
+        """Early fusion's template as (the words before the first placeholder, [(modality, the words after its
+        placeholder)] in reading order)."""
+        template = self.template or " ".join("{%s}" % m for m in ("text", "image", "audio") if m in self.modalities)
+        pieces = re.split(r"\{(\w*)\}", template)
+        named = pieces[1::2]
+        if sorted(named) != sorted(self.modalities):
+            raise ConfigError(f"classifier.template must hold each of {{{'}, {'.join(self.modalities)}}} once (the "
+                              f"modalities), got {template!r}")
+        return pieces[0].strip(), [(m, words.strip()) for m, words in zip(named, pieces[2::2])]
 
 
 @dataclass
@@ -365,9 +384,9 @@ class Config:
         self.model.validate()
         if self.classifier is not None:
             self.classifier.validate()
-            if self.train.freeze or self.train.init_from or self.train.lr_scale:
-                raise ConfigError("train.freeze, train.lr_scale and train.init_from do not apply to a classifier "
-                                  "yet: its encoders train from scratch at one rate")
+            if self.train.freeze or self.train.lr_scale:
+                raise ConfigError("train.freeze and train.lr_scale do not apply to a classifier yet: its parts "
+                                  "train at one rate")
             needs = {"image": self.vision, "audio": self.audio}
             for m in self.classifier.modalities:
                 if m in needs and needs[m] is None:

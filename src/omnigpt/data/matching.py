@@ -2,17 +2,18 @@
 a spoken number. The label is `match` when the scene holds that many objects of that colour (shape), else
 `mismatch`; the two are equally likely.
 
-Every scene holds six objects with the same count profile: three colours present once, twice and three
-times, and three shapes present once, twice and three times (which colours and shapes, and how they pair up,
-is random). A picture alone therefore says nothing about any count's answer. The question asks about the
-colour (shape) whose count is c, and the spoken number is n; n is drawn uniformly from 1-3 and c equals n
-for `match` and is one of the other two for `mismatch`. Then:
-- image + question gives c, uniform over 1-3 whatever the label;
+Every scene holds three objects with the same count profile: one colour twice and another once, one shape
+twice and another once (which colours and shapes, and how they pair up, is random). Every other colour and
+shape is there zero times. These are the scenes of `builtin:scenes` with three objects, so encoders trained
+to caption and answer questions about those carry over. The question asks about a colour (shape) whose count
+is c, and the spoken number is n; n is drawn uniformly from 0-2 and c equals n for `match` and is one of the
+other two for `mismatch`. Then:
+- image + question gives c, uniform over 0-2 whatever the label;
 - image + number: the image is drawn independently of n and of the label;
 - question + number: which colour has count c is random, so the question's colour says nothing about c;
 so no modality and no pair of them predicts the label better than chance, while all three decide it.
 
-The spoken numbers are built-in utterances (`speech.utterance` saying "one", "two" or "three"): training and
+The spoken numbers are built-in utterances (`speech.utterance` saying "zero", "one" or "two"): training and
 validation use the training voices, the test split the held-out voices. Samples are pure functions of
 (seed, split, index); the spoken numbers are synthesized once per split and cached like built-in speech.
 """
@@ -30,8 +31,9 @@ from . import speech
 from .builtin import CELLS, COLORS, SHAPES, SIZES, SPLITS, Obj, background, render
 
 LABELS = ("match", "mismatch")
-NUMBER_WORDS = ("one", "two", "three")  # spoken; counts 1-3
-COUNT_PROFILE = (1, 2, 2, 3, 3, 3)  # attribute slots: one attribute once, one twice, one three times
+COUNTS = (0, 1, 2)
+NUMBER_WORDS = ("zero", "one", "two")  # spoken, in the order of COUNTS
+COUNT_PROFILE = (1, 2, 2)  # attribute slots: one attribute once, another twice
 QUESTIONS = {"color": ("how many {} objects?", "how many {} things are there?", "count the {} shapes"),
              "shape": ("how many {}s?", "how many {}s are there?", "count the {}s")}
 JITTER = 1
@@ -43,7 +45,7 @@ SPOKEN_PER_SPLIT = {"train": 600, "val": 150, "test": 300}  # cached number utte
 class MatchSample:
     image: Optional[Image.Image]  # None when not drawn
     text: str  # the question
-    number: int  # the spoken number, 1-3
+    number: int  # the spoken number, 0-2
     label: str  # "match" or "mismatch"
     attribute: str  # the colour or shape asked about
     count: int  # how many objects have it
@@ -57,9 +59,9 @@ def _split_id(split: str) -> int:
 
 
 def scene_objects(rnd: random.Random) -> list[Obj]:
-    """Six objects on six of the nine cells with the fixed count profile (see the module docstring)."""
-    colors = rnd.sample(tuple(COLORS), 3)
-    shapes = rnd.sample(SHAPES, 3)
+    """Three objects on three of the nine cells with the fixed count profile (see the module docstring)."""
+    colors = rnd.sample(tuple(COLORS), 2)
+    shapes = rnd.sample(SHAPES, 2)
     color_slots = [colors[k - 1] for k in COUNT_PROFILE]
     shape_slots = [shapes[k - 1] for k in COUNT_PROFILE]
     rnd.shuffle(color_slots)
@@ -77,11 +79,11 @@ def sample(seed: int, index: int, split: str = "train", size: int = 64, draw: bo
     rnd = random.Random(((seed * len(SPLITS) + split_id) << _INDEX_BITS) + index + (1 << 60))
     objects = scene_objects(rnd)
     kind = rnd.choice(("color", "shape"))
-    number = rnd.randint(1, 3)
+    number = rnd.choice(COUNTS)
     label = rnd.choice(LABELS)
-    count = number if label == "match" else rnd.choice([c for c in (1, 2, 3) if c != number])
+    count = number if label == "match" else rnd.choice([c for c in COUNTS if c != number])
     values = [getattr(o, kind) for o in objects]
-    attribute = next(v for v in values if values.count(v) == count)
+    attribute = rnd.choice([v for v in (tuple(COLORS) if kind == "color" else SHAPES) if values.count(v) == count])
     text = rnd.choice(QUESTIONS[kind]).format(attribute)
     offsets = [(rnd.randint(-JITTER, JITTER), rnd.randint(-JITTER, JITTER)) for _ in objects]
     image = (render(objects, background(np.random.default_rng([seed, split_id, index, 7]), size), offsets)
@@ -90,7 +92,7 @@ def sample(seed: int, index: int, split: str = "train", size: int = 64, draw: bo
 
 
 class SpokenNumbers:
-    """Cached recordings of "one", "two" and "three" in a split's voices; `clip(number, rnd)` picks one."""
+    """Cached recordings of "zero", "one" and "two" in a split's voices; `clip(number, rnd)` picks one."""
 
     def __init__(self, split: str, seed: int = 0, cache_dir: Optional[str | Path] = None, count: Optional[int] = None):
         _split_id(split)
@@ -102,6 +104,6 @@ class SpokenNumbers:
         self.set = speech.speech_dataset(split, count, seed, cache_dir, texts=NUMBER_WORDS)
 
     def clip(self, number: int, rnd: random.Random) -> np.ndarray:
-        """A recording of `number` (1-3): float32 samples at 16 kHz."""
+        """A recording of `number` (0-2): float32 samples at 16 kHz."""
         per_number = len(self.set) // len(NUMBER_WORDS)
-        return self.set.audio(len(NUMBER_WORDS) * rnd.randrange(per_number) + number - 1)
+        return self.set.audio(len(NUMBER_WORDS) * rnd.randrange(per_number) + COUNTS.index(number))

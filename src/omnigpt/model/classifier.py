@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
+from ..config import ClassifierConfig, Config
+from ..tokenizer import Tokenizer
 from .audio import AudioEncoder, lengths_after_stride, valid_mask
 from .block import Block
 from .fusion import AttentionFusion, ConcatFusion, GatedFusion, ProductFusion, Projector, WeightedSumFusion
@@ -88,8 +89,18 @@ class AudioLSTM(nn.Module):
         return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], lengths
 
 
+def template_ids(config: ClassifierConfig, tokenizer: Optional[Tokenizer]) -> list[list[int]]:
+    """Token ids of early fusion's template words: those before the first placeholder, then those after each."""
+    prefix, spans = config.early_spans()
+    pieces = [prefix] + [words for _, words in spans]
+    if any(pieces) and tokenizer is None:
+        raise ValueError(f"classifier.template {config.template!r} has words: building the model needs the tokenizer")
+    return [tokenizer.encode((" " if k else "") + piece) if piece else [] for k, piece in enumerate(pieces)]
+
+
 class MultimodalClassifier(nn.Module):
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, tokenizer: Optional[Tokenizer] = None):
+        """tokenizer: encodes the words of early fusion's `classifier.template` (needed only when it has words)."""
         super().__init__()
         c = config.classifier
         if c is None:
@@ -121,8 +132,11 @@ class MultimodalClassifier(nn.Module):
                                       for m in self.modalities if not (early and m == "text")})
         M = len(self.modalities)
         if early:
-            self.cls_token = nn.Parameter(torch.randn(width) * 0.02)
-            head_in = width
+            _, spans = c.early_spans()
+            self.span_modalities = [m for m, _ in spans]
+            self.template_ids = template_ids(c, tokenizer)
+            self.absent = nn.Parameter(torch.randn(len(spans), width) * 0.02)  # a missing modality's readout
+            head_in = width * len(spans)
         else:
             self.pools = nn.ModuleDict({m: Pool(c.pool, width, c.fusion_heads, c.dropout) for m in self.modalities})
             if c.fusion == "concat":
@@ -141,6 +155,48 @@ class MultimodalClassifier(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # Where an omni model's (or a text GPT's) weights go: its part's name prefix -> this model's.
+    PRETRAINED_PARTS = {"gpt.": "text.", "vision.": "vision.", "audio_encoder.": "audio.",
+                        "projector.": "project.image.", "audio_projector.": "project.audio."}
+
+    def adopt_pretrained(self, weights: dict[str, torch.Tensor], source: str = "the checkpoint") -> list[str]:
+        """Copy a pretrained omni model's decoder, encoders and projectors (or a text GPT's weights) into the
+        matching parts of this classifier; returns the parts copied.
+
+        Every encoder this classifier and the source both have must fit exactly (use the source's model,
+        vision and audio sections); a projector is copied only when its shapes fit (early fusion, or a
+        `classifier.width` equal to the source's `model.n_embd`), else it starts fresh. An LSTM encoder has
+        no pretrained counterpart and starts fresh too."""
+        if not any(name.startswith("gpt.") for name in weights):  # a text GPT: all of it is the decoder
+            weights = {"gpt." + name: value for name, value in weights.items()}
+        own = self.state_dict()
+        tied: dict[str, list[str]] = {}  # a tied weight (the GPT's embedding and output) is stored once
+        for name, value in own.items():
+            tied.setdefault(value.data_ptr(), []).append(name)
+        lstm = {"text.": not isinstance(getattr(self, "text", None), GPT),
+                "audio.": not isinstance(getattr(self, "audio", None), AudioEncoder)}
+        copied: dict[str, torch.Tensor] = {}
+        parts = []
+        for src, dst in self.PRETRAINED_PARTS.items():
+            theirs = {dst + n[len(src):]: v for n, v in weights.items() if n.startswith(src)}
+            mine = {n for n in own if n.startswith(dst)}
+            if not theirs or not mine or lstm.get(dst):
+                continue
+            unmet = sorted(n for n in mine if not any(t in theirs for t in tied[own[n].data_ptr()]))
+            bad = unmet + sorted(n for n in theirs if n not in own or theirs[n].shape != own[n].shape)
+            if bad:
+                if dst.startswith("project."):
+                    continue
+                raise ValueError(f"{source}: its {src.rstrip('.')} weights do not fit this classifier's "
+                                 f"{dst.rstrip('.')} (first misfits: {bad[:3]}); "
+                                 f"use the source's model, vision and audio sections")
+            copied.update(theirs)
+            parts.append(dst.rstrip("."))
+        if not parts:
+            raise ValueError(f"{source}: none of its weights fit this classifier (no decoder or encoder in common)")
+        self.load_state_dict(copied, strict=False)
+        return parts
 
     # ----------------------------------------------------------------------------------------- encoders
     def _sequences(self, ids, text_lengths, images, audio, audio_lengths) -> dict:
@@ -188,25 +244,35 @@ class MultimodalClassifier(nn.Module):
         return logits, loss
 
     def _early(self, seqs: dict, present: torch.Tensor) -> torch.Tensor:
-        """One token stream per example: [image vectors] [audio vectors] [text tokens] [class token], the parts
-        it has, through the GPT; the class token's final hidden state is the fused vector."""
-        order = [m for m in ("image", "audio", "text") if m in seqs]
-        col = {m: self.modalities.index(m) for m in order}
-        B = present.shape[0]
-        rows, lengths = [], []
+        """One token stream per example, laid out by the template: its words (as token embeddings) and each
+        present modality's vectors, through the GPT. The fused vector is the final hidden state at the end of
+        every modality's span (its vectors and the words after them) side by side, or the learned "absent"
+        vector for a modality the example lacks."""
+        first = next(iter(seqs.values()))[0]
+        words = [self.text.wte(torch.tensor(ids, dtype=torch.long, device=first.device)).to(first.dtype)
+                 for ids in self.template_ids]
+        B, S = present.shape[0], len(self.span_modalities)
+        rows, ends = [], []
         for b in range(B):
-            parts = [seqs[m][0][b][seqs[m][1][b]] for m in order if present[b, col[m]]]
-            parts.append(self.cls_token.to(seqs[order[0]][0].dtype)[None])
-            row = torch.cat(parts)
-            rows.append(row)
-            lengths.append(row.shape[0])
-        longest = max(lengths)
+            parts, end = [words[0]], []
+            for k, m in enumerate(self.span_modalities):
+                has = bool(present[b, self.modalities.index(m)])
+                if has:
+                    parts.append(seqs[m][0][b][seqs[m][1][b]])
+                parts.append(words[k + 1])
+                end.append(sum(p.shape[0] for p in parts) - 1 if has else -1)
+            rows.append(torch.cat(parts))
+            ends.append(end)
+        longest = max(r.shape[0] for r in rows)
         if longest > self.config.block_size:
             raise ValueError(f"early fusion needs {longest} positions but model.block_size is "
                              f"{self.config.block_size}: raise it, or shorten the inputs")
         x = torch.stack([F.pad(r, (0, 0, 0, longest - r.shape[0])) for r in rows])
         h = self.text.hidden_states(inputs_embeds=x)  # right padding: causal rows never see it
-        return h[torch.arange(B, device=h.device), torch.tensor(lengths, device=h.device) - 1]
+        ends_t = torch.tensor(ends, device=h.device)  # (B, S), -1 where the modality is absent
+        read = h[torch.arange(B, device=h.device)[:, None], ends_t.clamp(min=0)]  # (B, S, W)
+        read = torch.where(ends_t[..., None] >= 0, read, self.absent.to(read.dtype))
+        return read.reshape(B, S * read.shape[-1])
 
     @torch.inference_mode()
     def probabilities(self, **inputs) -> torch.Tensor:

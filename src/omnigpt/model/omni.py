@@ -230,14 +230,14 @@ class OmniGPT(nn.Module):
         return [m for name in names for m in parts[name]]
 
 
-def build_model(config: Config, image_token_id: Optional[int] = None, audio_token_id: Optional[int] = None
-                ) -> nn.Module:
-    """A multimodal classifier when the config has a classifier section; else a text GPT, or an OmniGPT when
-    the config has a vision or audio section."""
+def build_model(config: Config, image_token_id: Optional[int] = None, audio_token_id: Optional[int] = None,
+                tokenizer=None) -> nn.Module:
+    """A multimodal classifier when the config has a classifier section (the tokenizer encodes its early
+    fusion template's words); else a text GPT, or an OmniGPT when the config has a vision or audio section."""
     if config.classifier is not None:
         from .classifier import MultimodalClassifier
 
-        return MultimodalClassifier(config)
+        return MultimodalClassifier(config, tokenizer)
     if config.vision is None and config.audio is None:
         return GPT(config.model)
     if image_token_id is None:

@@ -138,7 +138,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
     except TokenizerError as exc:
         raise CheckpointError(f"{folder}: {exc}") from None
-    model = build_model(config, tokenizer.image_id, tokenizer.audio_id)
+    model = build_model(config, tokenizer.image_id, tokenizer.audio_id, tokenizer)
     weights = folder / "model.safetensors"
     try:
         missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))

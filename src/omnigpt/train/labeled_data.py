@@ -24,7 +24,7 @@ from ..data.batch import ClassBatch, LabeledExample, collate_labeled
 from ..data.image import ImageTransform, preprocess
 from ..data.labeled import LabeledRow, read_labeled_manifest
 from ..data.text import DataError
-from ..model.classifier import MODALITIES
+from ..model.classifier import MODALITIES, template_ids
 from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import write_atomic
@@ -132,15 +132,16 @@ class LabeledData:
         self.transform = ImageTransform(cfg.vision.image_size, tuple(cfg.vision.mean), tuple(cfg.vision.std)) \
             if cfg.vision else None
         self.mel = mel_config(cfg.audio) if cfg.audio else None
-        # Tokens of text kept: early fusion puts the image's and the longest clip's vectors and a class token
-        # in the same context.
+        # Tokens of text kept: early fusion puts the template's words, the image's and the longest clip's
+        # vectors in the same context.
         self.text_budget = cfg.model.block_size
         if c.fusion == "early":
-            self.text_budget -= 1 + (cfg.vision.tokens if cfg.vision and "image" in c.modalities else 0) + \
+            self.text_budget -= sum(map(len, template_ids(c, tokenizer))) + \
+                (cfg.vision.tokens if cfg.vision and "image" in c.modalities else 0) + \
                 (cfg.audio.tokens_for_frames(cfg.audio.max_frames) if cfg.audio and "audio" in c.modalities else 0)
             if self.text_budget < 1:
-                raise ConfigError(f"early fusion: an image, a clip of audio.max_seconds and a class token leave no "
-                                  f"room for text in model.block_size {cfg.model.block_size}")
+                raise ConfigError(f"early fusion: the template's words, an image and a clip of audio.max_seconds "
+                                  f"leave no room for text in model.block_size {cfg.model.block_size}")
         self.class_weights = None
         if c.class_weights == "balanced":
             counts = Counter()

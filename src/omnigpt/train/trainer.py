@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model
+from safetensors.torch import load_file, load_model
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -91,6 +92,10 @@ def validation_loss(model: nn.Module, data: TrainingData, batches: int, batch_si
 def init_weights(model: nn.Module, source: str | Path) -> None:
     """Copy weights from a checkpoint: a text GPT's go into the decoder, an omni model's wherever names match."""
     weights = resolve(source) / "model.safetensors"
+    if hasattr(model, "adopt_pretrained"):  # a classifier: its encoders from the source's
+        parts = model.adopt_pretrained(load_file(str(weights)), str(source))
+        print(f"init_from {source}: {', '.join(parts)}", file=sys.stderr)
+        return
     target = getattr(model, "gpt", model)
     with safe_open(str(weights), framework="pt") as f:
         names = list(f.keys())
@@ -134,12 +139,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _adopt_model_config(cfg: Config, source: str) -> None:
-    """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, if it has one, image encoder)."""
+    """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, if it has one, image encoder; a
+    classifier also its audio encoder)."""
     folder = resolve(source)
     start = Config.load(folder / "config.yaml")
     cfg.model = start.model
     if start.vision is not None and cfg.vision is not None:
-        cfg.vision, cfg.fusion = start.vision, start.fusion
+        cfg.vision = start.vision
+        if cfg.classifier is None:
+            cfg.fusion = start.fusion
+    if cfg.classifier is not None and start.audio is not None and cfg.audio is not None:
+        cfg.audio = start.audio
     cfg.validate()
 
 
@@ -184,7 +194,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     tokenizer = data.tokenizer
 
     torch.manual_seed(tc.seed)  # the same initial weights on every process
-    model = build_model(cfg, tokenizer.image_id, tokenizer.audio_id).to(env.device)
+    model = build_model(cfg, tokenizer.image_id, tokenizer.audio_id, tokenizer).to(env.device)
     if tc.init_from and state is None:
         init_weights(model, tc.init_from)
     freeze(model, tc.freeze)

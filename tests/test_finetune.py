@@ -91,6 +91,8 @@ def test_a_classifier_starts_from_an_omni_run(tmp_path):
                          ("project.image.net.0.weight", "projector.net.0.weight")):
         a, b = cls.model.state_dict()[mine], omni.model.state_dict()[theirs]
         assert (a - b).abs().max() < 1e-4, mine  # one step at lr 1e-6 from the omni model's weights
+    cfg.train.max_steps = 2  # resuming builds the model it adopted, not the config's own sections
+    assert train(cfg, tmp_path / "cls", resume=True, progress=False).step == 2
 
 
 def test_a_jsonl_manifest_trains_and_bad_rows_are_reported(tmp_path):

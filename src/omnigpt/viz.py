@@ -209,7 +209,7 @@ def fusion_bars(rows: list[dict], png_path: str | Path) -> Path:
     ax.set_xticks(x, [r["strategy"] for r in rows])
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the plot: bars can be anywhere
     ax.set_title("fusion strategies")
     fig.tight_layout()
     return _save(plt, fig, png_path, dpi=100)

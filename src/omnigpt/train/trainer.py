@@ -180,6 +180,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         raise ConfigError(f"{run_dir} already holds a training run: continue it with --resume (resume=True), "
                           f"or choose a new output folder")
     if state is not None:
+        if tc.init_from:  # the run's model is the one it adopted when it started
+            _adopt_model_config(cfg, resume_from)
         saved = Config.load(resume_from / "config.yaml").train.freeze
         if sorted(saved) != sorted(tc.freeze):
             raise ConfigError(f"train.freeze is {tc.freeze} but the run being resumed trained with {saved}: the "

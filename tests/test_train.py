@@ -132,3 +132,19 @@ def test_decay_over_minutes_follows_the_time_budget(tiny, tmp_path):
     cfg.train.max_minutes = None
     with pytest.raises(ConfigError, match="decay_over: minutes needs train.max_minutes"):
         cfg.validate()
+
+
+def test_decay_fraction_holds_the_rate_then_anneals_over_the_rest(tiny):
+    from omnigpt.train.optim import learning_rate
+
+    tc = tiny(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110, decay_fraction=0.3).train
+    assert learning_rate(5, tc) == pytest.approx(6e-4)  # warmup as before
+    assert learning_rate(10, tc) == learning_rate(79, tc) == learning_rate(80, tc) == pytest.approx(1e-3)
+    assert learning_rate(95, tc) == pytest.approx(5.5e-4)  # halfway through the last 30 steps
+    assert learning_rate(110, tc) == pytest.approx(1e-4)
+    assert learning_rate(20, tc, 0.85) == pytest.approx(5.5e-4) and learning_rate(20, tc, 0.69) == pytest.approx(1e-3)
+    tc.decay_fraction = 1.0
+    assert learning_rate(60, tc) == pytest.approx(5.5e-4)  # the plain cosine
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="decay_fraction must be in"):
+            tiny(decay_fraction=bad).validate()

@@ -325,6 +325,10 @@ class TrainConfig:
     # The cosine decay runs to max_steps ("steps"), or to the end of this invocation's max_minutes
     # ("minutes": a run bounded by time ends annealed; each resumed call is a new cycle over its budget).
     decay_over: Literal["steps", "minutes"] = "steps"
+    # The share of the run (after warmup) the decay takes: 1.0 is a cosine over all of it; 0.3 holds lr for
+    # the first 70% and anneals over the last 30% (warmup-stable-decay), which keeps a short run learning fast
+    # for longer.
+    decay_fraction: float = 1.0
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 50
@@ -359,6 +363,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.decay_over == "minutes" and self.max_minutes is None:
             raise ConfigError("train.decay_over: minutes needs train.max_minutes (or --minutes)")
         parts = typing.get_args(typing.get_args(typing.get_type_hints(TrainConfig)["freeze"])[0])

@@ -47,7 +47,8 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def learning_rate(step: int, cfg: TrainConfig, time_fraction: Optional[float] = None) -> float:
     """Linear warmup over warmup_steps, then cosine decay from lr to min_lr at max_steps; with
     `time_fraction` (the share of this call's time budget spent, for train.decay_over "minutes"), the
-    cosine follows that share instead of the step count."""
+    cosine follows that share instead of the step count. With train.decay_fraction f < 1 the rate holds at
+    lr until a share 1 - f of the way and the cosine runs over the rest."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if time_fraction is not None:
@@ -56,4 +57,5 @@ def learning_rate(step: int, cfg: TrainConfig, time_fraction: Optional[float] = 
         return cfg.min_lr
     else:
         progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = max(0.0, progress - (1.0 - cfg.decay_fraction)) / cfg.decay_fraction
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)

@@ -3,9 +3,8 @@ naming a colour or shape, a spoken number; is that the count?).
 
 First the omni model (`configs/omni-tiny.yaml`: text, captions and questions about scenes, speech
 recognition; no labels of this task) trains for --pretrain-minutes; --init-from RUN uses an existing run
-instead. Then every
-strategy of `omnigpt.compare.STRATEGIES` fine-tunes `configs/classify-builtin.yaml` from that checkpoint for
---minutes-each; the best of them (by test accuracy) continues from its checkpoint up to --minutes-best
+instead. Then every strategy of `omnigpt.compare.STRATEGIES` fine-tunes `configs/classify-builtin.yaml`
+from that checkpoint for --minutes-each; the best of them (by test accuracy) continues from its checkpoint up to --minutes-best
 minutes in all. Scores are on 1,000 test samples (their spoken numbers are in voices never heard in
 training), with each modality removed in turn for the best strategy.
 

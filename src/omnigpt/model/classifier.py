@@ -254,13 +254,15 @@ class MultimodalClassifier(nn.Module):
         B, S = present.shape[0], len(self.span_modalities)
         rows, ends = [], []
         for b in range(B):
-            parts, end = [words[0]], []
+            parts, end, length = [words[0]], [], words[0].shape[0]
             for k, m in enumerate(self.span_modalities):
                 has = bool(present[b, self.modalities.index(m)])
                 if has:
                     parts.append(seqs[m][0][b][seqs[m][1][b]])
+                    length += parts[-1].shape[0]
                 parts.append(words[k + 1])
-                end.append(sum(p.shape[0] for p in parts) - 1 if has else -1)
+                length += words[k + 1].shape[0]
+                end.append(length - 1 if has else -1)
             rows.append(torch.cat(parts))
             ends.append(end)
         longest = max(r.shape[0] for r in rows)

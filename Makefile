@@ -8,14 +8,22 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Without a GPU, install the CPU torch wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
+# torch first, for the hardware found: a torch already in the venv is kept; with an NVIDIA GPU, the default
+# (CUDA) build of pyproject's range; without one, the CPU build from PyTorch's CPU index (a bare requirement
+# would pull the multi-GB CUDA build on Linux). TORCH_CPU is a tested release inside pyproject's range.
+TORCH_RANGE := $(shell sed -n 's/^ *"\(torch[<>=][^"]*\)".*/\1/p' pyproject.toml)
+TORCH_CPU ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
-		$(BIN)/pip install -q torch; \
+	if $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "keeping torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install -q "$(TORCH_RANGE)"; \
 	else \
-		$(BIN)/pip install -q torch==2.13.0; \
+		$(BIN)/pip install -q --retries 2 --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)"; \
 	fi
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
@@ -27,6 +35,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/decode_throughput.py
 	$(BIN)/python bench/text_quality.py

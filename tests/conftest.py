@@ -5,6 +5,9 @@ import torch
 
 torch.set_num_threads(2)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# `precision: auto` means fp32 in tests, on every CPU: the same numbers whether or not this one has native bf16
+# (tests of auto itself unset this).
+os.environ.setdefault("OMNIGPT_PRECISION", "fp32")
 
 from omnigpt import Config  # noqa: E402
 

@@ -10,10 +10,11 @@ def run(capsys, *argv):
     return capsys.readouterr().out
 
 
-def fail(capsys, *argv):
+def fail(capsys, *argv, code: int = 2):
+    """stderr of a command that must fail: exit status 2 for a usage error, 1 for a failure at work."""
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in argv])
-    assert exc.value.code == 2
+    assert exc.value.code == code
     return capsys.readouterr().err
 
 
@@ -61,15 +62,17 @@ def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
     typo.write_text("model:\n  n_layers: 2\n")
     assert "unknown key 'model.n_layers'" in fail(capsys, "pretrain", "--config", typo, "--out", tmp_path / "x")
     err = fail(capsys, "pretrain", "--config", run_dir / "config.yaml", "--out", tmp_path / "y",
-               "--data", tmp_path / "missing.txt")
+               "--data", tmp_path / "missing.txt", code=1)
     assert "corpus file not found" in err and "missing.txt" in err
-    assert "checkpoint not found" in fail(capsys, "generate", "--checkpoint", tmp_path / "nope", "--prompt", "a")
+    assert "checkpoint not found" in fail(capsys, "generate", "--checkpoint", tmp_path / "nope", "--prompt", "a",
+                                          code=1)
     broken = tmp_path / "broken"
     broken.mkdir()
     for name in ("config.yaml", "tokenizer.json"):
         (broken / name).write_bytes((run_dir / "checkpoints" / "step-00000006" / name).read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x00garbage")
-    assert "model.safetensors: not a readable safetensors file" in fail(capsys, "evaluate", "--checkpoint", broken)
+    assert "model.safetensors: not a readable safetensors file" in fail(capsys, "evaluate", "--checkpoint", broken,
+                                                                        code=1)
     err = fail(capsys, "generate", "--checkpoint", run_dir, "--prompt", "x" * 40, "--max-new-tokens", "5")
     assert "prompt of 40 tokens + max_new_tokens 5 exceeds the model's context of 32 tokens" in err
     out = run(capsys, "generate", "--checkpoint", run_dir, "--prompt", "x" * 40, "--max-new-tokens", "5",
@@ -82,7 +85,7 @@ def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ok \xff\xfe")
     assert "bad.txt: invalid UTF-8 at byte offset 3" in fail(capsys, "evaluate", "--checkpoint", run_dir,
-                                                              "--data", bad)
+                                                              "--data", bad, code=1)
 
 
 @pytest.fixture
@@ -122,7 +125,7 @@ def test_finetune_caption_generate_evaluate_with_images(image_run, tmp_path, cap
 def test_image_commands_report_bad_input(image_run, run_dir, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    assert "bad.png" in fail(capsys, "caption", "--checkpoint", image_run, bad)
+    assert "bad.png" in fail(capsys, "caption", "--checkpoint", image_run, bad, code=1)
     assert "has no image encoder" in fail(capsys, "caption", "--checkpoint", run_dir, bad)
     assert "1 <image> placeholder(s) but 2 --image file(s)" in fail(
         capsys, "generate", "--checkpoint", image_run, "--image", bad, "--image", bad, "--prompt", "<image> x")

@@ -5,11 +5,11 @@ from omnigpt.cli import _config_path
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = Config.from_dict({"model": {"n_layer": 3, "position": "rope"}, "train": {"lr": 1e-3, "bf16": True}})
+    cfg = Config.from_dict({"model": {"n_layer": 3, "position": "rope"}, "train": {"lr": 1e-3, "precision": "bf16"}})
     cfg.save(tmp_path / "c.yaml")
     again = Config.load(tmp_path / "c.yaml")
     assert again == cfg
-    assert again.model.n_layer == 3 and again.model.position == "rope" and again.train.bf16 is True
+    assert again.model.n_layer == 3 and again.model.position == "rope" and again.train.precision == "bf16"
 
 
 def test_unknown_key_is_named_with_its_file(tmp_path):

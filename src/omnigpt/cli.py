@@ -13,8 +13,36 @@ if TYPE_CHECKING:
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+# Exit statuses: 2 when the command line or its config asks for something impossible (as argparse does for a
+# bad flag), 1 when a well-formed command fails at its work (an unreadable file, a NaN loss, a full disk).
+USAGE_ERROR = 2
+FAILURE = 1
+
+
 class CommandError(ValueError):
     """The command line asks for something impossible (printed as one line, exit status 2)."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, except where there is none to show (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.default not in (None, False) and action.option_strings:
+            action.help = "(default: %(default)s)"  # argparse shows no line at all for an option without help
+        return action
 
 
 def _config_path(name: str) -> Path:
@@ -70,8 +98,8 @@ def _load_run_config(args: argparse.Namespace):
         cfg.train.freeze = [p.strip() for p in args.freeze.split(",") if p.strip()]
     if args.errors:
         cfg.data.encoding_errors = args.errors
-    if args.bf16:
-        cfg.train.bf16 = True
+    if args.precision:
+        cfg.train.precision = args.precision
     return cfg.validate()
 
 
@@ -101,7 +129,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .generate import generate, stream
     from .train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     gen = _generation_config(args)
     prompts = list(args.prompt)
     images = _media_per_prompt(prompts, list(args.image or []), "image")
@@ -146,7 +174,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
     from .viz import attention_figure, image_attention
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if getattr(ckpt.model, "vision_config", None) is None:
         raise CommandError(f"{ckpt.path} has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
@@ -180,7 +208,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint, write_atomic
     from .transcribe import WHISPER_TEMPERATURES, transcribe
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if getattr(ckpt.model, "audio_config", None) is None:
         raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
     if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.output_dir:
@@ -240,7 +268,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from .chat import ChatSession, repl
     from .train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if getattr(ckpt.model, "cls_config", None) is not None:
         raise CommandError(f"{ckpt.path} is a classifier: use omnigpt classify")
     gen = _generation_config(args)
@@ -267,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import perplexity_of_file, perplexity_of_split
     from .train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if getattr(ckpt.model, "cls_config", None) is not None:
         result = _evaluate_classifier(ckpt, args)
         result["checkpoint"] = str(ckpt.path)
@@ -388,7 +416,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from .train.checkpoint import load_checkpoint
     from .train.labeled_data import LabeledData, RawLabeled
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     model = ckpt.model
     if getattr(model, "cls_config", None) is None:
         raise CommandError(f"{ckpt.path} is not a classifier (its config has no 'classifier' section)")
@@ -501,14 +529,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.minutes is not None and not args.minutes > 0:
         raise CommandError(f"--minutes must be above 0, got {args.minutes}")
     try:
-        run_demo(args.out, args.minutes, args.scenes, args.utterances, progress=not args.quiet)
+        run_demo(args.out, args.minutes, args.scenes, args.utterances, progress=not args.quiet,
+                 precision=args.precision)
     except DemoError as e:
         raise CommandError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omnigpt", description="Build, pretrain, sample and evaluate a GPT.")
+    from . import __version__
+
+    p = _Parser(prog="omnigpt", description="Build, pretrain, fine-tune, sample and evaluate a multimodal GPT.")
+    p.add_argument("--version", action="version", version=f"omnigpt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="train one small GPT on built-in text, scenes and speech; score every task and "
@@ -518,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--scenes", type=int, default=100, help="test scenes to score captions and questions on")
     d.add_argument("--utterances", type=int, default=100, help="test utterances to score transcripts on")
+    d.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training precision (default: the config's, auto: bf16 where the hardware computes it "
+                        "natively, else fp32)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
@@ -570,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "order (repeatable)")
     g.add_argument("--audio", action="append", help="audio file for the prompts' <audio> placeholders, in "
                                                      "order (repeatable)")
+    _device_arguments(g)
     g.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("caption", help="describe images with a multimodal model")
@@ -581,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-new-tokens", type=int, default=40)
     c.add_argument("--num-beams", type=int, default=1)
     c.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _device_arguments(c)
     c.set_defaults(func=cmd_caption)
 
     tr = sub.add_parser("transcribe", help="speech to text with a model that has an audio encoder")
@@ -598,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tried in turn while a window's output looks degenerate (default 0,0.2,0.4,0.6,0.8,1)")
     tr.add_argument("--no-fallback", action="store_true", help="decode once, at temperature 0")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_arguments(tr)
     tr.set_defaults(func=cmd_transcribe)
 
     ch = sub.add_parser("chat", help="talk with a model: text turns with history, /image and /audio, streamed")
@@ -608,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--top-p", type=float)
     ch.add_argument("--repetition-penalty", type=float, default=1.0)
     ch.add_argument("--seed", type=int)
+    _device_arguments(ch)
     ch.set_defaults(func=cmd_chat, num_beams=1, stop=None, truncate=False)
 
     cf = sub.add_parser("compare-fusion", help="train a classifier per fusion strategy and compare them")
@@ -625,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--text")
     k.add_argument("--image", help="image file")
     k.add_argument("--audio", help="audio file")
+    _device_arguments(k)
     k.set_defaults(func=cmd_classify)
 
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
@@ -654,8 +694,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--on-bad-file", choices=["skip", "error"])
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--errors", choices=["strict", "replace"])
+    _device_arguments(e)
     e.set_defaults(func=cmd_evaluate)
     return p
+
+
+def _device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="where the model runs: auto (the GPU when there is one), "
+                                                         "cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="the model's weights and activations: auto is bf16 on a GPU that has it, else fp32")
 
 
 def _run_arguments(r: argparse.ArgumentParser) -> None:
@@ -665,7 +713,10 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--minutes", type=float, help="wall-time budget (overrides train.max_minutes)")
     r.add_argument("--stop-at-step", type=int, help="stop early at this step, keeping the schedule of max-steps")
     r.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
-    r.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="overrides train.precision; auto: bf16 where the hardware computes it natively, fp16 "
+                        "with a gradient scaler on older GPUs, fp32 otherwise")
+    r.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -673,17 +724,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .config import ConfigError
     from .data.speech import SpeechError
     from .data.text import DataError
+    from .extras import MissingExtraError
     from .generate import GenerationError
+    from .hardware import HardwareError
     from .tokenizer import TokenizerError
     from .train.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, ConfigError, DataError, TokenizerError, CheckpointError, GenerationError,
-            SpeechError, FloatingPointError) as exc:
+    except (CommandError, ConfigError, GenerationError, HardwareError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USAGE_ERROR) from None
+    except (DataError, TokenizerError, CheckpointError, SpeechError, FloatingPointError, MissingExtraError,
+            OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(FAILURE) from None
     except KeyboardInterrupt:
         hint = {"pretrain": ": resume the run with --resume", "finetune": ": resume the run with --resume",
                 "compare-fusion": ": run the same command again to resume"}.get(args.command, "")

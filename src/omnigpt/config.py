@@ -329,6 +329,9 @@ class TrainConfig:
     # the first 70% and anneals over the last 30% (warmup-stable-decay), which keeps a short run learning fast
     # for longer.
     decay_fraction: float = 1.0
+    # The steps a recipe's max_minutes was tuned to reach: a time-budgeted call that makes under half as many
+    # says so at its end, with the measured speed and what to change (its scores will be far from the recipe's).
+    tuned_steps: Optional[int] = None
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 50
@@ -336,7 +339,10 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 turns clipping off
-    bf16: bool = False
+    # auto: bf16 where the hardware computes it natively (a recent GPU, a CPU with AVX512-BF16 or AMX), fp16
+    # with a gradient scaler on an older GPU, fp32 otherwise. A run folder's config.yaml records the choice.
+    # (Older configs' `bf16: true` / `false` read as bf16 / fp32.)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     eval_interval: int = 100
     eval_batches: int = 20
@@ -363,6 +369,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
+        if self.tuned_steps is not None and self.tuned_steps < 1:
+            raise ConfigError(f"train.tuned_steps must be >= 1, got {self.tuned_steps}")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.decay_over == "minutes" and self.max_minutes is None:
@@ -445,7 +453,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Config":
-        return _build(cls, data, prefix="", source=source).validate()
+        return _build(cls, _upgrade(data, source), prefix="", source=source).validate()
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
@@ -459,6 +467,23 @@ class Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
+
+
+def _upgrade(data: Any, source: str) -> Any:
+    """Read keys of older configs and run folders as today's: `train.bf16: true|false` is `precision`."""
+    train = data.get("train") if isinstance(data, dict) else None
+    if not isinstance(train, dict) or "bf16" not in train:
+        return data
+    train = dict(train)
+    old = train.pop("bf16")
+    if not isinstance(old, bool):
+        raise ConfigError(f"{source}: 'train.bf16' must be true or false, got {old!r} (newer configs say "
+                          f"train.precision: auto | fp32 | bf16 | fp16)")
+    if "precision" in train and train["precision"] != ("bf16" if old else "fp32"):
+        raise ConfigError(f"{source}: 'train.bf16: {str(old).lower()}' contradicts 'train.precision: "
+                          f"{train['precision']}'; keep train.precision only")
+    train["precision"] = "bf16" if old else "fp32"
+    return {**data, "train": train}
 
 
 def _build(cls: type, data: Any, prefix: str, source: str) -> Any:

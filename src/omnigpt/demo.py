@@ -153,10 +153,11 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, scenes: int = 100,
-             utterances: int = 100, progress: bool = True, config: Optional[Config] = None) -> dict:
+             utterances: int = 100, progress: bool = True, config: Optional[Config] = None,
+             precision: Optional[str] = None) -> dict:
     """Train (or continue) the demo's model for up to `minutes` (default: the config's train.max_minutes),
     score every task, write report.json and report.html in `out`, print the results; returns the report's
-    numbers."""
+    numbers. precision overrides train.precision (auto: bf16 where the hardware computes it natively)."""
     from .report import write_report
 
     t0 = time.time()
@@ -170,6 +171,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, sce
     cfg = config if config is not None else Config.load(DEMO_CONFIG)
     if minutes is not None:
         cfg.train.max_minutes = minutes
+    if precision is not None:
+        cfg.train.precision = precision
     budget = (f"{cfg.train.max_minutes:g} minutes" if cfg.train.max_minutes is not None else
               f"{cfg.train.max_steps} steps")
     print(f"omnigpt demo: training one {cfg.model.n_layer}-layer GPT to complete text, caption and answer "
@@ -180,7 +183,10 @@ def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, sce
     ev = evaluate_multitask(ckpt, scenes, utterances, progress=progress)
     shown = samples(ckpt, ev, out / "report")
     summary = {**summary_of(ev), "steps": result.step, "train_seconds": round(result.seconds, 1),
-               "scenes": scenes, "utterances": utterances, "seconds": round(time.time() - t0, 1)}
+               "precision": result.precision, "scenes": scenes, "utterances": utterances,
+               "seconds": round(time.time() - t0, 1)}
+    if result.shortfall:
+        summary["shortfall"] = result.shortfall
     write_atomic(out / "report.json", json.dumps({**summary, "samples": shown}, indent=2) + "\n")
     html = write_report(out, summary, ev, shown, ckpt.config)
     print_results(summary, shown)
@@ -208,8 +214,8 @@ def print_results(summary: dict, shown: dict) -> None:
         print("\nno built-in task to score (the run learned from no built-in scenes, speech or text)")
         return
     width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
-    print(f"\nafter {summary['steps']} steps ({summary['train_seconds']:.0f} s of training; "
-          f"{summary['seconds']:.0f} s in all):")
+    print(f"\nafter {summary['steps']} steps ({summary['train_seconds']:.0f} s of training in "
+          f"{summary.get('precision', 'fp32')}; {summary['seconds']:.0f} s in all):")
     for task, metric, value in rows:
         print(f"  {task:<{width[0]}}  {metric:<{width[1]}}  {value}")
     for c in shown.get("completions", []):
@@ -221,4 +227,6 @@ def print_results(summary: dict, shown: dict) -> None:
             print(f"  {q['question']} -> {q['answer']!r} (expected {q['expected']!r})")
     for u in shown.get("utterances", []):
         print(f"\n[{u['audio']}] heard: {u['prediction']!r}\n  said:  {u['reference']!r}")
+    if "shortfall" in summary:
+        print(f"\nnote: {summary['shortfall']}")
 

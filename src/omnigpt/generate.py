@@ -12,14 +12,16 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from .data.audio import MelConfig, load_audio, log_mel
 from .data.batch import expand_placeholders, pad_features
 from .data.image import ImageTransform, preprocess, stack_images
 from .model.attention import padded_causal_mask
+from .extras import optional
 from .tokenizer import Tokenizer
+
+Image = optional("PIL.Image")
 
 
 class GenerationError(ValueError):
@@ -343,7 +345,7 @@ def audio_media(model: nn.Module, features: Sequence[Sequence[torch.Tensor]]) ->
             "audio_rows": torch.tensor(rows, device=device)}
 
 
-ImageInput = Union[str, Path, Image.Image, torch.Tensor]  # a file, a PIL image, or a preprocessed (3, S, S) tensor
+ImageInput = Union[str, Path, "Image.Image", torch.Tensor]  # a file, a PIL image, or a preprocessed (3, S, S) tensor
 Images = Union[ImageInput, Sequence[ImageInput], Sequence[Sequence[ImageInput]], None]
 
 

@@ -11,8 +11,11 @@ import unicodedata
 from collections import Counter, defaultdict
 from typing import Hashable, Sequence, Union
 
-import jiwer
-from sacrebleu.metrics import BLEU
+from .extras import optional
+
+jiwer = optional("jiwer")
+sacrebleu_metrics = optional("sacrebleu.metrics")
+
 
 Answers = Union[str, Sequence[str]]  # one answer, or the several human answers of a VQA v2 question
 
@@ -68,7 +71,7 @@ def bleu4(predictions: list[str], references: list[list[str]]) -> float:
     _check_reference_lists(references)
     width = max(len(refs) for refs in references)
     streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
-    return float(BLEU(max_ngram_order=4).corpus_score(list(predictions), streams).score)
+    return float(sacrebleu_metrics.BLEU(max_ngram_order=4).corpus_score(list(predictions), streams).score)
 
 
 def _ngrams(words: list[str], n: int) -> Counter:

@@ -9,18 +9,18 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
+from .extras import optional, require
 from .tokenizer import Tokenizer
+
+Image = optional("PIL.Image")
 
 
 def _pyplot():
     """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    require("matplotlib").use("Agg")
+    plt = require("matplotlib.pyplot")
 
     return plt
 

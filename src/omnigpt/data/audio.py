@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
+from ..extras import optional
 from .text import DataError
+
+sf = optional("soundfile")
+soxr = optional("soxr")
 
 RESAMPLE_QUALITY = "HQ"
 LOG_MODES = ("whisper", "natural")

@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+from ..extras import optional
+
+Image = optional("PIL.Image")
+ImageDraw = optional("PIL.ImageDraw")
 
 SHAPES = ("circle", "square", "triangle", "star")
 # Far from each other and from the background (channels 40-110 plus noise), so a colour is never ambiguous.

@@ -23,9 +23,13 @@ from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
 
+from ..extras import optional
 from .text import DataError
+
+Image = optional("PIL.Image")
+ImageEnhance = optional("PIL.ImageEnhance")
+ImageOps = optional("PIL.ImageOps")
 
 MAX_PIXELS = 40_000_000  # width * height; a 40-megapixel photo decodes to 120 MB of RGB
 MAX_FILE_BYTES = 50 * 2**20
@@ -34,7 +38,7 @@ RESIZE_MODES = ("crop", "pad", "stretch")
 _EXIF_ORIENTATION = 0x0112
 _WHITE = (255, 255, 255)
 
-ImageSource = Union[str, Path, bytes, Image.Image]
+ImageSource = Union[str, Path, bytes, "Image.Image"]
 
 
 class ImageError(DataError):

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
+from ..extras import optional
 from . import speech
 from .builtin import CELLS, COLORS, SHAPES, SIZES, SPLITS, Obj, background, render
+
+Image = optional("PIL.Image")
 
 LABELS = ("match", "mismatch")
 COUNTS = (0, 1, 2)

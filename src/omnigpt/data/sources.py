@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
-import soundfile as sf
-from PIL import Image
 
+from ..extras import optional
 from ..tokenizer import SPECIAL_TOKENS
 from .image import MAX_FILE_BYTES, MAX_PIXELS
 from .text import DataError
+
+sf = optional("soundfile")
+Image = optional("PIL.Image")
 
 OnError = Literal["skip", "error"]
 ACCEPTED = ("PATH.jsonl (a JSONL manifest)", "coco:CAPTIONS.json (COCO captions; needs images=FOLDER)")

@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+from ..extras import optional
 from .builtin import CELLS, COLORS, SHAPES, SIZES, cell_phrase
+
+sf = optional("soundfile")
+soxr = optional("soxr")
 
 SPLITS = ("train", "val", "test")
 TRANSCRIBE_PROMPT = "<audio> transcript:"  # what speech recognition is asked with; the transcript follows

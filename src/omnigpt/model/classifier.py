@@ -225,6 +225,9 @@ class MultimodalClassifier(nn.Module):
                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """-> (logits (B, classes), mean cross-entropy against labels (B,) when given, weighted per class by
         class_weights (classes,))."""
+        dtype = self.head[1].weight.dtype  # a model loaded in bf16 or fp16 takes its float inputs in that dtype
+        images = None if images is None else images.to(dtype)
+        audio = None if audio is None else audio.to(dtype)
         seqs = self._sequences(ids, text_lengths, images, audio, audio_lengths)
         B = next(iter(seqs.values()))[0].shape[0]
         if present is None:

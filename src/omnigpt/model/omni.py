@@ -63,6 +63,7 @@ class OmniGPT(nn.Module):
 
     def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """features (N, n_mels, frames), lengths (N,) -> each clip's projected vectors, (vectors_i, n_embd)."""
+        features = features.to(self.gpt.wte.weight.dtype)  # a model held in bf16 or fp16 takes its inputs so
         vectors, n = self.audio_encoder(features, lengths)
         vectors = self.audio_projector(vectors)
         return [vectors[i, :k] for i, k in enumerate(n.tolist())]
@@ -72,7 +73,7 @@ class OmniGPT(nn.Module):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """images (N, 3, S, S) -> projected vectors (N, vision.tokens, n_embd)."""
-        return self.projector(self.vision(images))
+        return self.projector(self.vision(images.to(self.gpt.wte.weight.dtype)))
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, *,
                 images: Optional[torch.Tensor] = None, image_rows: Optional[torch.Tensor] = None,

@@ -20,6 +20,7 @@ from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from ..config import Config, ConfigError
+from ..hardware import resolve_device, resolve_dtype
 from ..model.omni import build_model
 from ..tokenizer import Tokenizer, TokenizerError
 
@@ -127,8 +128,17 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Co
     return final
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint)."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+                    ) -> Checkpoint:
+    """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint).
+
+    device: auto (the GPU when there is one), cpu, cuda, cuda:N or mps. dtype: auto (bf16 on a GPU that has
+    it, else fp32), fp32, bf16 or fp16, or a torch dtype: the model's weights are held in it, and its float
+    inputs (images, log-mels) are cast to it.
+    """
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if not isinstance(dtype, torch.dtype):
+        dtype = resolve_dtype(dtype, device)
     folder = resolve(path)
     try:
         config = Config.load(folder / "config.yaml")
@@ -141,13 +151,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model = build_model(config, tokenizer.image_id, tokenizer.audio_id, tokenizer)
     weights = folder / "model.safetensors"
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False, device=str(device))
+        missing, unexpected = load_model(model, str(weights), strict=False)
     except Exception as exc:  # safetensors raises its own error types for truncated or corrupt files
         raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
     if missing or unexpected:
         raise CheckpointError(f"{weights} does not match config.yaml: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
-    model.to(device)
+    model.to(device=device, dtype=dtype)
     step = 0
     with safe_open(str(weights), framework="pt") as f:
         step = int((f.metadata() or {}).get("step", 0))

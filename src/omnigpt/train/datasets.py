@@ -14,9 +14,9 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..config import AudioConfig, Config, ConfigError
+from ..extras import optional
 from ..data import builtin, speech
 from ..data.audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel
 from ..data.batch import Batch, Example, collate, expand_placeholders
@@ -25,6 +25,8 @@ from ..data.sources import AudioText, ImageText, read_audio_source, read_source
 from ..data.text import DataError, FIMTokens, TokenWindows, load_tokens, prepare_tokens, read_corpus
 from ..tokenizer import Tokenizer
 from . import distributed
+
+Image = optional("PIL.Image")
 
 VAL_SEED = 987_654_321  # validation data is fixed for a run, whatever the training seed
 BUILTIN_SCENES = "builtin:scenes"

@@ -15,9 +15,9 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..config import Config, ConfigError
+from ..extras import optional
 from ..data import matching
 from ..data.audio import load_audio, log_mel
 from ..data.batch import ClassBatch, LabeledExample, collate_labeled
@@ -29,6 +29,8 @@ from ..tokenizer import Tokenizer
 from . import distributed
 from .checkpoint import write_atomic
 from .datasets import cache_dir, load_or_create_tokenizer, mel_config, stratified_split
+
+Image = optional("PIL.Image")
 
 BUILTIN_MATCHING = "builtin:matching"
 BUILTIN_VAL_MATCHING = 512

@@ -1,4 +1,4 @@
-"""The pretraining loop: data, model, AdamW, schedule, accumulation, clipping, bf16, validation, checkpoints.
+"""The training loop: data, model, AdamW, schedule, accumulation, clipping, precision, validation, checkpoints.
 
 The same code runs as one process (`omnigpt pretrain`) or several (`torchrun --nproc_per_node=N -m
 omnigpt.cli pretrain ...`): each process takes its slice of every step's global batch, so the loss of a
@@ -21,7 +21,10 @@ from safetensors.torch import load_file, load_model
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, TrainConfig
+from ..extras import MissingExtraError
+from .. import hardware
+from ..hardware import choose_precision
 from ..model.omni import build_model
 from ..viz import loss_curve
 from . import distributed
@@ -38,6 +41,8 @@ class TrainResult:
     val_loss: Optional[float]
     checkpoint: Optional[Path]
     seconds: float
+    precision: str = "fp32"  # what train.precision resolved to on this machine
+    shortfall: Optional[str] = None  # set when a time budget ended with far fewer steps than the recipe expects
 
 
 def _gather_rng(env: distributed.DistEnv) -> dict[str, torch.Tensor]:
@@ -87,6 +92,19 @@ def validation_loss(model: nn.Module, data: TrainingData, batches: int, batch_si
         total += float(loss)
     model.train(was_training)
     return total / batches
+
+
+def plot_loss(metrics_path: Path, png: Path) -> None:
+    """loss.png from metrics.jsonl; an install without matplotlib (omnigpt[plots]) trains on, and is told once."""
+    try:
+        loss_curve(metrics_path, png)
+    except MissingExtraError as exc:
+        if png not in _unplotted:
+            _unplotted.add(png)
+            print(f"{png.name} not drawn: {exc}", file=sys.stderr)
+
+
+_unplotted: set[Path] = set()
 
 
 def init_weights(model: nn.Module, source: str | Path) -> None:
@@ -189,6 +207,10 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                               f"--init-from {run_dir} instead")
     elif tc.init_from:
         _adopt_model_config(cfg, tc.init_from)
+    precision = choose_precision(tc.precision, env.device)
+    tc.precision = precision.name  # the run folder records what was chosen, and a resume keeps it
+    if env.is_main:
+        print(precision.describe(), file=sys.stderr)
     distributed.barrier(env)  # every process has looked at run_dir before the first one writes to it
     if env.is_main:
         write_atomic(run_dir / "config.yaml", cfg.to_yaml())
@@ -206,6 +228,11 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         load_model(model, str(resume_from / "model.safetensors"), device=env.device)
         optimizer_from_tensors(optimizer, state["tensors"], state["meta"]["optimizer"])
         set_rng_state(_rank_rng(state["tensors"], env.rank))
+    device_type = torch.device(env.device).type
+    # fp16 gradients underflow without loss scaling; with other precisions the scaler passes values through.
+    scaler = torch.amp.GradScaler(device_type, enabled=precision.needs_scaler)
+    if state is not None and state["meta"].get("grad_scaler"):
+        scaler.load_state_dict(state["meta"]["grad_scaler"])
     metrics_path = run_dir / "metrics.jsonl"
     if env.is_main:
         _truncate_metrics(metrics_path, start_step)
@@ -216,8 +243,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     if env.enabled:
         step_model = nn.parallel.DistributedDataParallel(step_model, device_ids=None if env.device == "cpu"
                                                          else [env.local_rank])
-    device_type = "cuda" if env.device.startswith("cuda") else "cpu"
-    autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if tc.bf16 else contextlib.nullcontext())
+    autocast = precision.autocast(env.device)
 
     global_batch = tc.batch_size * tc.grad_accum * env.world_size
     end_step = tc.max_steps if stop_at_step is None else min(tc.max_steps, stop_at_step)
@@ -240,7 +266,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         tensors, meta = optimizer_to_tensors(optimizer)
         tensors.update(rng)
         trainer_meta = {"step": at, "optimizer": meta, "seconds": elapsed_before + time.time() - t0,
-                        "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size}
+                        "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size,
+                        "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None}
         return save_checkpoint(run_dir, at, model, cfg, tokenizer, {"tensors": tensors, "meta": trainer_meta},
                                keep=tc.keep_checkpoints)
 
@@ -268,10 +295,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             with (contextlib.nullcontext() if sync else step_model.no_sync()):
                 with autocast:
                     _, loss = step_model(**batch.model_inputs(loss_only=True))
-                (loss * (share * env.world_size)).backward()
+                scaler.scale(loss * (share * env.world_size)).backward()
             total += loss.detach() * share
+        scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         train_loss = float(distributed.sum_across(total, env))
@@ -297,7 +326,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                 _append_metrics(metrics_path, {"step": step, "split": "val", "loss": round(val_loss, 6)})
                 for task, loss in per_task.items():
                     _append_metrics(metrics_path, {"step": step, "split": "val", "task": task, "loss": round(loss, 6)})
-                loss_curve(metrics_path, run_dir / "loss.png")
+                plot_loss(metrics_path, run_dir / "loss.png")
             if progress and env.is_main:
                 bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
         if step % tc.save_interval == 0 or stop:
@@ -309,5 +338,26 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             break
     bar.close()
     seconds = elapsed_before + time.time() - t0
+    shortfall = step_shortfall(tc, step - start_step, time.time() - t0, precision.name, env.device,
+                               ran_out=step < end_step)
+    if shortfall and env.is_main:
+        print(f"warning: {shortfall}", file=sys.stderr)
     distributed.teardown(env)
-    return TrainResult(run_dir, step, train_loss, val_loss, ckpt, seconds)
+    return TrainResult(run_dir, step, train_loss, val_loss, ckpt, seconds, precision.name, shortfall)
+
+
+def step_shortfall(tc: TrainConfig, steps: int, seconds: float, precision: str, device: str,
+                   ran_out: bool) -> Optional[str]:
+    """What to tell a user whose time budget ended with under half the steps the recipe was tuned for
+    (train.tuned_steps): the measured speed, the likely cause, and what to change; None when all is well."""
+    if not ran_out or tc.max_minutes is None or tc.tuned_steps is None or steps >= tc.tuned_steps / 2:
+        return None
+    rate = steps / max(seconds, 1e-9)
+    needed = tc.tuned_steps / max(rate, 1e-9) / 60
+    cause = ""
+    if precision == "bf16" and torch.device(device).type == "cpu" and not hardware.cpu_bf16_pays():
+        cause = " bf16 is slow on this CPU: set train.precision: auto (fp32 here)."
+    return (f"this run made {steps} steps in {seconds / 60:.1f} minutes ({rate:.2f} steps/s), under half the "
+            f"{tc.tuned_steps} its recipe was tuned to reach in {tc.max_minutes:g} minutes, so expect scores far "
+            f"below the recipe's.{cause} To train as far, give it about {needed:.0f} minutes (--minutes, or "
+            f"--resume for more), or a faster machine.")

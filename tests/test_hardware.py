@@ -1,0 +1,212 @@
+"""Precision and device from the hardware: what `auto` picks, warnings, the run folder's record, old configs."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from omnigpt import Config, ConfigError, hardware, load_checkpoint
+from omnigpt.hardware import HardwareError, choose_precision, resolve_device, resolve_dtype
+from omnigpt.train.checkpoint import load_trainer_state
+from omnigpt.train.trainer import step_shortfall, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """This machine, as one whose CPU emulates bf16 (most laptops; AVX2-only servers)."""
+    monkeypatch.delenv(hardware.ENV_PRECISION, raising=False)
+    monkeypatch.setattr(hardware, "cpu_bf16_pays", lambda: False)
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(hardware, "cpu_bf16_slowdown", lambda: 37.4)
+    monkeypatch.setattr(hardware, "_warned", set())
+
+
+def test_auto_picks_fp32_on_a_cpu_without_native_bf16(no_native_bf16):
+    chosen = choose_precision("auto", "cpu")
+    assert chosen.name == "fp32" and chosen.dtype == torch.float32 and not chosen.needs_scaler
+    assert "no native bf16" in chosen.describe()
+
+
+def test_auto_picks_bf16_on_a_cpu_where_bf16_measures_faster(monkeypatch):
+    monkeypatch.delenv(hardware.ENV_PRECISION, raising=False)
+    monkeypatch.setattr(hardware, "cpu_bf16_pays", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_bf16_slowdown", lambda: 0.42)
+    chosen = choose_precision("auto", "cpu")
+    assert chosen.name == "bf16" and "2.4x as fast as fp32" in chosen.reason
+
+
+def test_auto_picks_fp32_where_native_bf16_is_still_slower(monkeypatch):
+    """A Xeon with AVX512-BF16 but no AMX: bf16 matmuls measured 1.65x the time of fp32's."""
+    monkeypatch.delenv(hardware.ENV_PRECISION, raising=False)
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(hardware, "cpu_bf16_slowdown", lambda: 1.65)
+    monkeypatch.setattr(hardware, "cpu_bf16_pays", hardware.cpu_bf16_pays.__wrapped__)
+    chosen = choose_precision("auto", "cpu")
+    assert chosen.name == "fp32" and "1.6x the time of fp32" in chosen.reason
+
+
+def test_the_measurement_takes_well_under_a_second_and_agrees_with_the_verdict():
+    import time
+
+    hardware.cpu_bf16_slowdown.cache_clear()
+    t0 = time.perf_counter()
+    slowdown = hardware.cpu_bf16_slowdown()
+    assert time.perf_counter() - t0 < 1.0 and slowdown > 0
+    flags = hardware._cpu_flags()
+    native = flags is None or any(f in flags for f in hardware.CPU_FLAGS)
+    assert hardware.cpu_bf16_pays.__wrapped__() == (native and slowdown < hardware.BF16_PAYS)
+
+
+def test_explicit_bf16_on_an_emulating_cpu_warns_once_with_the_measured_slowdown(no_native_bf16):
+    with pytest.warns(RuntimeWarning, match=r"no native bf16 .* 37x slower than fp32"):
+        assert choose_precision("bf16", "cpu").name == "bf16"  # still honoured
+    with warnings_recorded() as seen:
+        choose_precision("bf16", "cpu")
+    assert not seen
+
+
+def warnings_recorded():
+    import warnings
+
+    class Recorder(warnings.catch_warnings):
+        def __enter__(self):
+            seen = super().__enter__()
+            warnings.simplefilter("always")
+            return seen
+
+    return Recorder(record=True)
+
+
+def test_the_environment_stands_in_for_auto_but_not_for_an_explicit_choice(no_native_bf16, monkeypatch):
+    monkeypatch.setenv(hardware.ENV_PRECISION, "fp16")
+    assert choose_precision("auto", "cpu").name == "fp16"
+    assert choose_precision("fp32", "cpu").name == "fp32"
+    monkeypatch.setenv(hardware.ENV_PRECISION, "fp64")
+    with pytest.raises(HardwareError, match="OMNIGPT_PRECISION='fp64'"):
+        choose_precision("auto", "cpu")
+
+
+def test_the_run_folder_records_what_auto_chose(no_native_bf16, tiny, tmp_path, capsys):
+    cfg = tiny(max_steps=2, save_interval=2, precision="auto")
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.precision == "fp32"
+    assert "precision: fp32 (auto: this CPU has no native bf16" in capsys.readouterr().err
+    for folder in (tmp_path / "run", result.checkpoint):
+        assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["precision"] == "fp32"
+
+
+def test_old_configs_with_bf16_still_load(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("model: {n_layer: 2}\ntrain: {bf16: true, lr: 1.0e-3}\n")
+    assert Config.load(old).train.precision == "bf16"
+    old.write_text("train: {bf16: false}\n")
+    assert Config.load(old).train.precision == "fp32"
+    old.write_text("train: {bf16: true, precision: fp32}\n")
+    with pytest.raises(ConfigError, match="contradicts 'train.precision: fp32'"):
+        Config.load(old)
+
+
+def test_every_shipped_config_leaves_precision_to_the_hardware():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert Config.load(path).train.precision == "auto", path.name
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tiny, tmp_path):
+    cfg = lambda: tiny(max_steps=4, save_interval=2, precision="fp16")  # noqa: E731
+    whole = train(cfg(), tmp_path / "whole", progress=False)
+    train(cfg(), tmp_path / "split", stop_at_step=2, progress=False)
+    resumed = train(cfg(), tmp_path / "split", resume=True, progress=False)
+    assert whole.precision == "fp16" and resumed.step == 4
+    assert resumed.train_loss == whole.train_loss
+    assert load_trainer_state(resumed.checkpoint, tensors=False)["meta"]["grad_scaler"]["scale"] > 0
+
+
+def test_a_time_budget_far_short_of_the_recipe_says_why_and_what_to_change(no_native_bf16):
+    cfg = Config.from_dict({"train": {"max_minutes": 7.5, "tuned_steps": 1000}}).train
+    note = step_shortfall(cfg, 22, 450.0, "bf16", "cpu", ran_out=True)
+    assert "22 steps in 7.5 minutes (0.05 steps/s)" in note and "1000" in note
+    assert "bf16 is slow on this CPU" in note and "precision: auto" in note
+    assert re.search(r"about 341 minutes", note)
+    assert step_shortfall(cfg, 600, 450.0, "fp32", "cpu", ran_out=True) is None  # more than half: fine
+    assert step_shortfall(cfg, 22, 450.0, "fp32", "cpu", ran_out=False) is None  # it reached max_steps
+
+
+def test_devices_this_machine_lacks_are_named(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(HardwareError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
+    with pytest.raises(HardwareError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(HardwareError, match="unknown dtype 'int8'"):
+        resolve_dtype("int8", torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory, request):
+    from conftest import CORPUS, tiny_config
+
+    folder = tmp_path_factory.mktemp("hw")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(CORPUS)
+    train(tiny_config(str(corpus), max_steps=30, save_interval=30), folder / "run", progress=False)
+    return folder / "run"
+
+
+def test_a_model_loads_in_bf16_on_the_cpu_and_generates(text_run):
+    from omnigpt import generate
+
+    ckpt = load_checkpoint(text_run, device="cpu", dtype="bf16")
+    assert {p.dtype for p in ckpt.model.parameters()} == {torch.bfloat16}
+    out = generate(ckpt.model, ckpt.tokenizer, "The quick", max_new_tokens=12)
+    assert isinstance(out, str) and len(out) > 0
+    fp32 = load_checkpoint(text_run, device="cpu", dtype="fp32")
+    assert next(fp32.model.parameters()).dtype == torch.float32
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "omnigpt.cli", *args], capture_output=True, text=True)
+
+
+def test_generate_takes_device_and_dtype_flags(text_run):
+    done = run_cli("generate", "--checkpoint", str(text_run), "--prompt", "The quick", "--max-new-tokens", "8",
+                   "--device", "cpu", "--dtype", "bf16", "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    assert row["prompt"] == "The quick" and len(row["completion"]) > 0
+
+
+def test_exit_status_2_for_usage_errors_and_1_for_failures(text_run, tmp_path):
+    bad_device = run_cli("generate", "--checkpoint", str(text_run), "--prompt", "x", "--device", "tpu")
+    assert bad_device.returncode == 2 and "unknown device 'tpu'" in bad_device.stderr
+    assert run_cli("generate", "--checkpoint", str(text_run), "--prompt", "x", "--dtype", "int4").returncode == 2
+    missing = run_cli("generate", "--checkpoint", str(tmp_path / "nothing"), "--prompt", "x")
+    assert missing.returncode == 1 and "checkpoint not found" in missing.stderr
+
+
+def test_version_and_help_with_defaults():
+    from omnigpt import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"omnigpt {__version__}"
+    helped = run_cli("generate", "--help")
+    assert "(default: 50)" in helped.stdout and "(default: auto)" in helped.stdout
+
+
+def test_the_makefiles_cpu_torch_is_inside_pyprojects_range():
+    from packaging.requirements import Requirement
+
+    makefile = (ROOT / "Makefile").read_text()
+    pinned = re.search(r"^TORCH_CPU \?= torch==(\S+)", makefile, re.M).group(1)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    wanted = Requirement(re.search(r'^\s*"(torch[<>=][^"]*)"', pyproject, re.M).group(1))
+    assert wanted.specifier.contains(pinned), (pinned, str(wanted))

@@ -210,3 +210,22 @@ def test_the_makefiles_cpu_torch_is_inside_pyprojects_range():
     pyproject = (ROOT / "pyproject.toml").read_text()
     wanted = Requirement(re.search(r'^\s*"(torch[<>=][^"]*)"', pyproject, re.M).group(1))
     assert wanted.specifier.contains(pinned), (pinned, str(wanted))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["text-tiny", "omni-tiny"])
+def test_greedy_decoding_on_the_gpu_gives_the_cpus_tokens_in_fp32(name, monkeypatch):
+    from omnigpt import Tokenizer, generate
+    from omnigpt.model.omni import build_model
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 convolutions, as on the CPU
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cfg = Config.load(ROOT / "configs" / f"{name}.yaml")
+    tok = Tokenizer.byte_level()
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.image_id, tok.audio_id, tok).eval()
+    prompt = "<image> caption:" if cfg.vision is not None else "The for statement"
+    image = torch.rand(3, cfg.vision.image_size, cfg.vision.image_size) if cfg.vision is not None else None
+    on_cpu = generate(model, tok, prompt, images=image, max_new_tokens=24)
+    on_gpu = generate(model.to("cuda"), tok, prompt, images=image, max_new_tokens=24)
+    assert on_gpu == on_cpu

@@ -10,7 +10,8 @@ install: $(STAMP)
 
 # torch first, for the hardware found: a torch already in the venv is kept; with an NVIDIA GPU, the default
 # (CUDA) build of pyproject's range; without one, the CPU build from PyTorch's CPU index (a bare requirement
-# would pull the multi-GB CUDA build on Linux). TORCH_CPU is a tested release inside pyproject's range.
+# would pull the multi-GB CUDA build on Linux), or where that index is out of reach (a machine that sees only a
+# package mirror with the CPU wheel) from the configured indexes. TORCH_CPU is a tested release in the range.
 TORCH_RANGE := $(shell sed -n 's/^ *"\(torch[<>=][^"]*\)".*/\1/p' pyproject.toml)
 TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
@@ -22,8 +23,11 @@ $(STAMP): pyproject.toml
 		echo "keeping torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 		$(BIN)/pip install -q "$(TORCH_RANGE)"; \
+	elif $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" 2>/dev/null; then \
+		$(BIN)/pip install -q --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)"; \
 	else \
-		$(BIN)/pip install -q --retries 2 --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)"; \
+		echo "$(TORCH_CPU_INDEX) is out of reach: installing $(TORCH_CPU) from the configured indexes"; \
+		$(BIN)/pip install -q "$(TORCH_CPU)"; \
 	fi
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)

@@ -25,7 +25,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENV_PRECISION = "OMNIGPT_PRECISION"  # what `auto` means in this environment (a config's explicit value wins)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs that compute bf16 natively
-# A bf16 matmul this many times slower than fp32 is emulated (native: 0.4-1.7x; emulated: 30-100x).
+# Where the CPU's flags cannot be read, a bf16 matmul this many times slower than fp32 counts as emulated
+# (native: 0.4-1.7x at 512x512; emulated: 30-100x).
 EMULATED_RATIO = 3.0
 BF16_PAYS = 0.8  # auto trains in bf16 on a CPU where a bf16 matmul takes under this share of fp32's time
 
@@ -76,14 +77,13 @@ def _cpu_flags() -> Optional[set[str]]:
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_slowdown() -> float:
-    """Time of a bf16 matmul over an fp32 one of the same size on this CPU (best of several, ~0.03 s in all).
-
-    Emulated bf16 (no AVX512-BF16 or AMX) shows 30-100 at the first 256x256 product and is not measured
-    further. Elsewhere 512x512 products decide: measured 0.42 on a Zen 4 (bf16 pays) and 1.65 on a Xeon
-    with AVX512-BF16 but no AMX (bf16 costs more than it saves)."""
-    def best(dtype: torch.dtype, n: int, repeats: int) -> float:
-        a = torch.randn(n, n).to(dtype)
-        b = torch.randn(n, n).to(dtype)
+    """Time of a 512x512 bf16 matmul over an fp32 one on this CPU (best of five; ~0.03 s in all where bf16 is
+    native). Measured 0.42 on a Zen 4 (bf16 pays) and 1.4-1.7 on a Xeon with AVX512-BF16 but no AMX (bf16
+    costs more than it saves); emulated bf16 shows 30-100 on its first product and is not timed further.
+    (256-wide products are no guide: there native bf16's set-up cost alone measured 2-12x fp32's time.)"""
+    def best(dtype: torch.dtype, repeats: int) -> float:
+        a = torch.randn(512, 512).to(dtype)
+        b = torch.randn(512, 512).to(dtype)
         a @ b  # the first call picks and prepares a kernel
         times = []
         for _ in range(repeats):
@@ -92,10 +92,11 @@ def cpu_bf16_slowdown() -> float:
             times.append(time.perf_counter() - t0)
         return max(min(times), 1e-7)
 
-    first = best(torch.bfloat16, 256, 1) / best(torch.float32, 256, 5)
-    if first > EMULATED_RATIO:
+    fp32 = best(torch.float32, 5)
+    first = best(torch.bfloat16, 1) / fp32
+    if first > 10:  # emulated: no need to time it further
         return first
-    return best(torch.bfloat16, 512, 5) / best(torch.float32, 512, 5)
+    return best(torch.bfloat16, 5) / fp32
 
 
 @functools.lru_cache(maxsize=None)
@@ -206,7 +207,7 @@ def _cpu_bf16_verdict() -> str:
     """Why bf16 does not pay on this CPU, with the measured slowdown."""
     slowdown = cpu_bf16_slowdown()
     flags = _cpu_flags()
-    if slowdown > EMULATED_RATIO or (flags is not None and not any(f in flags for f in CPU_FLAGS)):
+    if (not any(f in flags for f in CPU_FLAGS)) if flags is not None else slowdown > EMULATED_RATIO:
         return (f"this CPU has no native bf16 (AVX512-BF16 or AMX), so PyTorch emulates it: a bf16 matmul "
                 f"measured {slowdown:.0f}x slower than fp32 here")
     return f"a bf16 matmul measured {slowdown:.1f}x the time of fp32 on this CPU"

@@ -249,7 +249,8 @@ def espeak_paths() -> tuple[str, str]:
         import espeakng_loader
     except ImportError as exc:
         raise SpeechError("espeak-ng not found: tried `import espeakng_loader` (the PyPI package "
-                          f"espeakng-loader, which bundles libespeak-ng and its data): {exc}") from None
+                          f"espeakng-loader, which bundles libespeak-ng and its data): {exc}; install it with "
+                          f"pip install 'omnigpt[audio]'") from None
     library = espeakng_loader.get_library_path()
     if not os.path.isfile(library):
         raise SpeechError(f"espeak-ng not found: espeakng_loader.get_library_path() gave {library}, "

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch first, for the hardware found: a torch already in the venv is kept; with an NVIDIA GPU, the default
+# torch first, for the hardware found: a torch already in the venv within pyproject's range is kept; with an NVIDIA GPU, the default
 # (CUDA) build of pyproject's range; without one, the CPU build from PyTorch's CPU index (a bare requirement
 # would pull the multi-GB CUDA build on Linux), or where that index is out of reach (a machine that sees only a
 # package mirror with the CPU wheel) from the configured indexes. TORCH_CPU is a tested release in the range.
@@ -19,14 +19,15 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	if $(BIN)/python -c "import sys, torch; from pip._vendor.packaging.requirements import Requirement; \
+			sys.exit(not Requirement('$(TORCH_RANGE)').specifier.contains(torch.__version__, prereleases=True))" 2>/dev/null; then \
 		echo "keeping torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 		$(BIN)/pip install -q "$(TORCH_RANGE)"; \
 	elif $(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" 2>/dev/null; then \
 		$(BIN)/pip install -q --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)"; \
 	else \
-		echo "$(TORCH_CPU_INDEX) is out of reach: installing $(TORCH_CPU) from the configured indexes"; \
+		echo "$(TORCH_CPU_INDEX) is out of reach: $(TORCH_CPU) from the configured indexes (PyPI's is a CUDA build)"; \
 		$(BIN)/pip install -q "$(TORCH_CPU)"; \
 	fi
 	$(BIN)/pip install -q -e '.[test]'

@@ -33,3 +33,25 @@ def test_training_without_matplotlib_goes_on_and_says_why_there_is_no_plot(tiny,
     assert result.step == 4 and not (tmp_path / "run" / "loss.png").exists()
     err = capsys.readouterr().err
     assert err.count("loss.png not drawn") == 1 and "omnigpt[plots]" in err
+
+
+def test_a_text_only_install_imports_and_trains(tmp_path, corpus_file):
+    """Without Pillow, soundfile, soxr, espeak-ng, sacrebleu, jiwer and matplotlib (`pip install omnigpt`)."""
+    import subprocess
+
+    script = f"""
+import sys
+for name in ("PIL", "PIL.Image", "soundfile", "soxr", "espeakng_loader", "sacrebleu", "sacrebleu.metrics",
+             "jiwer", "matplotlib", "matplotlib.pyplot"):
+    sys.modules[name] = None
+import omnigpt.cli, omnigpt.demo, omnigpt.chat, omnigpt.transcribe, omnigpt.evaluate, omnigpt.compare
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+from conftest import tiny_config
+from omnigpt import generate, load_checkpoint, train
+train(tiny_config({str(corpus_file)!r}, max_steps=3, save_interval=3), {str(tmp_path / "run")!r}, progress=False)
+ckpt = load_checkpoint({str(tmp_path / "run")!r})
+print("generated", repr(generate(ckpt.model, ckpt.tokenizer, "The quick", max_new_tokens=4)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "generated" in done.stdout and "omnigpt[plots]" in done.stderr

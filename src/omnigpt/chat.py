@@ -17,6 +17,7 @@ from torch import nn
 
 from .data.audio import AudioError, load_audio
 from .data.image import ImageError, load_image
+from .extras import MissingExtraError
 from .generate import GenerationConfig, GenerationError, PromptTooLongError, stream
 from .tokenizer import Tokenizer
 
@@ -123,7 +124,7 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
                     else:
                         audio.append(load_audio(Path(arg), rate, max_seconds=getattr(
                             getattr(session.model, "audio_config", None), "max_seconds", None)))
-                except (ImageError, AudioError) as exc:
+                except (ImageError, AudioError, MissingExtraError) as exc:
                     print(f"error: {exc}", file=out)
                     continue
                 print(f"(attached {arg} to your next message)", file=out)

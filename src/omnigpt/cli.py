@@ -28,7 +28,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or not action.option_strings:
+        if (action.default is None or action.default is False or action.default is argparse.SUPPRESS
+                or "%(default)" in text or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)".lstrip()
 
@@ -40,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
     def add_argument(self, *args, **kwargs) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
-        if action.help is None and action.default not in (None, False) and action.option_strings:
+        if action.help is None and action.default is not None and action.default is not False and action.option_strings:
             action.help = "(default: %(default)s)"  # argparse shows no line at all for an option without help
         return action
 
@@ -359,8 +360,8 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dic
     result = {"data": args.data, **evaluate_audio_classes(ckpt.model, ckpt.tokenizer, [it.audio for it in items],
                                                           [it.label for it in items], progress=not args.quiet)}
     plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
-    result["confusion_png"] = str(confusion_figure(result["confusion"], result["classes"], plot,
-                                                   f"{args.data}: accuracy {result['accuracy']:.3f}"))
+    result["confusion_png"] = _png_or_note(lambda: confusion_figure(
+        result["confusion"], result["classes"], plot, f"{args.data}: accuracy {result['accuracy']:.3f}"))
     return result
 
 
@@ -385,8 +386,8 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     examples = _sample([s.example(i) for s in sets for i in range(len(s))], args.limit)
     result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=not args.quiet)}
     plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
-    result["confusion_png"] = str(confusion_figure(result["confusion"], result["classes"], plot,
-                                                   f"{cfg.classifier.fusion}: accuracy {result['accuracy']:.3f}"))
+    result["confusion_png"] = _png_or_note(lambda: confusion_figure(
+        result["confusion"], result["classes"], plot, f"{cfg.classifier.fusion}: accuracy {result['accuracy']:.3f}"))
     return result
 
 
@@ -434,7 +435,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
     data = LabeledData(ckpt.config, ckpt.tokenizer, [], [])
     raw = RawLabeled(model.labels[0], given["text"], given["image"] and Path(given["image"]),
                      given["audio"] and Path(given["audio"]))
-    inputs = data.collate([data.make_example(raw, None)]).model_inputs()
+    inputs = data.collate([data.make_example(raw, None)]).to(next(model.parameters()).device).model_inputs()
     inputs.pop("labels"), inputs.pop("class_weights")
     probs = model.probabilities(**inputs)[0].tolist()
     best = max(range(len(probs)), key=probs.__getitem__)
@@ -451,6 +452,18 @@ def _sample(items: list, limit: Optional[int]) -> list:
     import random
 
     return [items[i] for i in sorted(random.Random(0).sample(range(len(items)), limit))]
+
+
+def _png_or_note(draw) -> Optional[str]:
+    """The path of the PNG `draw()` writes, or None with a note where matplotlib is missing: the scores
+    computed before the plot are still printed."""
+    from .extras import MissingExtraError
+
+    try:
+        return str(draw())
+    except MissingExtraError as exc:
+        print(f"no plot: {exc}", file=sys.stderr)
+        return None
 
 
 def _run_folder(checkpoint: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import Config, ConfigError
+from .extras import require
 from .train.checkpoint import list_checkpoints, load_checkpoint, load_trainer_state, write_atomic
 
 STRATEGIES = ("concat", "weighted_sum", "gated", "product", "attention", "early")
@@ -37,6 +38,7 @@ def compare_fusion(config: Config, out_dir: str | Path, strategies: Sequence[str
     from .train.trainer import train
     from .viz import confusion_figure, fusion_bars
 
+    require("matplotlib")  # the comparison's product is its plots: know before any strategy trains
     if config.classifier is None:
         raise ConfigError("compare-fusion needs a config with a 'classifier' section")
     unknown = [s for s in strategies if s not in STRATEGIES]

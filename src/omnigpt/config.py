@@ -329,9 +329,10 @@ class TrainConfig:
     # the first 70% and anneals over the last 30% (warmup-stable-decay), which keeps a short run learning fast
     # for longer.
     decay_fraction: float = 1.0
-    # The steps a recipe's max_minutes was tuned to reach: a time-budgeted call that makes under half as many
-    # says so at its end, with the measured speed and what to change (its scores will be far from the recipe's).
-    tuned_steps: Optional[int] = None
+    # The training speed a recipe was tuned at, in steps a minute: a time-budgeted call that runs at under half
+    # of it says so at its end, with the measured speed and what to change (its scores will be far below the
+    # recipe's, which assume that many steps in the time).
+    tuned_steps_per_minute: Optional[float] = None
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 50
@@ -369,8 +370,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
-        if self.tuned_steps is not None and self.tuned_steps < 1:
-            raise ConfigError(f"train.tuned_steps must be >= 1, got {self.tuned_steps}")
+        if self.tuned_steps_per_minute is not None and not self.tuned_steps_per_minute > 0:
+            raise ConfigError(f"train.tuned_steps_per_minute must be > 0, got {self.tuned_steps_per_minute}")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.decay_over == "minutes" and self.max_minutes is None:

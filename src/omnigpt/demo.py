@@ -15,6 +15,7 @@ from .config import Config
 from .data import builtin
 from .data.speech import SAMPLE_RATE, speech_dataset
 from .evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
+from .extras import require
 from .generate import generate
 from .train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomic
 from .train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
@@ -24,6 +25,10 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "omni-tiny.yaml"
 TEXT_PROMPTS = ("The for statement", "A class definition", "Exceptions are")
 SHOWN = 3  # scenes, questions, utterances and completions shown as samples
 FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "and", "of", "in", "on", "is"})  # no attention panel
+
+
+# What the demo's data, scores and report import: Pillow, soundfile, soxr, espeak-ng, jiwer, sacrebleu, matplotlib.
+DEMO_NEEDS = ("PIL.Image", "soundfile", "soxr", "espeakng_loader", "jiwer", "sacrebleu.metrics", "matplotlib")
 
 
 class DemoError(RuntimeError):
@@ -103,8 +108,6 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     """What the report shows: completions of TEXT_PROMPTS, the first scored test scenes (image, caption,
     the answer to each of its questions, attention maps) and the first scored test utterances (WAV,
     reference, transcript)."""
-    import soundfile as sf
-
     from .data.image import ImageTransform
     from .viz import attention_figure, image_attention
 
@@ -146,7 +149,7 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
         rows = []
         for k in range(min(SHOWN, len(scored))):
             wav = report_dir / f"utterance-{k + 1}.wav"
-            sf.write(wav, clips.audio(k), SAMPLE_RATE, subtype="PCM_16")
+            require("soundfile").write(wav, clips.audio(k), SAMPLE_RATE, subtype="PCM_16")
             rows.append({"audio": wav.name, "voice": clips.voices[k], **scored[k]})
         out["utterances"] = rows
     return out
@@ -168,6 +171,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, sce
         raise DemoError(f"minutes must be above 0, got {minutes}")
     out = Path(out)
     _check_run_folder(out)
+    for module in DEMO_NEEDS:  # before minutes of training: the report needs every one of them
+        require(module)
     cfg = config if config is not None else Config.load(DEMO_CONFIG)
     if minutes is not None:
         cfg.train.max_minutes = minutes

@@ -350,7 +350,9 @@ Images = Union[ImageInput, Sequence[ImageInput], Sequence[Sequence[ImageInput]],
 
 
 def _is_image(x: object) -> bool:
-    return isinstance(x, (str, Path, Image.Image)) or (isinstance(x, torch.Tensor) and x.dim() == 3)
+    if isinstance(x, torch.Tensor):  # tested first: a preprocessed image needs no Pillow
+        return x.dim() == 3
+    return isinstance(x, (str, Path, Image.Image))
 
 
 def image_lists(images: Images, n_prompts: int, single: bool) -> list[list[ImageInput]]:

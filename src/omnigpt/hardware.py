@@ -147,7 +147,11 @@ def _mps_available() -> bool:
 
 
 def _cuda_bf16(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    """Native bf16 on this GPU: compute capability 8.0 (Ampere) or later, or ROCm. (torch.cuda.is_bf16_supported
+    also says yes where bf16 is only emulated, on older cards.)"""
+    if device.type != "cuda":
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Literal, Optional
 
 
-from ..extras import optional
+from ..extras import MissingExtraError, optional
 from ..tokenizer import SPECIAL_TOKENS
 from .image import MAX_FILE_BYTES, MAX_PIXELS
 from .text import DataError
@@ -121,6 +121,8 @@ def image_problem(path: Path) -> Optional[str]:
         with Image.open(path) as img:
             w, h = img.size
             img.verify()
+    except MissingExtraError:
+        raise
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, struct.error ...) for bad files
         return f"image unreadable: {path} ({type(exc).__name__}: {exc})"
     if w * h > MAX_PIXELS:
@@ -157,6 +159,8 @@ def audio_problem(path: Path) -> Optional[str]:
         return f"audio is not a file: {path}"
     try:
         info = sf.info(str(path))
+    except MissingExtraError:
+        raise
     except Exception as exc:  # sf.LibsndfileError (a RuntimeError) for unknown formats and bad headers
         return f"audio unreadable: {path} ({type(exc).__name__}: {exc})"
     if info.frames <= 0:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..config import Config, ConfigError, TrainConfig
 from ..extras import MissingExtraError
 from .. import hardware
-from ..hardware import choose_precision
+from ..hardware import DTYPES, Precision, choose_precision
 from ..model.omni import build_model
 from ..viz import loss_curve
 from . import distributed
@@ -92,6 +92,29 @@ def validation_loss(model: nn.Module, data: TrainingData, batches: int, batch_si
         total += float(loss)
     model.train(was_training)
     return total / batches
+
+
+def run_precision(requested: str, env: distributed.DistEnv, recorded: Optional[dict] = None) -> Precision:
+    """The precision a run trains in. A resumed run keeps the one it trained in (`recorded`, from its trainer
+    state) when it resumes on the same kind of device and asks for auto or that same precision (a resume from
+    the command line reads the chosen name from the checkpoint's config.yaml); on another kind of device it is
+    chosen anew. Under torchrun every process takes the main process's choice, which rests on a timing."""
+    here = torch.device(env.device).type
+    if recorded and requested in ("auto", recorded["name"]):
+        if recorded["device"] == here:
+            precision = Precision(recorded["name"], f"the run being resumed trained in {recorded['name']}")
+        else:
+            chosen = choose_precision("auto", env.device)
+            precision = Precision(chosen.name, f"{chosen.reason}; the run trained in {recorded['name']} on "
+                                               f"{recorded['device']}")
+    else:
+        precision = choose_precision(requested, env.device)
+    if env.enabled:
+        names = list(DTYPES)
+        main = names[int(distributed.shared(float(names.index(precision.name)), env))]
+        if main != precision.name:
+            precision = Precision(main, "the main process's choice")
+    return precision
 
 
 def plot_loss(metrics_path: Path, png: Path) -> None:
@@ -207,7 +230,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                               f"--init-from {run_dir} instead")
     elif tc.init_from:
         _adopt_model_config(cfg, tc.init_from)
-    precision = choose_precision(tc.precision, env.device)
+    precision = run_precision(tc.precision, env, state["meta"].get("precision") if state else None)
     tc.precision = precision.name  # the run folder records what was chosen, and a resume keeps it
     if env.is_main:
         print(precision.describe(), file=sys.stderr)
@@ -267,7 +290,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         tensors.update(rng)
         trainer_meta = {"step": at, "optimizer": meta, "seconds": elapsed_before + time.time() - t0,
                         "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size,
-                        "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None}
+                        "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "precision": {"name": precision.name, "device": device_type}}
         return save_checkpoint(run_dir, at, model, cfg, tokenizer, {"tensors": tensors, "meta": trainer_meta},
                                keep=tc.keep_checkpoints)
 
@@ -309,7 +333,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                                      f"resume from the last checkpoint")
         if env.is_main:
             _append_metrics(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 6),
-                                           "lr": lr, "grad_norm": round(float(grad_norm), 4)})
+                                           "lr": lr, "grad_norm": _finite(round(float(grad_norm), 4))})
         if budget is not None:
             bar.update(min(budget, int(time.time() - t0)) - bar.n)
             bar.set_postfix(step=f"{step}/{end_step}", loss=f"{train_loss:.3f}", refresh=False)
@@ -346,18 +370,27 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     return TrainResult(run_dir, step, train_loss, val_loss, ckpt, seconds, precision.name, shortfall)
 
 
+def _finite(value: float) -> Optional[float]:
+    """JSON has no infinity: a step that fp16 skipped for overflowing gradients logs its norm as null."""
+    return value if math.isfinite(value) else None
+
+
 def step_shortfall(tc: TrainConfig, steps: int, seconds: float, precision: str, device: str,
                    ran_out: bool) -> Optional[str]:
-    """What to tell a user whose time budget ended with under half the steps the recipe was tuned for
-    (train.tuned_steps): the measured speed, the likely cause, and what to change; None when all is well."""
-    if not ran_out or tc.max_minutes is None or tc.tuned_steps is None or steps >= tc.tuned_steps / 2:
+    """What to tell a user whose time budget ran out at under half the speed the recipe was tuned at
+    (train.tuned_steps_per_minute): the measured speed, the likely cause, and what to change; None when all
+    is well, when the run ended before its budget, or when it was too short (under a minute) to judge."""
+    tuned = tc.tuned_steps_per_minute
+    if not ran_out or tc.max_minutes is None or tuned is None or seconds < 60:
         return None
-    rate = steps / max(seconds, 1e-9)
-    needed = tc.tuned_steps / max(rate, 1e-9) / 60
+    rate = steps / (seconds / 60)
+    if rate >= tuned / 2:
+        return None
+    minutes = seconds / 60
     cause = ""
     if precision == "bf16" and torch.device(device).type == "cpu" and not hardware.cpu_bf16_pays():
         cause = " bf16 is slow on this CPU: set train.precision: auto (fp32 here)."
-    return (f"this run made {steps} steps in {seconds / 60:.1f} minutes ({rate:.2f} steps/s), under half the "
-            f"{tc.tuned_steps} its recipe was tuned to reach in {tc.max_minutes:g} minutes, so expect scores far "
-            f"below the recipe's.{cause} To train as far, give it about {needed:.0f} minutes (--minutes, or "
-            f"--resume for more), or a faster machine.")
+    return (f"this run made {steps} steps in {minutes:.1f} minutes ({rate:.0f} a minute), under half the "
+            f"{tuned:.0f} a minute its recipe was tuned at, so expect scores far below the recipe's.{cause} To "
+            f"train as far as the recipe does in {minutes:.0f} minutes, give it about {minutes * tuned / rate:.0f} "
+            f"(--minutes; a resumed run adds its own), or a faster machine.")

@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -81,21 +82,10 @@ def test_whether_bf16_pays_follows_the_flags_and_the_measurement(monkeypatch, fl
 def test_explicit_bf16_on_an_emulating_cpu_warns_once_with_the_measured_slowdown(no_native_bf16):
     with pytest.warns(RuntimeWarning, match=r"no native bf16 .* 37x slower than fp32"):
         assert choose_precision("bf16", "cpu").name == "bf16"  # still honoured
-    with warnings_recorded() as seen:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         choose_precision("bf16", "cpu")
     assert not seen
-
-
-def warnings_recorded():
-    import warnings
-
-    class Recorder(warnings.catch_warnings):
-        def __enter__(self):
-            seen = super().__enter__()
-            warnings.simplefilter("always")
-            return seen
-
-    return Recorder(record=True)
 
 
 def test_the_environment_stands_in_for_auto_but_not_for_an_explicit_choice(no_native_bf16, monkeypatch):

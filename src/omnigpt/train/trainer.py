@@ -98,7 +98,11 @@ def run_precision(requested: str, env: distributed.DistEnv, recorded: Optional[d
     """The precision a run trains in. A resumed run keeps the one it trained in (`recorded`, from its trainer
     state) when it resumes on the same kind of device and asks for auto or that same precision (a resume from
     the command line reads the chosen name from the checkpoint's config.yaml); on another kind of device it is
-    chosen anew. Under torchrun every process takes the main process's choice, which rests on a timing."""
+    chosen anew. Under torchrun only the main process chooses (the choice rests on a timing, which processes
+    sharing the cores would disturb in each other) and the others take its choice."""
+    if not env.is_main:
+        names = list(DTYPES)
+        return Precision(names[int(distributed.shared(0.0, env))], "the main process's choice")
     here = torch.device(env.device).type
     if recorded and requested in ("auto", recorded["name"]):
         if recorded["device"] == here:
@@ -110,10 +114,7 @@ def run_precision(requested: str, env: distributed.DistEnv, recorded: Optional[d
     else:
         precision = choose_precision(requested, env.device)
     if env.enabled:
-        names = list(DTYPES)
-        main = names[int(distributed.shared(float(names.index(precision.name)), env))]
-        if main != precision.name:
-            precision = Precision(main, "the main process's choice")
+        distributed.shared(float(list(DTYPES).index(precision.name)), env)
     return precision
 
 

@@ -251,3 +251,25 @@ def test_a_resumed_run_keeps_its_precision_on_the_same_kind_of_device(no_native_
     monkeypatch.setattr(hardware, "cpu_bf16_pays", lambda: False)
     assert run_precision("bf16", cpu, {"name": "bf16", "device": "cuda"}).name == "fp32"
     assert run_precision("fp16", cpu, {"name": "bf16", "device": "cpu"}).name == "fp16"  # asked otherwise
+
+
+def test_bad_precision_settings_name_the_key_and_the_value(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {precision: fp8}\n")
+    with pytest.raises(ConfigError, match=r"'train.precision' must be one of \['auto', 'fp32', 'bf16', 'fp16'\], got 'fp8'"):
+        Config.load(bad)
+    bad.write_text("train: {tuned_steps_per_minute: 0}\n")
+    with pytest.raises(ConfigError, match="train.tuned_steps_per_minute must be > 0, got 0.0"):
+        Config.load(bad)
+    bad.write_text("train: {bf16: yes please}\n")
+    with pytest.raises(ConfigError, match="'train.bf16' must be true or false"):
+        Config.load(bad)
+    with pytest.raises(HardwareError, match="train.precision must be one of"):
+        choose_precision("fp64", "cpu")
+
+
+def test_bad_precision_flags_are_usage_errors(text_run):
+    done = run_cli("pretrain", "--config", "text-tiny", "--out", str(text_run), "--precision", "fp8")
+    assert done.returncode == 2 and "invalid choice: 'fp8'" in done.stderr
+    demo = run_cli("demo", "--precision", "half")
+    assert demo.returncode == 2 and "invalid choice: 'half'" in demo.stderr

@@ -6,8 +6,10 @@ import torch
 torch.set_num_threads(2)
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # `precision: auto` means fp32 in tests, on every CPU: the same numbers whether or not this one has native bf16
-# (tests of auto itself unset this).
+# (tests of auto itself unset this). Likewise `device: auto` means the CPU, so that a machine with a GPU runs
+# the same suite; the GPU tests ask for cuda by name.
 os.environ.setdefault("OMNIGPT_PRECISION", "fp32")
+os.environ.setdefault("OMNIGPT_DEVICE", "cpu")
 
 from omnigpt import Config  # noqa: E402
 

@@ -157,6 +157,42 @@ def test_devices_this_machine_lacks_are_named(monkeypatch):
         resolve_dtype("int8", torch.device("cpu"))
 
 
+def test_train_device_and_the_environment_choose_where_to_train(tiny, tmp_path, monkeypatch):
+    from omnigpt.train import distributed
+
+    monkeypatch.setenv(hardware.ENV_DEVICE, "cpu")  # stands in for auto, as the test suite's own setting does
+    assert resolve_device("auto") == torch.device("cpu") and distributed.setup("auto").device == "cpu"
+    with pytest.raises(HardwareError, match="mps is for inference"):
+        distributed.setup("mps")
+    monkeypatch.setenv(hardware.ENV_DEVICE, "mps")
+    with pytest.raises(HardwareError, match="mps is for inference"):
+        distributed.setup("auto")
+    assert distributed.setup("cpu").device == "cpu"  # an explicit choice wins over the environment
+    monkeypatch.delenv(hardware.ENV_DEVICE)
+    if not torch.cuda.is_available():
+        assert distributed.setup("auto").device == "cpu"
+        with pytest.raises(HardwareError, match="no CUDA GPU"):
+            distributed.setup("cuda")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {device: gpu}\n")
+    with pytest.raises(ConfigError, match="train.device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        Config.load(bad)
+    train(tiny(max_steps=2, device="cpu"), tmp_path / "run", progress=False)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_trains_in_bf16_on_a_gpu_that_computes_it(tiny, tmp_path, monkeypatch):
+    monkeypatch.delenv(hardware.ENV_PRECISION, raising=False)
+    monkeypatch.delenv(hardware.ENV_DEVICE, raising=False)
+    result = train(tiny(max_steps=4, save_interval=4, precision="auto"), tmp_path / "run", progress=False)
+    expected = "bf16" if torch.version.hip or torch.cuda.get_device_capability() >= (8, 0) else "fp16"
+    assert result.precision == expected
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["precision"] == expected
+    on_cpu = load_checkpoint(tmp_path / "run", device="cpu")
+    assert next(on_cpu.model.parameters()).device.type == "cpu"
+
+
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory, request):
     from conftest import CORPUS, tiny_config
@@ -273,3 +309,5 @@ def test_bad_precision_flags_are_usage_errors(text_run):
     assert done.returncode == 2 and "invalid choice: 'fp8'" in done.stderr
     demo = run_cli("demo", "--precision", "half")
     assert demo.returncode == 2 and "invalid choice: 'half'" in demo.stderr
+    gpu = run_cli("pretrain", "--config", "text-tiny", "--out", str(text_run), "--device", "cuda:7")
+    assert gpu.returncode == 2 and "cuda:7" in gpu.stderr

@@ -101,6 +101,8 @@ def _load_run_config(args: argparse.Namespace):
         cfg.data.encoding_errors = args.errors
     if args.precision:
         cfg.train.precision = args.precision
+    if args.device:
+        cfg.train.device = args.device
     return cfg.validate()
 
 
@@ -543,7 +545,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise CommandError(f"--minutes must be above 0, got {args.minutes}")
     try:
         run_demo(args.out, args.minutes, args.scenes, args.utterances, progress=not args.quiet,
-                 precision=args.precision)
+                 precision=args.precision, device=args.device)
     except DemoError as e:
         raise CommandError(str(e)) from None
 
@@ -566,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="training precision (default: the config's, auto: bf16 where the hardware computes it "
                         "natively, else fp32)")
+    d.add_argument("--device", help="where to train and score: auto (the GPU when there is one), cpu, cuda or cuda:N")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
@@ -730,6 +733,7 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
                    help="overrides train.precision; auto: bf16 where the hardware computes it natively, fp16 "
                         "with a gradient scaler on older GPUs, fp32 otherwise")
     r.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
+    r.add_argument("--device", help="overrides train.device: auto (the GPU when there is one), cpu, cuda or cuda:N")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -344,6 +344,9 @@ class TrainConfig:
     # with a gradient scaler on an older GPU, fp32 otherwise. A run folder's config.yaml records the choice.
     # (Older configs' `bf16: true` / `false` read as bf16 / fp32.)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Where to train: auto (the GPU when there is one, each torchrun process on its own; else the CPU), cpu,
+    # cuda or cuda:N. The environment variable OMNIGPT_DEVICE, when set, stands in for auto.
+    device: str = "auto"
     compile: bool = False
     eval_interval: int = 100
     eval_batches: int = 20
@@ -374,6 +377,8 @@ class TrainConfig:
             raise ConfigError(f"train.tuned_steps_per_minute must be > 0, got {self.tuned_steps_per_minute}")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.decay_over == "minutes" and self.max_minutes is None:
             raise ConfigError("train.decay_over: minutes needs train.max_minutes (or --minutes)")
         parts = typing.get_args(typing.get_args(typing.get_type_hints(TrainConfig)["freeze"])[0])

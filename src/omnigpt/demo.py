@@ -157,10 +157,11 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
 
 def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, scenes: int = 100,
              utterances: int = 100, progress: bool = True, config: Optional[Config] = None,
-             precision: Optional[str] = None) -> dict:
+             precision: Optional[str] = None, device: Optional[str] = None) -> dict:
     """Train (or continue) the demo's model for up to `minutes` (default: the config's train.max_minutes),
     score every task, write report.json and report.html in `out`, print the results; returns the report's
-    numbers. precision overrides train.precision (auto: bf16 where the hardware computes it natively)."""
+    numbers. precision overrides train.precision (auto: bf16 where the hardware computes it natively), device
+    train.device (auto: the GPU when there is one); the scoring runs on that device too."""
     from .report import write_report
 
     t0 = time.time()
@@ -178,12 +179,15 @@ def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, sce
         cfg.train.max_minutes = minutes
     if precision is not None:
         cfg.train.precision = precision
+    if device is not None:
+        cfg.train.device = device
+    cfg.validate()
     budget = (f"{cfg.train.max_minutes:g} minutes" if cfg.train.max_minutes is not None else
               f"{cfg.train.max_steps} steps")
     print(f"omnigpt demo: training one {cfg.model.n_layer}-layer GPT to complete text, caption and answer "
           f"questions about shape scenes, and transcribe speech, for up to {budget}; run folder {out}", flush=True)
     result = train(cfg, out, resume=True, progress=progress)
-    ckpt = load_checkpoint(out)
+    ckpt = load_checkpoint(out, device=cfg.train.device)
     print("scoring every task ...", flush=True)
     ev = evaluate_multitask(ckpt, scenes, utterances, progress=progress)
     shown = samples(ckpt, ev, out / "report")

@@ -23,6 +23,7 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENV_PRECISION = "OMNIGPT_PRECISION"  # what `auto` means in this environment (a config's explicit value wins)
+ENV_DEVICE = "OMNIGPT_DEVICE"  # likewise for the device (the tests set cpu: the same suite on any machine)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs that compute bf16 natively
 # Where the CPU's flags cannot be read, a bf16 matmul this many times slower than fp32 counts as emulated
@@ -112,8 +113,11 @@ def cpu_bf16_pays() -> bool:
 
 # ------------------------------------------------------------------------------------------ devices
 def resolve_device(spec: str = "auto") -> torch.device:
-    """auto | cpu | cuda | cuda:N | mps -> a device this machine has; auto is the GPU when there is one."""
+    """auto | cpu | cuda | cuda:N | mps -> a device this machine has; auto is the GPU when there is one (or
+    what OMNIGPT_DEVICE says)."""
     spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        spec = os.environ.get(ENV_DEVICE, "").strip().lower() or "auto"
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())

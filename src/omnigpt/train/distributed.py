@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..hardware import ENV_DEVICE, HardwareError, resolve_device
+
 
 @dataclass
 class DistEnv:
@@ -24,15 +26,29 @@ class DistEnv:
         return self.world_size > 1
 
 
-def setup() -> DistEnv:
-    """Join the process group that torchrun's environment variables describe (gloo on CPU, nccl on GPU)."""
+def setup(device: str = "auto") -> DistEnv:
+    """Join the process group that torchrun's environment variables describe (gloo on CPU, nccl on GPU).
+
+    device: train.device. auto is the GPU when there is one (under torchrun each process takes the GPU of
+    its local rank), else the CPU; Apple's MPS is used only for inference, so auto trains on the CPU there."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = f"cuda:{local}" if cuda else "cpu"
+    spec = (device or "auto").strip().lower()
+    if spec == "auto":
+        spec = os.environ.get(ENV_DEVICE, "").strip().lower() or "auto"
+    if spec == "mps":
+        raise HardwareError("training runs on cpu or cuda; mps is for inference (--device on generate, chat, "
+                            "caption, transcribe, evaluate)")
+    chosen = resolve_device(spec)
+    if chosen.type == "mps":  # auto on a Mac
+        chosen = torch.device("cpu")
+    cuda = chosen.type == "cuda"
+    if cuda and world > 1 and ":" not in spec:
+        chosen = torch.device("cuda", local)
+    device = str(chosen)
     if cuda:
-        torch.cuda.set_device(local)
+        torch.cuda.set_device(chosen)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return DistEnv(rank, world, local, device)

@@ -204,8 +204,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     stop_at_step: end (with a checkpoint) after this step without changing the schedule, which still
     runs to train.max_steps; a later `resume=True` carries on.
     """
-    env = distributed.setup()
     cfg = config.validate()
+    env = distributed.setup(cfg.train.device)
     tc = cfg.train
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

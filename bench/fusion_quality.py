@@ -3,7 +3,7 @@ naming a colour or shape, a spoken number; is that the count?).
 
 First the omni model (`configs/omni-tiny.yaml`: text, captions and questions about scenes, speech
 recognition; no labels of this task) trains for --pretrain-minutes; --init-from RUN uses an existing run
-instead. Then every strategy of `omnigpt.compare.STRATEGIES` fine-tunes `configs/classify-builtin.yaml`
+instead. Then every strategy of `omnigpt.recipes.compare.STRATEGIES` fine-tunes `configs/classify-builtin.yaml`
 from that checkpoint for --minutes-each; the best of them (by test accuracy) continues from its checkpoint up to --minutes-best
 minutes in all. Scores are on 1,000 test samples (their spoken numbers are in voices never heard in
 training), with each modality removed in turn for the best strategy.
@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 
 from omnigpt import Config
-from omnigpt.compare import STRATEGIES, compare_fusion
-from omnigpt.train.checkpoint import list_checkpoints, load_trainer_state, resolve, write_atomic
-from omnigpt.train.trainer import train
+from omnigpt.recipes.compare import STRATEGIES, compare_fusion
+from omnigpt.atomic import write_atomic
+from omnigpt.checkpoint import list_checkpoints, resolve
+from omnigpt.train.state import load_trainer_state
+from omnigpt import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

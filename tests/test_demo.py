@@ -11,7 +11,7 @@ from conftest import CORPUS, tiny_config, tiny_omni_config
 from omnigpt import Config, train
 from omnigpt.cli import main
 from omnigpt.data import builtin
-from omnigpt.demo import DemoError, run_demo
+from omnigpt.recipes.demo import DemoError, run_demo
 from omnigpt.evaluate import text_piece_loss
 from omnigpt.model.omni import OmniGPT
 from omnigpt.tokenizer import Tokenizer

@@ -44,7 +44,7 @@ import sys
 for name in ("PIL", "PIL.Image", "soundfile", "soxr", "espeakng_loader", "sacrebleu", "sacrebleu.metrics",
              "jiwer", "matplotlib", "matplotlib.pyplot"):
     sys.modules[name] = None
-import omnigpt.cli, omnigpt.demo, omnigpt.chat, omnigpt.transcribe, omnigpt.evaluate, omnigpt.compare
+import omnigpt.cli, omnigpt.recipes.demo, omnigpt.chat, omnigpt.transcribe, omnigpt.evaluate, omnigpt.recipes.compare
 sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
 from conftest import tiny_config
 from omnigpt import generate, load_checkpoint, train

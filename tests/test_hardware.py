@@ -12,7 +12,7 @@ import yaml
 
 from omnigpt import Config, ConfigError, hardware, load_checkpoint
 from omnigpt.hardware import HardwareError, choose_precision, resolve_device, resolve_dtype
-from omnigpt.train.checkpoint import load_trainer_state
+from omnigpt.train.state import load_trainer_state
 from omnigpt.train.trainer import step_shortfall, train
 
 ROOT = Path(__file__).resolve().parent.parent

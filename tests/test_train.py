@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from omnigpt import ConfigError, load_checkpoint, train
-from omnigpt.train.checkpoint import list_checkpoints, load_trainer_state
+from omnigpt.checkpoint import list_checkpoints
+from omnigpt.train.state import load_trainer_state
 
 
 def losses(run, split="train"):

@@ -3,8 +3,8 @@ from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig
 from .tokenizer import Tokenizer
 from .model.gpt import GPT
 from .generate import GenerationConfig, generate, stream
-from .train.checkpoint import Checkpoint, load_checkpoint
-from .train.trainer import train
+from .checkpoint import Checkpoint, load_checkpoint
+from .recipes.train import train
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 if TYPE_CHECKING:
-    from .train.checkpoint import Checkpoint
+    from .checkpoint import Checkpoint
 
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -70,7 +70,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 def _load_run_config(args: argparse.Namespace):
     from .config import Config
 
-    from .train.checkpoint import list_checkpoints
+    from .checkpoint import list_checkpoints
 
     found = list_checkpoints(args.out) if args.resume else []
     if found:  # a checkpoint's own config: written atomically with it, so never cut short
@@ -108,7 +108,7 @@ def _load_run_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> None:
     """`pretrain` and `finetune`: the same trainer; fine-tuning needs multimodal sources."""
-    from .train.trainer import train
+    from .recipes.train import train
 
     cfg = _load_run_config(args)
     if args.command == "finetune" and not cfg.data.sources:
@@ -130,7 +130,7 @@ def _generation_config(args: argparse.Namespace):
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from .generate import generate, stream
-    from .train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     gen = _generation_config(args)
@@ -174,7 +174,7 @@ def _media_per_prompt(prompts: list[str], files: list[str], kind: str) -> Option
 def cmd_caption(args: argparse.Namespace) -> None:
     from .data.image import ImageTransform, load_image
     from .generate import generate
-    from .train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
     from .viz import attention_figure, image_attention
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
@@ -208,7 +208,8 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from .subtitles import to_srt, to_vtt
-    from .train.checkpoint import load_checkpoint, write_atomic
+    from .atomic import write_atomic
+    from .checkpoint import load_checkpoint
     from .transcribe import WHISPER_TEMPERATURES, transcribe
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
@@ -269,7 +270,7 @@ def _temperatures(text: str) -> list[float]:
 
 def cmd_chat(args: argparse.Namespace) -> None:
     from .chat import ChatSession, repl
-    from .train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if getattr(ckpt.model, "cls_config", None) is not None:
@@ -296,7 +297,7 @@ def _run_dir_of(checkpoint: Path) -> Optional[Path]:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import perplexity_of_file, perplexity_of_split
-    from .train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if getattr(ckpt.model, "cls_config", None) is not None:
@@ -328,7 +329,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _evaluate_all(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
-    from .demo import evaluate_multitask, summary_of
+    from .recipes.demo import evaluate_multitask, summary_of
 
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be at least 1, got {args.limit}")
@@ -394,7 +395,7 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
 
 
 def cmd_compare_fusion(args: argparse.Namespace) -> None:
-    from .compare import STRATEGIES, compare_fusion, results_markdown
+    from .recipes.compare import STRATEGIES, compare_fusion, results_markdown
     from .train.labeled_data import read_labeled_sources, training_labels
 
     from .config import Config
@@ -416,7 +417,7 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
-    from .train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
     from .train.labeled_data import LabeledData, RawLabeled
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
@@ -536,7 +537,7 @@ def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import DemoError, run_demo
+    from .recipes.demo import DemoError, run_demo
 
     for name in ("scenes", "utterances"):
         if getattr(args, name) < 1:
@@ -745,7 +746,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .generate import GenerationError
     from .hardware import HardwareError
     from .tokenizer import TokenizerError
-    from .train.checkpoint import CheckpointError
+    from .checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

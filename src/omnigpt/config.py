@@ -16,6 +16,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .atomic import write_atomic
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
@@ -455,7 +457,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        write_atomic(path, self.to_yaml())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Config":

@@ -13,6 +13,8 @@ from typing import Iterable, Iterator, Literal, Sequence
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from .atomic import write_atomic
+
 BOS = "<|bos|>"
 EOS = "<|eos|>"
 PAD = "<|pad|>"
@@ -103,7 +105,7 @@ class Tokenizer:
             path = path / "tokenizer.json"
         data = json.loads(self.backend.to_str())
         data["omnigpt_kind"] = self.kind
-        path.write_text(json.dumps(data, ensure_ascii=False))
+        write_atomic(path, json.dumps(data, ensure_ascii=False))
         return path
 
     @classmethod

@@ -2,7 +2,9 @@
 the confusion matrix of a classifier."""
 from __future__ import annotations
 
+import io
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -11,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .extras import optional, require
+from .atomic import write_atomic
+from .extras import MissingExtraError, optional, require
 from .tokenizer import Tokenizer
 
 Image = optional("PIL.Image")
@@ -27,11 +30,12 @@ def _pyplot():
 
 def _save(plt, fig, png_path: str | Path, dpi: Optional[int] = None) -> Path:
     """Write the figure as PNG (making its folder) and free it."""
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, **({"dpi": dpi} if dpi else {}))
-    plt.close(fig)
-    return png_path
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", **({"dpi": dpi} if dpi else {}))
+    finally:
+        plt.close(fig)
+    return write_atomic(png_path, buf.getvalue())
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -39,6 +43,21 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir: str | Path) -> None:
+    """loss.png from a run folder's metrics.jsonl; an install without matplotlib (omnigpt[plots]) trains on,
+    and is told once."""
+    png = Path(run_dir) / "loss.png"
+    try:
+        loss_curve(Path(run_dir) / "metrics.jsonl", png)
+    except MissingExtraError as exc:
+        if png not in _unplotted:
+            _unplotted.add(png)
+            print(f"{png.name} not drawn: {exc}", file=sys.stderr)
+
+
+_unplotted: set[Path] = set()
 
 
 def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:

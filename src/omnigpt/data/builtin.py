@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..extras import optional
 
 Image = optional("PIL.Image")
@@ -297,10 +298,7 @@ def scene_arrays(split: str, count: int, seed: int = 0, size: int = 64,
         texts = json.dumps({"captions": arrays.captions, "qas": [[asdict(q) for q in qs] for qs in arrays.qas]})
         buf = io.BytesIO()
         np.savez(buf, images=arrays.images, texts=np.array(texts))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
+        write_atomic(path, buf.getvalue())
     return arrays
 
 
@@ -319,11 +317,7 @@ def write_scene_dataset(out_dir: str | Path, split: str, count: int, seed: int =
         s.image.save(out / rel)
         lines.append(json.dumps({"image": rel, "text": s.caption, "objects": [o._asdict() for o in s.objects],
                                  "qas": [asdict(q) for q in s.qas]}))
-    manifest = out / f"{split}.jsonl"
-    tmp = out / f".{split}.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(manifest)
-    return manifest
+    return write_atomic(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))
 
 
 def load_scene_manifest(path: str | Path) -> list[Scene]:

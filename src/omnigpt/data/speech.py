@@ -40,6 +40,7 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..extras import optional
 from .builtin import CELLS, COLORS, SHAPES, SIZES, cell_phrase
 
@@ -514,10 +515,7 @@ def speech_dataset(split: str, count: int, seed: int = 0, cache_dir: Optional[st
                            "sample_rate": SAMPLE_RATE})
         buf = io.BytesIO()
         np.savez(buf, samples=result.samples, offsets=result.offsets, meta=np.array(meta))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
+        write_atomic(path, buf.getvalue())
     return result
 
 
@@ -544,8 +542,4 @@ def write_speech_dataset(out_dir: str | Path, split: str, count: int, seed: int 
         sf.write(out / rel, _quantize(u.audio), SAMPLE_RATE, subtype="PCM_16")
         lines.append(json.dumps({"audio": rel, "text": u.text, "voice": u.voice, "kind": u.kind,
                                  "duration": round(len(u.audio) / SAMPLE_RATE, 3)}))
-    manifest = out / f"{split}.jsonl"
-    tmp = out / f".{split}.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    tmp.replace(manifest)
-    return manifest
+    return write_atomic(out / f"{split}.jsonl", "".join(line + "\n" for line in lines))

@@ -14,6 +14,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
 from ..tokenizer import Tokenizer
 
 BUILTIN = "builtin"
@@ -79,12 +80,10 @@ def prepare_tokens(docs: Sequence[str], tokenizer: Tokenizer, out_dir: str | Pat
     n_val = max(1, int(len(tokens) * val_fraction))
     splits = {"train": tokens[:-n_val], "val": tokens[-n_val:]}
     for name, arr in splits.items():
-        tmp = out / f".{name}.bin.tmp"
-        arr.tofile(tmp)
-        tmp.replace(out / f"{name}.bin")
+        write_atomic(out / f"{name}.bin", arr.tobytes())
     meta = {"dtype": tokens.dtype.name, "vocab_size": tokenizer.vocab_size,
             "train_tokens": int(len(splits["train"])), "val_tokens": int(len(splits["val"]))}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    write_atomic(out / "meta.json", json.dumps(meta, indent=1))
     return out
 
 

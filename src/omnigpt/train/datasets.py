@@ -74,7 +74,7 @@ def load_or_create_tokenizer(cfg: Config, run_dir: Path, texts: Callable[[], lis
     if tok_path.is_file():
         return Tokenizer.load(tok_path)
     if cfg.train.init_from:
-        from .checkpoint import resolve
+        from ..checkpoint import resolve
         tokenizer = Tokenizer.load(resolve(cfg.train.init_from) / "tokenizer.json")
     elif cfg.data.tokenizer_path:
         tokenizer = Tokenizer.load(cfg.data.tokenizer_path)

@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
 from ..config import Config, ConfigError
 from ..extras import optional
 from ..data import matching
@@ -27,7 +28,6 @@ from ..data.text import DataError
 from ..model.classifier import MODALITIES, template_ids
 from ..tokenizer import Tokenizer
 from . import distributed
-from .checkpoint import write_atomic
 from .datasets import cache_dir, load_or_create_tokenizer, mel_config, stratified_split
 
 Image = optional("PIL.Image")

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors import safe_open
@@ -21,17 +21,17 @@ from safetensors.torch import load_file, load_model
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Config, ConfigError, TrainConfig
-from ..extras import MissingExtraError
 from .. import hardware
+from ..atomic import write_atomic
+from ..checkpoint import list_checkpoints, resolve, save_checkpoint
+from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
 from ..model.omni import build_model
-from ..viz import loss_curve
 from . import distributed
-from .checkpoint import (list_checkpoints, load_trainer_state, optimizer_from_tensors, optimizer_to_tensors,
-                         resolve, save_checkpoint, write_atomic)
 from .datasets import TrainingData, prepare
 from .optim import build_optimizer, learning_rate, set_learning_rate
+from .state import load_trainer_state, optimizer_from_tensors, optimizer_to_tensors, save_trainer_state
+
 
 @dataclass
 class TrainResult:
@@ -118,19 +118,6 @@ def run_precision(requested: str, env: distributed.DistEnv, recorded: Optional[d
     return precision
 
 
-def plot_loss(metrics_path: Path, png: Path) -> None:
-    """loss.png from metrics.jsonl; an install without matplotlib (omnigpt[plots]) trains on, and is told once."""
-    try:
-        loss_curve(metrics_path, png)
-    except MissingExtraError as exc:
-        if png not in _unplotted:
-            _unplotted.add(png)
-            print(f"{png.name} not drawn: {exc}", file=sys.stderr)
-
-
-_unplotted: set[Path] = set()
-
-
 def init_weights(model: nn.Module, source: str | Path) -> None:
     """Copy weights from a checkpoint: a text GPT's go into the decoder, an omni model's wherever names match."""
     weights = resolve(source) / "model.safetensors"
@@ -196,13 +183,14 @@ def _adopt_model_config(cfg: Config, source: str) -> None:
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: Optional[int] = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, after_validation: Optional[Callable[[Path], None]] = None) -> TrainResult:
     """Pretrain a GPT on config.data.corpus, or fine-tune on config.data.sources (image-text examples);
-    checkpoints, metrics.jsonl and loss.png go to out_dir.
+    checkpoints and metrics.jsonl go to out_dir (`omnigpt.train` also draws loss.png there).
 
     resume: continue from out_dir's latest checkpoint, exactly as if the run had never stopped.
     stop_at_step: end (with a checkpoint) after this step without changing the schedule, which still
     runs to train.max_steps; a later `resume=True` carries on.
+    after_validation: called with out_dir after each validation (on the main process).
     """
     cfg = config.validate()
     env = distributed.setup(cfg.train.device)
@@ -293,8 +281,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                         "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size,
                         "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
                         "precision": {"name": precision.name, "device": device_type}}
-        return save_checkpoint(run_dir, at, model, cfg, tokenizer, {"tensors": tensors, "meta": trainer_meta},
-                               keep=tc.keep_checkpoints)
+        return save_checkpoint(run_dir, at, model, cfg, tokenizer,
+                               lambda folder: save_trainer_state(folder, tensors, trainer_meta), keep=tc.keep_checkpoints)
 
     model.train()
     while step < end_step:
@@ -351,7 +339,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                 _append_metrics(metrics_path, {"step": step, "split": "val", "loss": round(val_loss, 6)})
                 for task, loss in per_task.items():
                     _append_metrics(metrics_path, {"step": step, "split": "val", "task": task, "loss": round(loss, 6)})
-                plot_loss(metrics_path, run_dir / "loss.png")
+                if after_validation is not None:
+                    after_validation(run_dir)
             if progress and env.is_main:
                 bar.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
         if step % tc.save_interval == 0 or stop:

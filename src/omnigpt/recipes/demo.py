@@ -11,17 +11,18 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .config import Config
-from .data import builtin
-from .data.speech import SAMPLE_RATE, speech_dataset
-from .evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
-from .extras import require
-from .generate import generate
-from .train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint, write_atomic
-from .train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
-from .train.trainer import train
+from ..config import Config
+from ..data import builtin
+from ..data.speech import SAMPLE_RATE, speech_dataset
+from ..evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
+from ..extras import require
+from ..generate import generate
+from ..atomic import write_atomic
+from ..checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from ..train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
+from .train import train
 
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "omni-tiny.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "omni-tiny.yaml"
 TEXT_PROMPTS = ("The for statement", "A class definition", "Exceptions are")
 SHOWN = 3  # scenes, questions, utterances and completions shown as samples
 FUNCTION_WORDS = frozenset({"a", "an", "the", "at", "and", "of", "in", "on", "is"})  # no attention panel
@@ -108,8 +109,8 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     """What the report shows: completions of TEXT_PROMPTS, the first scored test scenes (image, caption,
     the answer to each of its questions, attention maps) and the first scored test utterances (WAV,
     reference, transcript)."""
-    from .data.image import ImageTransform
-    from .viz import attention_figure, image_attention
+    from ..data.image import ImageTransform
+    from ..viz import attention_figure, image_attention
 
     cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
     report_dir.mkdir(parents=True, exist_ok=True)

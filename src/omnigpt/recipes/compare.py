@@ -13,9 +13,11 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import Config, ConfigError
-from .extras import require
-from .train.checkpoint import list_checkpoints, load_checkpoint, load_trainer_state, write_atomic
+from ..config import Config, ConfigError
+from ..extras import require
+from ..atomic import write_atomic
+from ..checkpoint import list_checkpoints, load_checkpoint
+from ..train.state import load_trainer_state
 
 STRATEGIES = ("concat", "weighted_sum", "gated", "product", "attention", "early")
 
@@ -32,11 +34,11 @@ def compare_fusion(config: Config, out_dir: str | Path, strategies: Sequence[str
     """Train (or resume) each strategy for `minutes` of wall time (default: the config's train.max_minutes,
     else train.max_steps), evaluate it on `test_examples` (default: 1,000 test samples of the config's first
     built-in source), and write the results (see the module docstring). Returns one row per strategy."""
-    from .evaluate import evaluate_classifier
-    from .train.labeled_data import BUILTIN_MATCHING, MatchingExamples
-    from .train.datasets import cache_dir
-    from .train.trainer import train
-    from .viz import confusion_figure, fusion_bars
+    from ..evaluate import evaluate_classifier
+    from ..train.labeled_data import BUILTIN_MATCHING, MatchingExamples
+    from ..train.datasets import cache_dir
+    from .train import train
+    from ..viz import confusion_figure, fusion_bars
 
     require("matplotlib")  # the comparison's product is its plots: know before any strategy trains
     if config.classifier is None:

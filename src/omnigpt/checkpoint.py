@@ -1,5 +1,6 @@
 """Checkpoints: a folder with `model.safetensors`, `config.yaml`, `tokenizer.json` and, for a training run,
-`trainer_state.safetensors` (optimizer moments, RNG state, step and data position as metadata).
+what the trainer adds to resume (`train.state`). Anyone may save and load one: the trainer, inference,
+evaluation, the recipes.
 
 A checkpoint is written into a hidden temporary folder, flushed to disk, then renamed into place, so a
 process killed at any moment leaves the previous checkpoint or the new one, never a half-written one.
@@ -7,22 +8,22 @@ Loading reads safetensors and YAML only: nothing is unpickled.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ..config import Config, ConfigError
-from ..hardware import resolve_device, resolve_dtype
-from ..model.omni import build_model
-from ..tokenizer import Tokenizer, TokenizerError
+from .atomic import write_atomic
+from .config import Config, ConfigError
+from .hardware import resolve_device, resolve_dtype
+from .model.omni import build_model
+from .tokenizer import Tokenizer, TokenizerError
 
 PREFIX = "step-"
 FILES = ("model.safetensors", "config.yaml", "tokenizer.json")
@@ -84,17 +85,8 @@ def _fsync_tree(folder: Path) -> None:
     _fsync_dir(folder)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace a small text file in one step: a reader sees the old content or the new, never a part."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Config, tokenizer: Tokenizer,
-                    trainer_state: Optional[dict[str, Any]] = None, keep: Optional[int] = None) -> Path:
+                    extra: Optional[Callable[[Path], None]] = None, keep: Optional[int] = None) -> Path:
     """Write checkpoint `step` of a run atomically; keep only the newest `keep` checkpoints if given."""
     final = checkpoint_dir(Path(run_dir), step)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +97,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, config: Co
     save_model(model, str(tmp / "model.safetensors"), metadata={"step": str(step)})
     config.save(tmp / "config.yaml")
     tokenizer.save(tmp / "tokenizer.json")
-    if trainer_state is not None:
-        tensors, meta = trainer_state["tensors"], trainer_state["meta"]
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "trainer_state.safetensors"),
-                  metadata={"json": json.dumps(meta)})
+    if extra is not None:  # more files into the same folder, written before it is renamed into place
+        extra(tmp)
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step: move the old one aside first
         old = final.parent / f".old-{final.name}-{os.getpid()}"
@@ -162,45 +152,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
     with safe_open(str(weights), framework="pt") as f:
         step = int((f.metadata() or {}).get("step", 0))
     return Checkpoint(folder, config, model, tokenizer, step)
-
-
-def load_trainer_state(folder: str | Path, tensors: bool = True) -> dict[str, Any]:
-    """The tensors and metadata written as `trainer_state` by `save_checkpoint`; tensors=False reads the
-    metadata (step, seconds, losses) without the optimizer's tensors."""
-    path = Path(folder) / "trainer_state.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no trainer_state.safetensors: it cannot resume training")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["json"])
-            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable trainer state ({exc})") from None
-    return {"tensors": loaded, "meta": meta}
-
-
-# ---------------------------------------------------------------------------- optimizer <-> flat tensors
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's state as named tensors plus JSON-able metadata (safetensors holds no Python objects)."""
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                           meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for name, value in meta["scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

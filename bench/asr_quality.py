@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from omnigpt import Config, generate, load_checkpoint, train
-from omnigpt.data.speech import SAMPLE_RATE, TRANSCRIBE_PROMPT, speech_dataset
+from omnigpt.data.builtin.speech import SAMPLE_RATE, speech_dataset
+from omnigpt.data.prompts import TRANSCRIBE_PROMPT
 from omnigpt.metrics import cer, wer
 from omnigpt.train.datasets import cache_dir
 from omnigpt.transcribe import transcribe

@@ -3,7 +3,7 @@ naming a colour or shape, a spoken number; is that the count?).
 
 First the omni model (`configs/omni-tiny.yaml`: text, captions and questions about scenes, speech
 recognition; no labels of this task) trains for --pretrain-minutes; --init-from RUN uses an existing run
-instead. Then every strategy of `omnigpt.recipes.compare.STRATEGIES` fine-tunes `configs/classify-builtin.yaml`
+instead. Then every strategy of `omnigpt.recipes.compare.STRATEGIES` fine-tunes `configs/classify-builtin_scenes.yaml`
 from that checkpoint for --minutes-each; the best of them (by test accuracy) continues from its checkpoint up to --minutes-best
 minutes in all. Scores are on 1,000 test samples (their spoken numbers are in voices never heard in
 training), with each modality removed in turn for the best strategy.
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=str(ROOT / "configs" / "classify-builtin.yaml"))
+    p.add_argument("--config", default=str(ROOT / "configs" / "classify-builtin_scenes.yaml"))
     p.add_argument("--pretrain-config", default=str(ROOT / "configs" / "omni-tiny.yaml"))
     p.add_argument("--pretrain-minutes", type=float, default=16.0)
     p.add_argument("--init-from", help="a trained run to start every strategy from, instead of pretraining one")

@@ -3,7 +3,8 @@ import pytest
 
 from conftest import tiny_asr_config
 from omnigpt import generate, load_checkpoint, train
-from omnigpt.data import speech
+from omnigpt.data.prompts import CLASSIFY_PROMPT, TRANSCRIBE_PROMPT
+from omnigpt.data.builtin import speech
 from omnigpt.generate import GenerationError
 
 
@@ -20,7 +21,7 @@ def test_a_tiny_recognizer_learns_eight_utterances_by_heart(tmp_path, speech_cac
     train(cfg, tmp_path / "asr", progress=False)
     ck = load_checkpoint(tmp_path / "asr")
     clips = speech.speech_dataset("train", 8, 0, speech_cache)
-    out = generate(ck.model, ck.tokenizer, [speech.TRANSCRIBE_PROMPT] * 8, audio=[clips.audio(i) for i in range(8)],
+    out = generate(ck.model, ck.tokenizer, [TRANSCRIBE_PROMPT] * 8, audio=[clips.audio(i) for i in range(8)],
                    max_new_tokens=30)
     assert [o.strip() for o in out] == list(clips.texts)
 
@@ -131,7 +132,7 @@ def test_audio_classification_by_prompt(tmp_path, speech_cache, capsys):
     limited = json.loads(capsys.readouterr().out)  # a sample across the class folders, not the first class
     assert limited["count"] == 6 and sum(s > 0 for s in map(sum, limited["confusion"])) >= 2
     clip = str(root / "test" / "stop" / "0.wav")
-    main(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", speech.CLASSIFY_PROMPT, "--audio", clip,
+    main(["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", CLASSIFY_PROMPT, "--audio", clip,
           "--max-new-tokens", "3", "--json"])
     assert json.loads(capsys.readouterr().out)[0]["completion"].strip() in ("no", "stop", "yes")
     with pytest.raises(SystemExit):
@@ -150,4 +151,4 @@ def test_held_out_class_folder_examples_cover_every_class():
     assert len(val_set) == 6 and len(train_set) == 54
     assert {it.label for it in val_set.items} == {"a", "b", "c"}
     assert not {it.audio for it in val_set.items} & {it.audio for it in train_set.items}
-    assert val_set.example(0, None).prompt == speech.CLASSIFY_PROMPT
+    assert val_set.example(0, None).prompt == CLASSIFY_PROMPT

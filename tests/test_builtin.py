@@ -5,9 +5,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from omnigpt.data.builtin import (CAPTION_PROMPT, CELLS, COLORS, HELD_OUT, SPLITS, Obj, answer_matches,
-                                  caption_matches, caption_of, cell_bounds, load_scene_manifest, parse_caption,
-                                  scene, scene_arrays, scenes, target_text, vqa_prompt, write_scene_dataset)
+from omnigpt.data.builtin.scenes import (CELLS, COLORS, HELD_OUT, SPLITS, Obj, answer_matches, caption_matches,
+                                         caption_of, cell_bounds, load_scene_manifest, parse_caption, scene,
+                                         scene_arrays, scenes, write_scene_dataset)
+from omnigpt.data.prompts import CAPTION_PROMPT, target_text, vqa_prompt
 
 
 @pytest.fixture(scope="module")

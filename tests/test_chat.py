@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_omni_config
 from omnigpt.chat import ChatSession, repl
-from omnigpt.data import builtin
+from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.generate import GenerationConfig, GenerationError, generate
 from omnigpt.model.omni import OmniGPT
 from omnigpt.tokenizer import Tokenizer
@@ -22,7 +22,7 @@ def model():
 
 def test_turns_carry_the_history_and_images(model):
     session = ChatSession(model, TOK, GenerationConfig(max_new_tokens=5))
-    image = builtin.scene(0, 0, "test", 32).image
+    image = builtin_scenes.scene(0, 0, "test", 32).image
     first = "".join(session.send("caption:", images=[image]))
     assert first == generate(model, TOK, "<image> caption:", images=image, max_new_tokens=5)
     second = "".join(session.send("and more"))
@@ -37,7 +37,7 @@ def test_turns_carry_the_history_and_images(model):
 
 def test_old_turns_are_dropped_whole_when_the_context_is_full(model):
     session = ChatSession(model, TOK, GenerationConfig(max_new_tokens=8))
-    image = builtin.scene(0, 1, "test", 32).image
+    image = builtin_scenes.scene(0, 1, "test", 32).image
     list(session.send("look:", images=[image]))
     for k in range(12):  # 160-token context: these turns cannot all stay
         list(session.send(f"message number {k} with some words"))
@@ -47,7 +47,7 @@ def test_old_turns_are_dropped_whole_when_the_context_is_full(model):
 
 
 def test_the_repl_reads_commands_and_messages(model, tmp_path):
-    builtin.scene(0, 2, "test", 32).image.save(tmp_path / "s.png")
+    builtin_scenes.scene(0, 2, "test", 32).image.save(tmp_path / "s.png")
     lines = iter(["/help", "/image nowhere.png", f"/image {tmp_path / 's.png'}", "caption:", "/frobnicate",
                   "/reset", "hello", "/quit", "never read"])
     out = io.StringIO()

@@ -99,12 +99,12 @@ def image_run(tmp_path, capsys):
 
 
 def test_finetune_caption_generate_evaluate_with_images(image_run, tmp_path, capsys):
-    from omnigpt.data import builtin
+    from omnigpt.data.builtin import scenes as builtin_scenes
 
     paths = []
     for i in range(2):
         paths.append(tmp_path / f"scene{i}.png")
-        builtin.scene(0, i, "test", size=32).image.save(paths[-1])
+        builtin_scenes.scene(0, i, "test", size=32).image.save(paths[-1])
     rows = json.loads(run(capsys, "caption", "--checkpoint", image_run, *paths, "--max-new-tokens", "6",
                           "--attention-map", tmp_path / "att.png", "--json"))
     assert [r["image"] for r in rows] == [str(p) for p in paths]
@@ -116,7 +116,7 @@ def test_finetune_caption_generate_evaluate_with_images(image_run, tmp_path, cap
     result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--limit", "4", "--quiet"))
     for key in ("caption_exact_match", "bleu4", "cider_d", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
         assert key in result
-    manifest = builtin.write_scene_dataset(tmp_path / "m", "test", 3, size=32)
+    manifest = builtin_scenes.write_scene_dataset(tmp_path / "m", "test", 3, size=32)
     result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--task", "caption", "--data",
                             manifest, "--quiet"))
     assert result["images"] == 3 and 0 <= result["bleu4"] <= 100 and "caption_exact_match" in result

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import CORPUS, tiny_config, tiny_omni_config
 from omnigpt import Config, train
 from omnigpt.cli import main
-from omnigpt.data import builtin
+from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.recipes.demo import DemoError, run_demo
 from omnigpt.evaluate import text_piece_loss
 from omnigpt.model.omni import OmniGPT
@@ -58,10 +58,10 @@ def test_the_demo_scores_every_task_and_writes_its_report(tmp_path, capsys):
     shown = report["samples"]
     assert [c["prompt"] for c in shown["completions"]] == ["The for statement", "A class definition",
                                                            "Exceptions are"]
-    first = builtin.scenes("test", 1, size=32)[0]
+    first = builtin_scenes.scenes("test", 1, size=32)[0]
     assert shown["scenes"][0]["reference"] == first.caption
     assert [q["question"] for q in shown["scenes"][0]["questions"]] == [q.question for q in first.qas]
-    assert all(s["match"] == builtin.caption_matches(s["caption"], s["reference"]) for s in shown["scenes"])
+    assert all(s["match"] == builtin_scenes.caption_matches(s["caption"], s["reference"]) for s in shown["scenes"])
     assert len(shown["utterances"]) == 3
     page = (run / "report.html").read_text()
     sources = re.findall(r"""src=['"]([^'"]+)['"]""", page)

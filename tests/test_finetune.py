@@ -8,7 +8,8 @@ import torch
 
 from conftest import tiny_config, tiny_omni_config
 from omnigpt import Config, ConfigError, generate, load_checkpoint, train
-from omnigpt.data import builtin
+from omnigpt.data.prompts import CAPTION_PROMPT
+from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.data.sources import DataWarning
 from omnigpt.data.text import DataError
 from omnigpt.viz import attention_figure, image_attention
@@ -28,8 +29,8 @@ def test_a_tiny_captioner_learns_eight_images_by_heart(tmp_path):
     cfg.data.tasks = ["caption"]
     train(cfg, tmp_path / "cap", progress=False)
     ck = load_checkpoint(tmp_path / "cap")
-    scenes = builtin.scenes("train", 8, size=32)
-    out = generate(ck.model, ck.tokenizer, [builtin.CAPTION_PROMPT] * 8, images=[s.image for s in scenes],
+    scenes = builtin_scenes.scenes("train", 8, size=32)
+    out = generate(ck.model, ck.tokenizer, [CAPTION_PROMPT] * 8, images=[s.image for s in scenes],
                    max_new_tokens=60)
     assert [o.strip() for o in out] == [s.caption for s in scenes]
 
@@ -96,7 +97,7 @@ def test_a_classifier_starts_from_an_omni_run(tmp_path):
 
 
 def test_a_jsonl_manifest_trains_and_bad_rows_are_reported(tmp_path):
-    manifest = builtin.write_scene_dataset(tmp_path / "scenes", "train", 12, size=32)
+    manifest = builtin_scenes.write_scene_dataset(tmp_path / "scenes", "train", 12, size=32)
     cfg = tiny_omni_config(max_steps=3)
     cfg.data.sources = [str(manifest)]
     result = train(cfg, tmp_path / "run", progress=False)
@@ -130,9 +131,9 @@ def test_attention_map_has_one_panel_per_word(tmp_path, fusion):
     cfg = tiny_omni_config(fusion, max_steps=2)
     train(cfg, tmp_path / "run", progress=False)
     ck = load_checkpoint(tmp_path / "run")
-    image = builtin.scene(0, 0, "test", size=32).image
+    image = builtin_scenes.scene(0, 0, "test", size=32).image
     caption = "a small red circle"
-    words = image_attention(ck.model, ck.tokenizer, image, builtin.CAPTION_PROMPT, ck.tokenizer.encode(" " + caption))
+    words = image_attention(ck.model, ck.tokenizer, image, CAPTION_PROMPT, ck.tokenizer.encode(" " + caption))
     assert [w.word for w in words] == caption.split()
     for w in words:
         assert w.grid.shape == (3, 3) and (w.grid >= 0).all() and w.grid.sum() <= 1.0 + 1e-5

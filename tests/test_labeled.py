@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from omnigpt.data import matching
-from omnigpt.data.builtin import COLORS
+from omnigpt.data.builtin import matching
+from omnigpt.data.builtin.scenes import COLORS
 from omnigpt.data.labeled import read_labeled_manifest
 from omnigpt.data.text import DataError
 

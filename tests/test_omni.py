@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import tiny_omni_config
-from omnigpt.data import builtin
+from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.data.batch import IGNORE_INDEX, Example, collate, expand_placeholders
 from omnigpt.generate import generate
 from omnigpt.model.gpt import GPT
@@ -133,7 +133,7 @@ def test_cached_decoding_equals_full_forward(fusion):
 @pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
 def test_a_prompt_gives_the_same_output_alone_in_a_batch_and_with_beams(fusion):
     model = _model(fusion)
-    imgs = [s.image for s in builtin.scenes("test", 3, size=32)]
+    imgs = [s.image for s in builtin_scenes.scenes("test", 3, size=32)]
     prompts = ["<image> caption:", "<image> question: how many circles? answer:", "<image> x"]
     prompts.append("a prompt without an image")
     imgs.append([])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from omnigpt.data import speech
-from omnigpt.data.speech import (ESPEAK_SAMPLE_RATE, MEAN_DURATION_S, PHRASE_KINDS, SAMPLE_RATE, TEST_VARIANTS,
+from omnigpt.data.builtin import speech
+from omnigpt.data.builtin.speech import (ESPEAK_SAMPLE_RATE, MEAN_DURATION_S, PHRASE_KINDS, SAMPLE_RATE, TEST_VARIANTS,
                                  TEST_VOICES, TRAIN_VOICES, VOCABULARY, SpeechError, espeak_paths,
                                  hours_to_count, number_words, phrase, speech_dataset, synthesize, utterance,
                                  utterances, voices_for, write_speech_dataset)

@@ -8,7 +8,8 @@ import torch
 
 from conftest import tiny_asr_config
 from omnigpt import generate, load_checkpoint, train
-from omnigpt.data import speech
+from omnigpt.data.prompts import TRANSCRIBE_PROMPT
+from omnigpt.data.builtin import speech
 from omnigpt.generate import GenerationError
 from omnigpt.subtitles import timestamp, to_srt, to_vtt
 from omnigpt.transcribe import (Hypothesis, Segment, TranscribeOptions, average_logprobs, compression_ratio,
@@ -84,7 +85,7 @@ def test_a_recording_becomes_timed_segments_each_decoded_like_its_region(recogni
     for seg, (start, end, _) in zip(tr.segments, truth):
         assert seg.start <= start + 0.2 and seg.end >= end - 0.2 and seg.end - seg.start < end - start + 0.8
         region = wave[round(seg.start * RATE):round(seg.end * RATE)]
-        alone = generate(recognizer.model, recognizer.tokenizer, speech.TRANSCRIBE_PROMPT, audio=region,
+        alone = generate(recognizer.model, recognizer.tokenizer, TRANSCRIBE_PROMPT, audio=region,
                          max_new_tokens=48).strip()
         assert seg.text == alone and seg.temperature in TranscribeOptions().temperatures
     assert tr.text == " ".join(s.text for s in tr.segments)
@@ -147,7 +148,7 @@ def test_a_degenerate_window_is_decoded_again_hotter(recognizer, cache):
     assert [[h.temperature for h in t] for t in tried] == [[0.0, 0.5, 1.0]] * 2
     assert [[h.text for h in t] for t in tried] == [[h.text for h in t] for t in
                                                      decode_windows(recognizer.model, recognizer.tokenizer, clips, forced)]
-    scores = average_logprobs(recognizer.model, recognizer.tokenizer, speech.TRANSCRIBE_PROMPT, clips[:1],
+    scores = average_logprobs(recognizer.model, recognizer.tokenizer, TRANSCRIBE_PROMPT, clips[:1],
                               [" " + tried[0][1].text], 48)
     assert scores[0] == pytest.approx(tried[0][1].avg_logprob, abs=1e-5)
 

@@ -280,7 +280,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_speech_data(args: argparse.Namespace) -> None:
-    from .data.speech import hours_to_count, write_speech_dataset
+    from .data.builtin.speech import hours_to_count, write_speech_dataset
 
     count = args.count or hours_to_count(args.hours)
     path = write_speech_dataset(args.out, args.split, count, args.seed)
@@ -402,7 +402,7 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
 
     cfg = Config.load(_config_path(args.config))
     if cfg.classifier is None:
-        raise CommandError("compare-fusion needs a config with a 'classifier' section (see configs/classify-builtin.yaml)")
+        raise CommandError("compare-fusion needs a config with a 'classifier' section (see configs/classify-builtin_scenes.yaml)")
     if args.init_from:
         cfg.train.init_from = args.init_from
     strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
@@ -477,7 +477,7 @@ def _run_folder(checkpoint: Path) -> Path:
 
 def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     from .data.sources import read_audio_source
-    from .data.speech import speech_dataset
+    from .data.builtin.speech import speech_dataset
     from .evaluate import evaluate_transcripts
     from .train.datasets import cache_dir
 
@@ -740,7 +740,7 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from .config import ConfigError
-    from .data.speech import SpeechError
+    from .data.builtin.speech import SpeechError
     from .data.text import DataError
     from .extras import MissingExtraError
     from .generate import GenerationError

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import builtin
+from .data.prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, target_text, vqa_prompt
+from .data.builtin import scenes as builtin_scenes
 from .data.text import DataError, load_tokens, read_text_file, sequential_windows, token_dtype
 from .metrics import (accuracy_by_type, bleu4, cider_d, classification_scores, exact_match, majority_baseline,
                       normalize_caption, vqa_accuracy)
@@ -76,7 +77,7 @@ def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str
     if not pieces or not train_pieces:
         raise DataError(f"text_piece_loss needs held-out and training pieces, got {len(pieces)} and "
                         f"{len(train_pieces)}: the text is too short to hold some out")
-    examples = [Example([], tokenizer.encode(builtin.target_text(p))) for p in pieces]
+    examples = [Example([], tokenizer.encode(target_text(p))) for p in pieces]
     was_training = model.training
     model.eval()
     total, scored = 0.0, []
@@ -91,7 +92,7 @@ def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str
     finally:
         model.train(was_training)
     eval_tokens = np.concatenate(scored)
-    train_tokens = np.concatenate([tokenizer.encode(builtin.target_text(p)) + [tokenizer.eos_id]
+    train_tokens = np.concatenate([tokenizer.encode(target_text(p)) + [tokenizer.eos_id]
                                    for p in train_pieces])
     return {"text_val_loss": total / len(eval_tokens),
             "unigram_loss": unigram_loss(train_tokens, eval_tokens, tokenizer.vocab_size),
@@ -130,7 +131,7 @@ def evaluate_captions(model: nn.Module, tokenizer: Tokenizer, images: Sequence, 
                       progress: bool = False) -> dict:
     """Caption each image (a path or PIL image; files are read batch by batch) with the captioning prompt and
     score against its reference captions."""
-    preds = _answer_batches(model, tokenizer, [builtin.CAPTION_PROMPT] * len(images), images, max_new_tokens,
+    preds = _answer_batches(model, tokenizer, [CAPTION_PROMPT] * len(images), images, max_new_tokens,
                             batch_size, num_beams, progress)
     return {**caption_scores(preds, references), "count": len(preds), "samples": _samples(preds, references)}
 
@@ -139,7 +140,7 @@ def evaluate_vqa(model: nn.Module, tokenizer: Tokenizer, images: Sequence, quest
                  answers: list, types: Optional[list[str]] = None, batch_size: int = 64,
                  progress: bool = False) -> dict:
     """Answer each question about its image (a path or PIL image); VQA accuracy overall and per type."""
-    prompts = [builtin.vqa_prompt(q) for q in questions]
+    prompts = [vqa_prompt(q) for q in questions]
     preds = _answer_batches(model, tokenizer, prompts, images, 8, batch_size, progress=progress)
     result = {"vqa_accuracy": vqa_accuracy(preds, answers), "count": len(preds)}
     if types is not None:
@@ -161,13 +162,13 @@ def evaluate_scenes(model: nn.Module, tokenizer: Tokenizer, split: str = "test",
     caption_exact_match compares the parsed object sets (order-insensitive), also per number of objects;
     majority_by_type is the accuracy of always giving each question type's most common training answer.
     """
-    scenes = builtin.scenes(split, count, size=size)
+    scenes = builtin_scenes.scenes(split, count, size=size)
     images = [s.image for s in scenes]
     result: dict = {"split": split, "scenes": count}
     if "caption" in tasks:
-        preds = _answer_batches(model, tokenizer, [builtin.CAPTION_PROMPT] * count, images, 40, batch_size,
+        preds = _answer_batches(model, tokenizer, [CAPTION_PROMPT] * count, images, 40, batch_size,
                                 progress=progress)
-        matches = [builtin.caption_matches(p, s.caption) for p, s in zip(preds, scenes)]
+        matches = [builtin_scenes.caption_matches(p, s.caption) for p, s in zip(preds, scenes)]
         by_objects: dict[str, list[bool]] = {}
         for m, s in zip(matches, scenes):
             by_objects.setdefault(str(len(s.objects)), []).append(m)
@@ -182,7 +183,7 @@ def evaluate_scenes(model: nn.Module, tokenizer: Tokenizer, split: str = "test",
         qa = [(s.image, q) for s in scenes for q in s.qas]
         vqa = evaluate_vqa(model, tokenizer, [im for im, _ in qa], [q.question for _, q in qa],
                            [q.answer for _, q in qa], [q.type for _, q in qa], batch_size, progress)
-        train = [q for s in builtin.scenes("train", 2000, size=size) for q in s.qas]
+        train = [q for s in builtin_scenes.scenes("train", 2000, size=size) for q in s.qas]
         majority = majority_baseline([q.answer for q in train], [q.type for q in train],
                                      [q.answer for _, q in qa], [q.type for _, q in qa])
         result.update({"vqa_accuracy": vqa["vqa_accuracy"], "vqa_by_type": vqa["vqa_by_type"],
@@ -194,9 +195,8 @@ def evaluate_scenes(model: nn.Module, tokenizer: Tokenizer, split: str = "test",
 def evaluate_transcripts(model: nn.Module, tokenizer: Tokenizer, audio: Sequence, references: list[str],
                          kinds: Optional[list[str]] = None, batch_size: int = 32, max_new_tokens: int = 48,
                          progress: bool = False) -> dict:
-    """Transcribe each clip (a file or mono samples) with `speech.TRANSCRIBE_PROMPT`: corpus WER and CER,
+    """Transcribe each clip (a file or mono samples) with `TRANSCRIBE_PROMPT`: corpus WER and CER,
     WER per kind of phrase when `kinds` are given, and every utterance with its own WER."""
-    from .data.speech import TRANSCRIBE_PROMPT
     from .metrics import cer, wer
 
     preds = _answer_batches(model, tokenizer, [TRANSCRIBE_PROMPT] * len(audio), None, max_new_tokens, batch_size,
@@ -216,9 +216,8 @@ def evaluate_transcripts(model: nn.Module, tokenizer: Tokenizer, audio: Sequence
 # ------------------------------------------------------------------------------------ audio: classification
 def evaluate_audio_classes(model: nn.Module, tokenizer: Tokenizer, audio: Sequence, labels: list[str],
                            batch_size: int = 32, progress: bool = False) -> dict:
-    """Ask for each clip's class with `speech.CLASSIFY_PROMPT` and score the answers against the labels:
+    """Ask for each clip's class with `CLASSIFY_PROMPT` and score the answers against the labels:
     accuracy, macro-F1 over the labels' classes, per-class scores and the confusion matrix."""
-    from .data.speech import CLASSIFY_PROMPT
 
     longest = max(len(tokenizer.encode(" " + label)) for label in labels) + 1
     preds = _answer_batches(model, tokenizer, [CLASSIFY_PROMPT] * len(audio), None, longest, batch_size,

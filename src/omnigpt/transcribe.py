@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .data.audio import load_audio
-from .data.speech import TRANSCRIBE_PROMPT
+from .data.prompts import TRANSCRIBE_PROMPT
 from .generate import (GenerationConfig, GenerationError, audio_features, audio_media, audio_token_counts, generate,
                        prepare_prompts)
 from .tokenizer import Tokenizer

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import Config
-from ..data import builtin
-from ..data.speech import SAMPLE_RATE, speech_dataset
+from ..data.prompts import CAPTION_PROMPT, vqa_prompt
+from ..data.builtin import scenes as builtin_scenes
+from ..data.builtin.speech import SAMPLE_RATE, speech_dataset
 from ..evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
 from ..extras import require
 from ..generate import generate
@@ -123,7 +124,7 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
         seen = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
         shown = min(SHOWN, ev["scenes"]["scenes"])
         rows = []
-        for k, sc in enumerate(builtin.scenes("test", shown, size=builtin_size(cfg))):
+        for k, sc in enumerate(builtin_scenes.scenes("test", shown, size=builtin_size(cfg))):
             image_png = report_dir / f"scene-{k + 1}.png"
             sc.image.save(image_png)
             row: dict = {"image": image_png.name, "reference": sc.caption}
@@ -131,16 +132,16 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
                 caption = ev["scenes"]["caption_samples"][k]["prediction"]
                 row["caption"], row["match"] = caption, ev["scenes"]["caption_samples"][k]["match"]
                 if caption:
-                    words = image_attention(model, tok, sc.image, builtin.CAPTION_PROMPT, tok.encode(" " + caption))
+                    words = image_attention(model, tok, sc.image, CAPTION_PROMPT, tok.encode(" " + caption))
                     words = [w for w in words if w.word.strip(",.").lower() not in FUNCTION_WORDS]
                     attention_png = report_dir / f"attention-{k + 1}.png"
                     attention_figure(seen.resized(sc.image), caption, words, attention_png)
                     row["attention"] = attention_png.name
             if "vqa_accuracy" in ev["scenes"]:
-                prompts = [builtin.vqa_prompt(q.question) for q in sc.qas]
+                prompts = [vqa_prompt(q.question) for q in sc.qas]
                 answers = generate(model, tok, prompts, images=[[sc.image]] * len(prompts), max_new_tokens=8)
                 row["questions"] = [{"question": q.question, "answer": a.strip(), "expected": q.answer,
-                                     "correct": builtin.answer_matches(a.strip(), q.answer)}
+                                     "correct": builtin_scenes.answer_matches(a.strip(), q.answer)}
                                     for q, a in zip(sc.qas, answers)]
             rows.append(row)
         out["scenes"] = rows

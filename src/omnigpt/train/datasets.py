@@ -17,7 +17,10 @@ import torch
 
 from ..config import AudioConfig, Config, ConfigError
 from ..extras import optional
-from ..data import builtin, speech
+from ..data.prompts import (CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, target_text,
+                            vqa_prompt)
+from ..data.builtin import scenes as builtin_scenes
+from ..data.builtin import speech
 from ..data.audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel
 from ..data.batch import Batch, Example, collate, expand_placeholders
 from ..data.image import Augment, ImageTransform, preprocess
@@ -135,12 +138,12 @@ class SceneExamples:
         return self.count
 
     def example(self, index: int, rng: random.Random) -> RawExample:
-        s = builtin.scene(self.seed, index, self.split, self.size)
+        s = builtin_scenes.scene(self.seed, index, self.split, self.size)
         if rng.random() < self.caption_fraction or not s.qas:
-            return RawExample(s.image, builtin.CAPTION_PROMPT, s.caption, "caption")
+            return RawExample(s.image, CAPTION_PROMPT, s.caption, "caption")
         first, *more = rng.sample(s.qas, min(self.questions_per_example, len(s.qas)))
-        turns = [(builtin.followup_prompt(q.question), q.answer) for q in more]
-        return RawExample(s.image, builtin.vqa_prompt(first.question), first.answer, first.type, turns)
+        turns = [(followup_prompt(q.question), q.answer) for q in more]
+        return RawExample(s.image, vqa_prompt(first.question), first.answer, first.type, turns)
 
 
 class SpeechExamples:
@@ -160,7 +163,7 @@ class SpeechExamples:
 
     def example(self, index: int, rng: random.Random) -> RawExample:
         s = self.load()
-        return RawExample(None, speech.TRANSCRIBE_PROMPT, s.texts[index], "transcribe", audio=s.audio(index))
+        return RawExample(None, TRANSCRIBE_PROMPT, s.texts[index], "transcribe", audio=s.audio(index))
 
     def texts(self) -> list[str]:
         return list(self.load().texts) + ["transcript:"]
@@ -178,8 +181,8 @@ class FileExamples:
     def example(self, index: int, rng: random.Random) -> RawExample:
         it = self.items[index]
         if it.question is not None:
-            return RawExample(it.image, builtin.vqa_prompt(it.question), it.text, "vqa")
-        return RawExample(it.image, builtin.CAPTION_PROMPT, it.text, "caption")
+            return RawExample(it.image, vqa_prompt(it.question), it.text, "vqa")
+        return RawExample(it.image, CAPTION_PROMPT, it.text, "caption")
 
     def texts(self) -> list[str]:
         return [t for it in self.items for t in ((it.question or ""), it.text) if t]
@@ -187,8 +190,8 @@ class FileExamples:
 
 class AudioFileExamples:
     """Examples read from an audio manifest, a LibriSpeech folder or class folders: a clip with a transcript
-    is a transcription example (`speech.TRANSCRIBE_PROMPT`), a clip with a label a classification example
-    (`speech.CLASSIFY_PROMPT`, answered by the label)."""
+    is a transcription example (`TRANSCRIBE_PROMPT`), a clip with a label a classification example
+    (`CLASSIFY_PROMPT`, answered by the label)."""
 
     def __init__(self, items: Sequence[AudioText]):
         self.items = list(items)
@@ -199,8 +202,8 @@ class AudioFileExamples:
     def example(self, index: int, rng: random.Random) -> RawExample:
         it = self.items[index]
         if it.label is not None:
-            return RawExample(None, speech.CLASSIFY_PROMPT, it.label, "classify", audio=it.audio)
-        return RawExample(None, speech.TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio)
+            return RawExample(None, CLASSIFY_PROMPT, it.label, "classify", audio=it.audio)
+        return RawExample(None, TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio)
 
     def texts(self) -> list[str]:
         return [it.text for it in self.items] + ["transcript:", "class:"]
@@ -357,8 +360,8 @@ class MultimodalData:
             n = self.cfg.audio.tokens_for_frames(features.shape[-1]) if self.cfg.fusion.mode == "prefix" else 1
             prompt = expand_placeholders(prompt, self.tokenizer.audio_id, n)
             clips.append(features)
-        turns = [(self.encode(p), self.encode(builtin.target_text(t))) for p, t in raw.turns]
-        return Example(prompt, self.encode(builtin.target_text(raw.target)), images=images, task=raw.task,
+        turns = [(self.encode(p), self.encode(target_text(t))) for p, t in raw.turns]
+        return Example(prompt, self.encode(target_text(raw.target)), images=images, task=raw.task,
                        turns=turns, audio=clips)
 
     def _rows(self, examples: ExampleSet, seed: int, step: int, start: int, stop: int, augment: bool) -> Batch:
@@ -466,7 +469,7 @@ def prepare_multimodal(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> 
         out: list[str] = []
         for s in train_sets:
             if isinstance(s, SceneExamples):
-                for sc in builtin.scenes("train", TOKENIZER_SCENES, seed=s.seed, size=s.size):
+                for sc in builtin_scenes.scenes("train", TOKENIZER_SCENES, seed=s.seed, size=s.size):
                     out += [sc.caption] + [f"question: {q.question} answer: {q.answer}" for q in sc.qas]
                 out.append("caption:")
             else:

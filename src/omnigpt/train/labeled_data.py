@@ -1,7 +1,7 @@
 """What a multimodal classifier learns from: labeled examples of text, image and audio.
 
 Sources (`data.sources`, `data.val_sources`): `builtin:matching` (the three-modality task of
-`data.matching`) or JSONL / CSV manifests (`data.labeled`). Batches follow the trainer's contract (see
+`data.builtin.matching`) or JSONL / CSV manifests (`data.labeled`). Batches follow the trainer's contract (see
 `train.datasets`): `train_batch(step, count, start, stop)` is a pure function of the seed and the step,
 `val_batch(i, batch_size)` is fixed; modality dropout is drawn per row from the same seeded generator.
 """
@@ -19,7 +19,7 @@ import torch
 from ..atomic import write_atomic
 from ..config import Config, ConfigError
 from ..extras import optional
-from ..data import matching
+from ..data.builtin import matching
 from ..data.audio import load_audio, log_mel
 from ..data.batch import ClassBatch, LabeledExample, collate_labeled
 from ..data.image import ImageTransform, preprocess

@@ -40,16 +40,14 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import write_atomic
-from ..extras import optional
-from .builtin import CELLS, COLORS, SHAPES, SIZES, cell_phrase
+from ...atomic import write_atomic
+from ...extras import optional
+from .scenes import CELLS, COLORS, SHAPES, SIZES, cell_phrase
 
 sf = optional("soundfile")
 soxr = optional("soxr")
 
 SPLITS = ("train", "val", "test")
-TRANSCRIBE_PROMPT = "<audio> transcript:"  # what speech recognition is asked with; the transcript follows
-CLASSIFY_PROMPT = "<audio> class:"  # what audio classification is asked with; the class label follows
 SAMPLE_RATE = 16000  # Hz, of every utterance
 ESPEAK_SAMPLE_RATE = 22050  # Hz, what espeak-ng produces
 GENERATOR_VERSION = 1  # bump when an utterance for the same (seed, split, index) changes; names cache files

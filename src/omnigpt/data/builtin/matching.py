@@ -26,9 +26,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..extras import optional
+from ...extras import optional
 from . import speech
-from .builtin import CELLS, COLORS, SHAPES, SIZES, SPLITS, Obj, background, render
+from .scenes import CELLS, COLORS, SHAPES, SIZES, SPLITS, Obj, background, render
 
 Image = optional("PIL.Image")
 

@@ -20,8 +20,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import write_atomic
-from ..extras import optional
+from ...atomic import write_atomic
+from ...extras import optional
 
 Image = optional("PIL.Image")
 ImageDraw = optional("PIL.ImageDraw")
@@ -40,25 +40,7 @@ JITTER = 1  # pixels, each axis
 NOISE_SIGMA = 8.0
 GENERATOR_VERSION = 1  # bump when a scene for the same (seed, split, index) changes; names cache files
 
-CAPTION_PROMPT = "<image> caption:"
 _INDEX_BITS = 40
-
-
-def vqa_prompt(question: str) -> str:
-    """The question comes before the image: in a causal decoder the image's tokens can then be read in the
-    light of the question (which objects it asks about), which makes counting and existence questions
-    learnable much sooner than with the image first."""
-    return f"question: {question} <image> answer:"
-
-
-def followup_prompt(question: str) -> str:
-    """A further question about the image already in the sequence (after the previous answer's end)."""
-    return f" question: {question} answer:"
-
-
-def target_text(text: str) -> str:
-    """The training target that follows a prompt: a caption or an answer, after one space."""
-    return " " + text
 
 
 class Obj(NamedTuple):

@@ -28,7 +28,7 @@ from omnigpt import Config, generate, load_checkpoint, train
 from omnigpt.data.builtin.speech import SAMPLE_RATE, speech_dataset
 from omnigpt.data.prompts import TRANSCRIBE_PROMPT
 from omnigpt.metrics import cer, wer
-from omnigpt.train.datasets import cache_dir
+from omnigpt.data.examples import cache_dir
 from omnigpt.transcribe import transcribe
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -144,11 +144,11 @@ def test_held_out_class_folder_examples_cover_every_class():
     from pathlib import Path
 
     from omnigpt.data.sources import AudioText
-    from omnigpt.train.datasets import AudioFileExamples
+    from omnigpt.data.examples import AudioFileExamples
 
     items = [AudioText(Path(f"{c}/{i}.wav"), c, None, "root", c) for c in ("a", "b", "c") for i in range(20)]
     train_set, val_set = AudioFileExamples(items).split_off(0.1)
     assert len(val_set) == 6 and len(train_set) == 54
     assert {it.label for it in val_set.items} == {"a", "b", "c"}
     assert not {it.audio for it in val_set.items} & {it.audio for it in train_set.items}
-    assert val_set.example(0, None).prompt == CLASSIFY_PROMPT
+    assert val_set.example(0, None).text == CLASSIFY_PROMPT

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from omnigpt.config import Config
-from omnigpt.data.batch import LabeledExample, collate_labeled
-from omnigpt.model.classifier import MODALITIES, MultimodalClassifier
+from omnigpt.data.batch import MODALITIES, Features, collate_classes
+from omnigpt.model.classifier import MultimodalClassifier
 from omnigpt.model.fusion import GatedFusion, WeightedSumFusion
 
 FUSIONS = ["concat", "weighted_sum", "attention", "early", "gated", "product"]
@@ -26,16 +26,16 @@ def _examples(n=4, seed=0, missing=()):
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
-        out.append(LabeledExample(
-            label=i % 2,
-            text=None if "text" in missing else torch.randint(3, 250, (3 + i,), generator=g).tolist(),
-            image=None if "image" in missing else torch.randn(3, 32, 32, generator=g),
-            audio=None if "audio" in missing else torch.randn(16, 40 + 10 * i, generator=g)))
+        out.append(Features(
+            None if "text" in missing else torch.randint(3, 250, (3 + i,), generator=g).tolist(),
+            images=[] if "image" in missing else [torch.randn(3, 32, 32, generator=g)],
+            audio=[] if "audio" in missing else [torch.randn(16, 40 + 10 * i, generator=g)],
+            label=i % 2))
     return out
 
 
 def _batch(examples):
-    return collate_labeled(examples, list(MODALITIES), pad_id=0, image_size=32, n_mels=16)
+    return collate_classes(examples, list(MODALITIES), pad_id=0, image_size=32, n_mels=16)
 
 
 def _model(fusion, **kw):
@@ -140,7 +140,7 @@ def test_early_fusion_reads_the_question_first_and_each_span_end():
     fused = model._early(seqs, torch.ones(2, 3, dtype=torch.bool))
     assert fused.shape == (2, 3 * 32)
     # Another image changes what is read after the image and the audio, not what was read after the text.
-    examples[0].image = torch.randn(3, 32, 32)
+    examples[0].images = [torch.randn(3, 32, 32)]
     seqs2 = model._sequences(**{k: v for k, v in _batch(examples).model_inputs().items()
                                 if k in ("ids", "text_lengths", "images", "audio", "audio_lengths")})
     other = model._early(seqs2, torch.ones(2, 3, dtype=torch.bool))

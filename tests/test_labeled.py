@@ -180,7 +180,7 @@ def test_compare_fusion_trains_each_strategy_and_resumes(tmp_path, capsys):
 
 
 def test_held_out_rows_cover_every_class_and_training_keeps_each():
-    from omnigpt.train.datasets import stratified_split
+    from omnigpt.data.examples import stratified_split
 
     labels = [f"c{k}" for k in range(10) for _ in range(10)] + ["rare"]
     train, val = stratified_split(labels, 0.1)

@@ -7,7 +7,7 @@ from conftest import tiny_omni_config
 from omnigpt import train
 from omnigpt.config import Config, ConfigError
 from omnigpt.train import distributed
-from omnigpt.train.datasets import prepare
+from omnigpt.train.data import prepare
 
 
 def _config(tmp_path, weights, **train_kw):

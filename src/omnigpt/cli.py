@@ -172,7 +172,8 @@ def _media_per_prompt(prompts: list[str], files: list[str], kind: str) -> Option
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
-    from .data.image import ImageTransform, load_image
+    from .data.image import load_image
+    from .data.inputs import Inputs
     from .generate import generate
     from .checkpoint import load_checkpoint
     from .viz import attention_figure, image_attention
@@ -194,8 +195,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
                 out = out.with_name(f"{out.stem}-{k + 1}{out.suffix or '.png'}")
             ids = ckpt.tokenizer.encode(" " + cap)
             words = image_attention(ckpt.model, ckpt.tokenizer, img, prompt, ids)
-            v = ckpt.config.vision
-            seen = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std)).resized(img)  # the model's view
+            seen = Inputs(ckpt.config).transform.resized(img)  # the model's view
             row["attention_map"] = str(attention_figure(seen, cap, words, out))
         results.append(row)
     if args.json:
@@ -370,8 +370,7 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dic
 
 def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     from .evaluate import evaluate_classifier
-    from .train.labeled_data import BUILTIN_MATCHING, MatchingExamples, RowExamples, read_labeled_sources
-    from .train.datasets import cache_dir
+    from .data.examples import BUILTIN_MATCHING, MatchingExamples, cache_dir, read_sources
     from .viz import confusion_figure
 
     if args.limit is not None and args.limit < 1:
@@ -385,7 +384,7 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
         sets = [MatchingExamples(split, args.limit or 1000, cfg.vision.image_size if cfg.vision else 64,
                                  cache_dir(cfg))]
     else:
-        sets = read_labeled_sources(cfg, [spec], "test", labels=ckpt.model.labels)
+        sets = read_sources(cfg, [spec], "test", labels=ckpt.model.labels)
     examples = _sample([s.example(i) for s in sets for i in range(len(s))], args.limit)
     result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=not args.quiet)}
     plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
@@ -396,7 +395,7 @@ def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
 
 def cmd_compare_fusion(args: argparse.Namespace) -> None:
     from .recipes.compare import STRATEGIES, compare_fusion, results_markdown
-    from .train.labeled_data import read_labeled_sources, training_labels
+    from .data.examples import read_sources, training_labels
 
     from .config import Config
 
@@ -409,7 +408,7 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
     test = None
     if args.test:
         # checked against the classes training will learn before any strategy trains
-        sets = read_labeled_sources(cfg, [args.test], "test", labels=training_labels(cfg))
+        sets = read_sources(cfg, [args.test], "test", labels=training_labels(cfg))
         test = [s.example(i) for s in sets for i in range(len(s))]
     rows = compare_fusion(cfg, args.out, strategies, args.minutes, test, progress=not args.quiet)
     print(results_markdown(rows), end="")
@@ -418,7 +417,8 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
-    from .train.labeled_data import LabeledData, RawLabeled
+    from .data.examples import Example
+    from .data.inputs import Inputs
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     model = ckpt.model
@@ -435,10 +435,9 @@ def cmd_classify(args: argparse.Namespace) -> None:
             raise CommandError(f"{m} file not found: {given[m]}")
     if given["text"] is not None and not given["text"].strip():
         raise CommandError("--text is empty")
-    data = LabeledData(ckpt.config, ckpt.tokenizer, [], [])
-    raw = RawLabeled(model.labels[0], given["text"], given["image"] and Path(given["image"]),
-                     given["audio"] and Path(given["audio"]))
-    inputs = data.collate([data.make_example(raw, None)]).to(next(model.parameters()).device).model_inputs()
+    example = Example(given["text"], image=given["image"] and Path(given["image"]),
+                      audio=given["audio"] and Path(given["audio"]), label=model.labels[0])
+    inputs = Inputs(ckpt.config, ckpt.tokenizer).batch([example]).to(next(model.parameters()).device).model_inputs()
     inputs.pop("labels"), inputs.pop("class_weights")
     probs = model.probabilities(**inputs)[0].tolist()
     best = max(range(len(probs)), key=probs.__getitem__)
@@ -479,7 +478,7 @@ def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
     from .data.sources import read_audio_source
     from .data.builtin.speech import speech_dataset
     from .evaluate import evaluate_transcripts
-    from .train.datasets import cache_dir
+    from .data.examples import cache_dir
 
     if getattr(ckpt.model, "audio_config", None) is None:
         raise CommandError(f"--task transcribe needs a model with an audio encoder; {ckpt.path} has none")
@@ -502,7 +501,7 @@ def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
 def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) -> dict:
     from .data.sources import read_source, references_by_image
     from .evaluate import evaluate_captions, evaluate_scenes, evaluate_vqa
-    from .train.datasets import builtin_size
+    from .data.examples import builtin_size
 
     if getattr(ckpt.model, "vision_config", None) is None:
         raise CommandError(f"--task {task} needs a model with an image encoder; {ckpt.path} has none")

@@ -72,12 +72,12 @@ def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str
     """A multitask model's loss (nats/token) on held-out plain-text pieces, each scored as it was trained (a
     target after an empty prompt, then end-of-text), and the unigram loss of the same tokens under the
     training pieces' token frequencies."""
-    from .data.batch import IGNORE_INDEX, Example, collate
+    from .data.batch import IGNORE_INDEX, Features, collate
 
     if not pieces or not train_pieces:
         raise DataError(f"text_piece_loss needs held-out and training pieces, got {len(pieces)} and "
                         f"{len(train_pieces)}: the text is too short to hold some out")
-    examples = [Example([], tokenizer.encode(target_text(p))) for p in pieces]
+    examples = [Features([], tokenizer.encode(target_text(p))) for p in pieces]
     was_training = model.training
     model.eval()
     total, scored = 0.0, []
@@ -232,15 +232,15 @@ def evaluate_audio_classes(model: nn.Module, tokenizer: Tokenizer, audio: Sequen
 def evaluate_classifier(model: nn.Module, tokenizer: Tokenizer, examples: Sequence, batch_size: int = 64,
                         drop_each: bool = True, progress: bool = False) -> dict:
     """Accuracy, macro-F1, per-class scores and confusion matrix of a MultimodalClassifier on raw examples
-    (`train.labeled_data.RawLabeled`); with drop_each, also the accuracy with each modality removed from
+    (`data.examples.Example` with a label); with drop_each, also the accuracy with each modality removed from
     every example (what the model makes of the others alone)."""
     from tqdm.auto import tqdm
 
-    from .train.labeled_data import LabeledData
+    from .data.inputs import Inputs
 
-    data = LabeledData(model.full_config, tokenizer, [], [])
+    data = Inputs(model.full_config, tokenizer)
     device = next(model.parameters()).device
-    labels = [data.index[e.label] if e.label in data.index else -1 for e in examples]
+    labels = [data.class_index[e.label] if e.label in data.class_index else -1 for e in examples]
     if -1 in labels:
         bad = examples[labels.index(-1)].label
         raise DataError(f"label {bad!r} is not one of the model's classes {model.labels}")
@@ -248,7 +248,7 @@ def evaluate_classifier(model: nn.Module, tokenizer: Tokenizer, examples: Sequen
     preds: dict = {name: [] for name in runs}
     for b in tqdm(range(0, len(examples), batch_size), disable=not progress, desc="evaluate", unit="batch",
                   leave=False):
-        batch = data.collate([data.make_example(e, None) for e in examples[b:b + batch_size]]).to(device)
+        batch = data.batch(examples[b:b + batch_size]).to(device)
         for name, dropped in runs.items():
             inputs = batch.model_inputs()
             inputs.pop("labels"), inputs.pop("class_weights")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.audio import MelConfig, load_audio, log_mel
 from .data.batch import expand_placeholders, pad_features
-from .data.image import ImageTransform, preprocess, stack_images
+from .data.image import stack_images
+from .data.inputs import AudioInput, InputError, Inputs
 from .model.attention import padded_causal_mask
 from .extras import optional
 from .tokenizer import Tokenizer
@@ -310,27 +310,17 @@ def expand_each(ids: Sequence[int], placeholder: int, counts: Sequence[int]) -> 
     return out
 
 
-AudioInput = Union[str, Path, np.ndarray, torch.Tensor]  # a file, or mono samples at the model's sample rate
-
-
 def audio_features(model: nn.Module, audio: Sequence[Sequence[AudioInput]]) -> list[list[torch.Tensor]]:
     """Per-prompt audio inputs -> per-prompt log-mel features (n_mels, frames), as the model was trained."""
-    cfg = getattr(model, "audio_config", None)
-    if any(audio) and cfg is None:
+    if not any(audio):
+        return [[] for _ in audio]
+    if getattr(model, "audio_config", None) is None:
         raise GenerationError("this model has no audio encoder: it cannot take audio")
-    out = []
-    for row in audio:
-        feats = []
-        for clip in row:
-            if isinstance(clip, (str, Path)):
-                wave = load_audio(clip, cfg.sample_rate, max_seconds=cfg.max_seconds)
-            else:
-                wave = torch.as_tensor(clip, dtype=torch.float32)
-                if wave.dim() != 1:
-                    raise GenerationError(f"audio samples must be 1-D (mono), got shape {tuple(wave.shape)}")
-            feats.append(log_mel(wave, MelConfig(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, log=cfg.log)))
-        out.append(feats)
-    return out
+    inputs = Inputs(model.full_config)
+    try:
+        return [[inputs.audio(clip) for clip in row] for row in audio]
+    except InputError as exc:
+        raise GenerationError(str(exc)) from None
 
 
 def audio_media(model: nn.Module, features: Sequence[Sequence[torch.Tensor]]) -> dict:
@@ -397,22 +387,14 @@ def prepare_media(model: nn.Module, images: Sequence[Sequence[ImageInput]]) -> d
     """Per-prompt lists of images -> the `images` and `image_rows` inputs of a multimodal model."""
     if not any(images):
         return {}
-    vision = getattr(model, "vision_config", None)
-    if vision is None:
+    if getattr(model, "vision_config", None) is None:
         raise GenerationError("this model has no image encoder: it cannot take images")
-    transform = ImageTransform(vision.image_size, tuple(vision.mean), tuple(vision.std))
-    tensors, rows = [], []
-    for r, row in enumerate(images):
-        for img in row:
-            if isinstance(img, torch.Tensor):
-                if tuple(img.shape) != (3, vision.image_size, vision.image_size):
-                    raise GenerationError(f"an image tensor must be preprocessed to (3, {vision.image_size}, "
-                                          f"{vision.image_size}), got {tuple(img.shape)}; or pass a path or a "
-                                          f"PIL image")
-                tensors.append(img.float())
-            else:
-                tensors.append(preprocess(img, transform))
-            rows.append(r)
+    inputs = Inputs(model.full_config)
+    try:
+        tensors = [inputs.image(img) for row in images for img in row]
+    except InputError as exc:
+        raise GenerationError(str(exc)) from None
+    rows = [r for r, row in enumerate(images) for _ in row]
     device = next(model.parameters()).device
     return {"images": stack_images(tensors).to(device), "image_rows": torch.tensor(rows, device=device)}
 

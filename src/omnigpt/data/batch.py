@@ -1,14 +1,15 @@
-"""The batch types omnigpt's models take, and the collates that build them from examples: `Batch` for the
-generators (token sequences), `ClassBatch` for the multimodal classifier.
+"""The one batch type omnigpt's models take, and the collates that build it from featurized examples
+(`Features`, made by `data.inputs`): `collate` for the generators (token sequences), `collate_classes` for
+the multimodal classifier (class labels and a modality mask).
 
-A training example is a prompt (no loss), a target (loss) and the images (or audio clips) its `<image>`
+A generator's example is a prompt (no loss), a target (loss) and the images (or audio clips) its `<image>`
 (`<audio>`) placeholders stand for. Collate joins prompt + target + end-of-text, shifts by one for next-token labels, right-pads rows with
 the pad token (labels IGNORE_INDEX there and on the prompt), and stacks all images of the batch in reading
 order with the row each belongs to.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional, Sequence
 
 import torch
@@ -17,50 +18,67 @@ from .image import stack_images
 from .text import DataError
 
 IGNORE_INDEX = -100  # label value that takes no part in the loss
+MODALITIES = ("text", "image", "audio")  # the inputs an example may have, in the order models take them
 
 
 @dataclass
-class Example:
-    prompt: list[int]  # token ids, placeholders already expanded (see expand_placeholders)
-    target: list[int]  # token ids the loss is taken on (end-of-text is appended by collate)
+class Features:
+    """One example as model inputs. A generator's: `prompt` and `target` token ids, and the images and clips
+    its placeholders stand for. A classifier's: `prompt` the text's ids (None: no text), at most one image
+    and one clip, and `label` the class index."""
+    prompt: Optional[list[int]]  # token ids, placeholders already expanded (see expand_placeholders)
+    target: list[int] = field(default_factory=list)  # ids the loss is taken on (collate appends end-of-text)
     images: list[torch.Tensor] = field(default_factory=list)  # (3, S, S) each, in placeholder order
     task: str = ""
     audio: list[torch.Tensor] = field(default_factory=list)  # log-mel features (n_mels, frames) each, in order
     # Further (prompt, target) turns in the same sequence, e.g. more questions about the same image; each
     # target is followed by end-of-text, and only targets take loss.
     turns: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    label: Optional[int] = None
 
 
 @dataclass
 class Batch:
-    ids: torch.Tensor  # (B, T) input token ids
+    ids: torch.Tensor  # (B, T) input token ids (a classifier's: its text, right-padded; one pad token if none)
     targets: Optional[torch.Tensor] = None  # (B, T) next-token labels, IGNORE_INDEX where no loss
-    images: Optional[torch.Tensor] = None  # (N, 3, S, S) every image of the batch in reading order
-    image_rows: Optional[torch.Tensor] = None  # (N,) the row each image belongs to
+    # Images: a generator's batch holds every image in reading order, with the row each belongs to; a
+    # classifier's holds one per row (zeros where `present` says there is none) and no image_rows.
+    images: Optional[torch.Tensor] = None  # (N, 3, S, S)
+    image_rows: Optional[torch.Tensor] = None  # (N,)
     audio: Optional[torch.Tensor] = None  # (M, n_mels, frames) log-mel features, padded to the longest clip
     audio_lengths: Optional[torch.Tensor] = None  # (M,) frames of each clip
-    audio_rows: Optional[torch.Tensor] = None  # (M,) the row each clip belongs to
+    audio_rows: Optional[torch.Tensor] = None  # (M,) the row each clip belongs to (generators)
     loss_weights: Optional[torch.Tensor] = None  # (B, T) weight of each label in the loss; None: all equal
     tasks: list[str] = field(default_factory=list)
+    # A classifier's batch:
+    labels: Optional[torch.Tensor] = None  # (B,) class indices
+    text_lengths: Optional[torch.Tensor] = None  # (B,)
+    present: Optional[torch.Tensor] = None  # (B, M) boolean, the modalities (MODALITIES order) each row has
+    class_weights: Optional[torch.Tensor] = None  # (classes,)
 
     def to(self, device: str | torch.device) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return replace(self, ids=move(self.ids), targets=move(self.targets), images=move(self.images),
-                       image_rows=move(self.image_rows), audio=move(self.audio),
-                       audio_lengths=move(self.audio_lengths), audio_rows=move(self.audio_rows),
-                       loss_weights=move(self.loss_weights))
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
+                                for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
 
     def loss_weight(self) -> float:
-        """What this batch's mean loss is averaged over (its supervised tokens, or its summed weights), so
-        that micro-batches and processes combine into the mean over the whole step's batch."""
+        """What this batch's mean loss is averaged over (its supervised tokens, its summed weights, or its
+        examples for a classifier), so that micro-batches and processes combine into the mean over the whole
+        step's batch."""
+        if self.labels is not None:
+            return float(self.labels.shape[0])
         supervised = self.targets != IGNORE_INDEX
         if self.loss_weights is None:
             return float(supervised.sum())
         return float((self.loss_weights * supervised).sum())
 
     def model_inputs(self, loss_only: bool = False) -> dict[str, Any]:
-        """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images.
-        loss_only: the model returns (None, loss), computing logits only where there are labels."""
+        """Keyword arguments for `model(**inputs)`: a text GPT gets ids and targets, OmniGPT also images and
+        audio, a classifier its texts, images, clips, modality mask and labels. loss_only: a generator
+        returns (None, loss), computing logits only where there are labels (a classifier's are tiny)."""
+        if self.labels is not None:
+            return {"ids": self.ids, "text_lengths": self.text_lengths, "present": self.present,
+                    "labels": self.labels, "images": self.images, "audio": self.audio,
+                    "audio_lengths": self.audio_lengths, "class_weights": self.class_weights}
         inputs: dict[str, Any] = {"idx": self.ids, "targets": self.targets}
         if loss_only:
             inputs["loss_only"] = True
@@ -85,7 +103,7 @@ def expand_placeholders(ids: Sequence[int], placeholder: int, n: int) -> list[in
     return out
 
 
-def collate(examples: Sequence[Example], pad_id: int, eos_id: int, block_size: int,
+def collate(examples: Sequence[Features], pad_id: int, eos_id: int, block_size: int,
             loss_average: str = "token") -> Batch:
     """Examples -> one right-padded Batch of at most block_size positions.
 
@@ -147,62 +165,25 @@ def pad_features(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 
 # ------------------------------------------------------------------------------------------ classification
-@dataclass
-class LabeledExample:
-    """One classification example, its inputs ready for the model; None for a modality it lacks."""
-    label: int
-    text: Optional[list[int]] = None  # token ids
-    image: Optional[torch.Tensor] = None  # (3, S, S)
-    audio: Optional[torch.Tensor] = None  # log-mel features (n_mels, frames)
-
-
-@dataclass
-class ClassBatch:
-    ids: torch.Tensor  # (B, T) token ids, right-padded; a row without text holds one pad token
-    text_lengths: torch.Tensor  # (B,)
-    present: torch.Tensor  # (B, M) boolean, the modalities (in MODALITIES order) each row has
-    labels: torch.Tensor  # (B,)
-    images: Optional[torch.Tensor] = None  # (B, 3, S, S), zeros where absent
-    audio: Optional[torch.Tensor] = None  # (B, n_mels, frames), zero-padded
-    audio_lengths: Optional[torch.Tensor] = None  # (B,)
-    class_weights: Optional[torch.Tensor] = None  # (classes,)
-
-    def to(self, device: str | torch.device) -> "ClassBatch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return replace(self, **{f: move(getattr(self, f)) for f in ("ids", "text_lengths", "present", "labels",
-                                                                     "images", "audio", "audio_lengths",
-                                                                     "class_weights")})
-
-    def loss_weight(self) -> float:
-        """Examples in the batch (the loss is a mean over examples)."""
-        return float(self.labels.shape[0])
-
-    def model_inputs(self, loss_only: bool = False) -> dict[str, Any]:
-        """loss_only is the generators' option (logits only where needed); a classifier's logits are tiny."""
-        return {"ids": self.ids, "text_lengths": self.text_lengths, "present": self.present, "labels": self.labels,
-                "images": self.images, "audio": self.audio, "audio_lengths": self.audio_lengths,
-                "class_weights": self.class_weights}
-
-
-def collate_labeled(examples: Sequence[LabeledExample], modalities: Sequence[str], pad_id: int,
+def collate_classes(examples: Sequence[Features], modalities: Sequence[str], pad_id: int,
                     image_size: Optional[int] = None, n_mels: Optional[int] = None,
-                    class_weights: Optional[torch.Tensor] = None) -> ClassBatch:
+                    class_weights: Optional[torch.Tensor] = None) -> Batch:
     """Stack examples; a missing modality gets a placeholder the model masks out (one pad token, a zero image,
     a 16-frame silent clip). modalities: the classifier's, in MODALITIES order."""
     B = len(examples)
-    present = torch.tensor([[getattr(e, m) is not None for m in modalities] for e in examples], dtype=torch.bool)
-    texts = [e.text if e.text is not None else [pad_id] for e in examples]
+    has = {"text": lambda e: e.prompt is not None, "image": lambda e: bool(e.images), "audio": lambda e: bool(e.audio)}
+    present = torch.tensor([[has[m](e) for m in modalities] for e in examples], dtype=torch.bool)
+    texts = [e.prompt if e.prompt is not None else [pad_id] for e in examples]
     lengths = torch.tensor([len(t) for t in texts], dtype=torch.long)
     ids = torch.full((B, int(lengths.max())), pad_id, dtype=torch.long)
     for r, t in enumerate(texts):
         ids[r, :len(t)] = torch.tensor(t, dtype=torch.long)
-    batch = ClassBatch(ids, lengths, present, torch.tensor([e.label for e in examples], dtype=torch.long),
-                       class_weights=class_weights)
+    batch = Batch(ids, labels=torch.tensor([e.label for e in examples], dtype=torch.long), text_lengths=lengths,
+                  present=present, class_weights=class_weights)
     if "image" in modalities:
         blank = torch.zeros(3, image_size, image_size)
-        batch.images = stack_images([e.image if e.image is not None else blank for e in examples])
+        batch.images = stack_images([e.images[0] if e.images else blank for e in examples])
     if "audio" in modalities:
         silent = torch.zeros(n_mels, 16)
-        batch.audio, batch.audio_lengths = pad_features([e.audio if e.audio is not None else silent
-                                                         for e in examples])
+        batch.audio, batch.audio_lengths = pad_features([e.audio[0] if e.audio else silent for e in examples])
     return batch

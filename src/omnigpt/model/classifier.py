@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ClassifierConfig, Config
+from ..config import Config
+from ..data.batch import MODALITIES
+from ..data.prompts import template_ids
 from ..tokenizer import Tokenizer
 from .audio import AudioEncoder, lengths_after_stride, valid_mask
 from .block import Block
@@ -21,7 +23,6 @@ from .fusion import AttentionFusion, ConcatFusion, GatedFusion, ProductFusion, P
 from .gpt import GPT
 from .vision import build_vision_encoder
 
-MODALITIES = ("text", "image", "audio")
 
 
 class Pool(nn.Module):
@@ -87,15 +88,6 @@ class AudioLSTM(nn.Module):
                                                    batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], lengths
-
-
-def template_ids(config: ClassifierConfig, tokenizer: Optional[Tokenizer]) -> list[list[int]]:
-    """Token ids of early fusion's template words: those before the first placeholder, then those after each."""
-    prefix, spans = config.early_spans()
-    pieces = [prefix] + [words for _, words in spans]
-    if any(pieces) and tokenizer is None:
-        raise ValueError(f"classifier.template {config.template!r} has words: building the model needs the tokenizer")
-    return [tokenizer.encode((" " if k else "") + piece) if piece else [] for k, piece in enumerate(pieces)]
 
 
 class MultimodalClassifier(nn.Module):

@@ -35,8 +35,7 @@ def compare_fusion(config: Config, out_dir: str | Path, strategies: Sequence[str
     else train.max_steps), evaluate it on `test_examples` (default: 1,000 test samples of the config's first
     built-in source), and write the results (see the module docstring). Returns one row per strategy."""
     from ..evaluate import evaluate_classifier
-    from ..train.labeled_data import BUILTIN_MATCHING, MatchingExamples
-    from ..train.datasets import cache_dir
+    from ..data.examples import BUILTIN_MATCHING, MatchingExamples, cache_dir
     from .train import train
     from ..viz import confusion_figure, fusion_bars
 

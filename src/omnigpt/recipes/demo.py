@@ -20,7 +20,7 @@ from ..extras import require
 from ..generate import generate
 from ..atomic import write_atomic
 from ..checkpoint import Checkpoint, list_checkpoints, load_checkpoint
-from ..train.datasets import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
+from ..data.examples import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
 from .train import train
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "omni-tiny.yaml"
@@ -110,7 +110,7 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     """What the report shows: completions of TEXT_PROMPTS, the first scored test scenes (image, caption,
     the answer to each of its questions, attention maps) and the first scored test utterances (WAV,
     reference, transcript)."""
-    from ..data.image import ImageTransform
+    from ..data.inputs import Inputs
     from ..viz import attention_figure, image_attention
 
     cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
@@ -120,8 +120,7 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
         texts = generate(model, tok, list(TEXT_PROMPTS), max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
         out["completions"] = [{"prompt": p, "completion": c} for p, c in zip(TEXT_PROMPTS, texts)]
     if "scenes" in ev:
-        v = cfg.vision
-        seen = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std))
+        seen = Inputs(cfg).transform
         shown = min(SHOWN, ev["scenes"]["scenes"])
         rows = []
         for k, sc in enumerate(builtin_scenes.scenes("test", shown, size=builtin_size(cfg))):

@@ -28,7 +28,8 @@ from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
 from ..model.omni import build_model
 from . import distributed
-from .datasets import TrainingData, prepare
+from ..data.training import TrainingData
+from .data import prepare
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .state import load_trainer_state, optimizer_from_tensors, optimizer_to_tensors, save_trainer_state
 

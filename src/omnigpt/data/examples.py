@@ -1,0 +1,410 @@
+"""Examples of every task, before they become model inputs (`data.inputs`), and the sets that hold them.
+
+One `Example` type serves every task: what the model reads (text, an image, an audio clip) and what it learns
+from it, a target text that a generator writes after the text, or a class label that a classifier predicts.
+A set gives examples by index (`example(index, rng)`, the rng drawing any per-example choice, such as which
+question about a scene); `read_sources` turns `data.sources` specs into sets, and `hold_out` gives each set's
+validation part when no `data.val_sources` are given.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+from ..config import Config, ConfigError
+from ..extras import optional
+from .builtin import matching, speech
+from .builtin import scenes as builtin_scenes
+from .labeled import LabeledRow, read_labeled_manifest
+from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, vqa_prompt
+from .sources import AudioText, ImageText, read_audio_source, read_source
+from .text import DataError, read_corpus
+
+Image = optional("PIL.Image")
+
+VAL_SEED = 987_654_321  # validation data is fixed for a run, whatever the training seed
+BUILTIN_SCENES = "builtin:scenes"
+BUILTIN_SPEECH = "builtin:speech"
+BUILTIN_MATCHING = "builtin:matching"
+BUILTIN_SEED = 0  # the built-in sets are fixed datasets; the training seed only changes the sampling
+BUILTIN_VAL_SCENES = 256
+BUILTIN_VAL_UTTERANCES = 256
+BUILTIN_VAL_MATCHING = 512
+TOKENIZER_SCENES = 3000  # built-in scenes whose texts train a BPE tokenizer
+
+
+@dataclass
+class Example:
+    """One example of any task. A generator continues `text` (where `<image>` and `<audio>` placeholders
+    mark the image and the clip) with `target`; a classifier reads `text`, `image` and `audio` (None: that
+    input is missing) and predicts `label`."""
+    text: Optional[str] = ""
+    target: Optional[str] = None  # without the leading space
+    task: str = ""  # "caption", a question type, "transcribe", "text", "classify"
+    turns: list[tuple[str, str]] = field(default_factory=list)  # more (text, target) about the same input
+    image: Optional[Image.Image | Path] = None
+    audio: Optional[np.ndarray | Path] = None  # mono samples at the model's sample rate, or a file
+    label: Optional[str] = None
+
+
+class ExampleSet(Protocol):
+    def __len__(self) -> int: ...
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example: ...
+
+    def texts(self) -> list[str]: ...
+
+    def split_off(self, fraction: float) -> tuple["ExampleSet", "ExampleSet"]: ...
+
+
+# ------------------------------------------------------------------------------------------- built-in
+class SceneExamples:
+    """Built-in shape scenes drawn on demand: each is a caption example or one of its questions."""
+
+    def __init__(self, split: str, count: int, seed: int, tasks: Sequence[str], caption_fraction: float,
+                 size: int = 64, questions_per_example: int = 1):
+        self.split, self.count, self.seed, self.size = split, count, seed, size
+        self.tasks = [t for t in tasks if t in ("caption", "vqa")]  # a multitask run also lists transcribe
+        self.caption_fraction = caption_fraction if len(self.tasks) == 2 else float("caption" in self.tasks)
+        self.questions_per_example = questions_per_example
+
+    def __len__(self) -> int:
+        return self.count
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        rng = rng or random.Random(index)
+        s = builtin_scenes.scene(self.seed, index, self.split, self.size)
+        if rng.random() < self.caption_fraction or not s.qas:
+            return Example(CAPTION_PROMPT, s.caption, "caption", image=s.image)
+        first, *more = rng.sample(s.qas, min(self.questions_per_example, len(s.qas)))
+        turns = [(followup_prompt(q.question), q.answer) for q in more]
+        return Example(vqa_prompt(first.question), first.answer, first.type, turns, image=s.image)
+
+    def texts(self) -> list[str]:
+        out = []
+        for sc in builtin_scenes.scenes("train", TOKENIZER_SCENES, seed=self.seed, size=self.size):
+            out += [sc.caption] + [f"question: {q.question} answer: {q.answer}" for q in sc.qas]
+        return out + ["caption:"]
+
+    def split_off(self, fraction: float) -> tuple["SceneExamples", "SceneExamples"]:
+        """(this set, the built-in validation split): the scenes have their own."""
+        return self, SceneExamples("val", BUILTIN_VAL_SCENES, BUILTIN_SEED, self.tasks, self.caption_fraction,
+                                   self.size)
+
+
+class SpeechExamples:
+    """Built-in spoken phrases (synthesized once, cached): each is a transcription example."""
+
+    def __init__(self, split: str, count: int, seed: int, cache_dir: Path):
+        self.split, self.count, self.seed, self.cache_dir = split, count, seed, cache_dir
+        self._set: Optional[speech.SpeechSet] = None
+
+    def load(self) -> "speech.SpeechSet":
+        if self._set is None:
+            self._set = speech.speech_dataset(self.split, self.count, self.seed, self.cache_dir)
+        return self._set
+
+    def __len__(self) -> int:
+        return self.count
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        s = self.load()
+        return Example(TRANSCRIBE_PROMPT, s.texts[index], "transcribe", audio=s.audio(index))
+
+    def texts(self) -> list[str]:
+        return list(self.load().texts) + ["transcript:"]
+
+    def split_off(self, fraction: float) -> tuple["SpeechExamples", "SpeechExamples"]:
+        """(this set, the built-in validation split)."""
+        return self, SpeechExamples("val", BUILTIN_VAL_UTTERANCES, BUILTIN_SEED, self.cache_dir)
+
+
+class MatchingExamples:
+    """The built-in three-modality classification task, drawn on demand; the spoken numbers are synthesized
+    once per split and cached."""
+
+    def __init__(self, split: str, count: int, size: int, cache: Path, spoken_count: Optional[int] = None):
+        self.split, self.count, self.size, self.cache = split, count, size, cache
+        self.spoken = matching.SpokenNumbers(split, 0, cache, spoken_count)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        s = matching.sample(0, index, self.split, self.size)
+        return Example(s.text, task="classify", image=s.image,
+                       audio=self.spoken.clip(s.number, random.Random(index)), label=s.label)
+
+    def labels(self) -> list[str]:
+        return list(matching.LABELS)
+
+    def label_counts(self) -> list[str]:
+        """The labels of (up to) the first 2,000 examples: enough to weigh the classes."""
+        return [matching.sample(0, i, self.split, draw=False).label for i in range(min(len(self), 2000))]
+
+    def texts(self) -> list[str]:
+        return [matching.sample(0, i, "train", draw=False).text for i in range(2000)]
+
+    def split_off(self, fraction: float) -> tuple["MatchingExamples", "MatchingExamples"]:
+        """(this set, the built-in validation split)."""
+        return self, MatchingExamples("val", BUILTIN_VAL_MATCHING, self.size, self.cache)
+
+
+# ------------------------------------------------------------------------------------------ from files
+class FileExamples:
+    """Examples read from a manifest or COCO file: captions, or question/answer rows (those of `tasks`)."""
+
+    def __init__(self, items: Sequence[ImageText], tasks: Sequence[str] = ("caption", "vqa")):
+        self.tasks = tuple(tasks)
+        self.items = [it for it in items if ("vqa" if it.question is not None else "caption") in tasks]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        it = self.items[index]
+        if it.question is not None:
+            return Example(vqa_prompt(it.question), it.text, "vqa", image=it.image)
+        return Example(CAPTION_PROMPT, it.text, "caption", image=it.image)
+
+    def texts(self) -> list[str]:
+        return [t for it in self.items for t in ((it.question or ""), it.text) if t]
+
+    def split_off(self, fraction: float) -> tuple["FileExamples", "FileExamples"]:
+        """(train, validation): the last `fraction` of the rows are held out."""
+        n_val = max(1, int(len(self) * fraction))
+        return FileExamples(self.items[:-n_val], self.tasks), FileExamples(self.items[-n_val:], self.tasks)
+
+
+class AudioFileExamples:
+    """Examples read from an audio manifest, a LibriSpeech folder or class folders: a clip with a transcript
+    is a transcription example (`TRANSCRIBE_PROMPT`), a clip with a label a classification example that a
+    generator answers with the label (`CLASSIFY_PROMPT`)."""
+
+    def __init__(self, items: Sequence[AudioText]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        it = self.items[index]
+        if it.label is not None:
+            return Example(CLASSIFY_PROMPT, it.label, "classify", audio=it.audio)
+        return Example(TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio)
+
+    def texts(self) -> list[str]:
+        return [it.text for it in self.items] + ["transcript:", "class:"]
+
+    def split_off(self, fraction: float) -> tuple["AudioFileExamples", "AudioFileExamples"]:
+        """(train, validation), stratified by label (see `stratified_split`)."""
+        rest, val = stratified_split([it.label for it in self.items], fraction)
+        return AudioFileExamples([self.items[i] for i in rest]), AudioFileExamples([self.items[i] for i in val])
+
+
+class RowExamples:
+    """Rows of classification manifests (`data.labeled`)."""
+
+    def __init__(self, rows: Sequence[LabeledRow]):
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        r = self.rows[index]
+        return Example(r.text, task="classify", image=r.image, audio=r.audio, label=r.label)
+
+    def labels(self) -> list[str]:
+        return sorted({r.label for r in self.rows})
+
+    def label_counts(self) -> list[str]:
+        return [r.label for r in self.rows]
+
+    def texts(self) -> list[str]:
+        return [r.text for r in self.rows if r.text]
+
+    def split_off(self, fraction: float) -> tuple["RowExamples", "RowExamples"]:
+        """(train, validation), stratified by label (see `stratified_split`)."""
+        rest, val = stratified_split([r.label for r in self.rows], fraction)
+        return RowExamples([self.rows[i] for i in rest]), RowExamples([self.rows[i] for i in val])
+
+
+class TextExamples:
+    """Plain text for the language-model task in a multitask run: pieces of about `chars` characters of the
+    corpus, cut at whitespace, each a target with an empty prompt."""
+
+    def __init__(self, corpus: Sequence[str], errors: str = "strict", chars: int = 400):
+        self.pieces: list[str] = []
+        for doc in read_corpus(corpus, errors):
+            words, piece = doc.split(), []
+            size = 0
+            for w in words:
+                piece.append(w)
+                size += len(w) + 1
+                if size >= chars:
+                    self.pieces.append(" ".join(piece))
+                    piece, size = [], 0
+            if piece:
+                self.pieces.append(" ".join(piece))
+        if not self.pieces:
+            raise DataError(f"text source {list(corpus)} holds no words")
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        return Example("", self.pieces[index], "text")
+
+    def texts(self) -> list[str]:
+        return self.pieces
+
+    def split_off(self, fraction: float) -> tuple["TextExamples", "TextExamples"]:
+        """(train, validation): the last `fraction` of the pieces are held out."""
+        n_val = max(1, int(len(self.pieces) * fraction))
+        train, val = TextExamples.__new__(TextExamples), TextExamples.__new__(TextExamples)
+        train.pieces, val.pieces = self.pieces[:-n_val], self.pieces[-n_val:]
+        return train, val
+
+
+def stratified_split(labels: Sequence[Optional[str]], fraction: float) -> tuple[list[int], list[int]]:
+    """(train indices, validation indices): about `fraction` of each label's examples (seeded), at least one
+    of a label with two or more and never its last one, so validation holds every class training has (when
+    it can) and training holds every class. Unlabeled examples (None) form one group."""
+    groups: dict = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    rng = random.Random(VAL_SEED)
+    train, val = [], []
+    for members in groups.values():
+        members = list(members)
+        rng.shuffle(members)
+        n_val = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        val += members[:n_val]
+        train += members[n_val:]
+    if not val:
+        raise DataError(f"{len(labels)} example(s): too few to hold out validation examples; give "
+                        f"data.val_sources")
+    return sorted(train), sorted(val)
+
+
+# ------------------------------------------------------------------------------------------- several
+class Concat:
+    """Several example sets as one; `weights` (one per set) make `draw` pick a set with those chances."""
+
+    def __init__(self, parts: Sequence[ExampleSet], weights: Optional[Sequence[float]] = None,
+                 names: Optional[Sequence[str]] = None):
+        keep = [i for i, p in enumerate(parts) if len(p)]
+        self.parts = [parts[i] for i in keep]
+        self.weights = [weights[i] for i in keep] if weights else None
+        self.names = [names[i] for i in keep] if names else [f"source {i}" for i in keep]
+        if not self.parts:
+            raise DataError("no usable examples: every source is empty")
+
+    def draw(self, rng: random.Random) -> Example:
+        """A random example: uniform over all examples, or a set by its weight then uniform within it."""
+        if self.weights is None:
+            return self.example(rng.randrange(len(self)), rng)
+        part = self.pick(rng)
+        return part.example(rng.randrange(len(part)), rng)
+
+    def pick(self, rng: random.Random) -> ExampleSet:
+        """A set, by its weight (by its size when there are no weights)."""
+        weights = self.weights if self.weights is not None else [len(p) for p in self.parts]
+        return self.parts[rng.choices(range(len(self.parts)), weights=weights)[0]]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        for p in self.parts:
+            if index < len(p):
+                return p.example(index, rng)
+            index -= len(p)
+        raise IndexError(index)
+
+
+# --------------------------------------------------------------------------------------------- reading
+def cache_dir(cfg: Config) -> Path:
+    """Where generated data is kept: data.cache_dir, else $OMNIGPT_CACHE, else ~/.cache/omnigpt."""
+    return Path(cfg.data.cache_dir or os.environ.get("OMNIGPT_CACHE") or Path.home() / ".cache" / "omnigpt")
+
+
+def builtin_size(cfg: Config) -> int:
+    """Built-in scenes are drawn at the encoder's resolution (64 px unless the config says otherwise)."""
+    return max(24, cfg.vision.image_size) if cfg.vision else 64
+
+
+def read_sources(cfg: Config, specs: Sequence[str], split: str,
+                 labels: Optional[Sequence[str]] = None) -> list[ExampleSet]:
+    """The example sets of `specs` (data.sources or data.val_sources): a classifier's labeled sources when
+    the config has a classifier section, else a generator's. labels: the classes a labeled manifest's rows
+    must be among (a trained classifier's)."""
+    if cfg.classifier is not None:
+        return [_labeled_source(cfg, spec, split, labels) for spec in specs]
+    d = cfg.data
+    sets: list[ExampleSet] = []
+    for spec in specs:
+        if spec == BUILTIN_SPEECH:
+            count = d.builtin_utterances if split == "train" else BUILTIN_VAL_UTTERANCES
+            sets.append(SpeechExamples(split, count, BUILTIN_SEED, cache_dir(cfg)))
+        elif spec == BUILTIN_SCENES:
+            count = d.builtin_scenes if split == "train" else BUILTIN_VAL_SCENES
+            sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
+                                      d.questions_per_example if split == "train" else 1))
+        elif spec.startswith("text:"):
+            sets.append(TextExamples([spec[len("text:"):]], d.encoding_errors, d.text_chars))
+        elif spec.startswith("builtin:"):
+            raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
+                              f"and {BUILTIN_SPEECH!r} (and text:builtin, Python's own help text)")
+        elif _is_audio_source(spec, cfg):
+            sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file)))
+        else:
+            sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file), d.tasks))
+    return sets
+
+
+def _labeled_source(cfg: Config, spec: str, split: str, labels: Optional[Sequence[str]]) -> ExampleSet:
+    if spec == BUILTIN_MATCHING:
+        count = cfg.data.builtin_scenes if split == "train" else BUILTIN_VAL_MATCHING
+        return MatchingExamples(split, count, builtin_size(cfg), cache_dir(cfg))
+    if spec.startswith("builtin:"):
+        raise ConfigError(f"unknown built-in source {spec!r} for a classifier: the built-in task is "
+                          f"{BUILTIN_MATCHING!r}")
+    if spec.lower().endswith((".jsonl", ".csv")):
+        return RowExamples(read_labeled_manifest(spec, cfg.data.on_bad_file, labels))
+    raise DataError(f"unknown classification source {spec!r}: give {BUILTIN_MATCHING}, or a .jsonl or .csv "
+                    f"manifest of text/image/audio/label rows")
+
+
+def _is_audio_source(spec: str, cfg: Config) -> bool:
+    """librispeech:/audiofolder: sources, and manifests when the model hears but does not see."""
+    return spec.startswith(("librispeech:", "audiofolder:")) or (cfg.audio is not None and cfg.vision is None)
+
+
+def hold_out(sets: Sequence[ExampleSet], names: Sequence[str], fraction: float) -> tuple[list, list]:
+    """(train sets, validation sets) when no validation sources are given: built-in sets give their own
+    validation split, file and text sets give up about `fraction` of their examples (see each split_off)."""
+    train, val = [], []
+    for s, name in zip(sets, names):
+        if isinstance(s, (FileExamples, AudioFileExamples)) and len(s) < 2:
+            raise DataError(f"source {name} has {len(s)} example(s): too few to hold out validation examples; "
+                            f"give data.val_sources")
+        kept, held = s.split_off(fraction)
+        train.append(kept)
+        val.append(held)
+    return train, val
+
+
+def training_labels(cfg: Config) -> list[str]:
+    """The classes a run of this config learns: classifier.labels, else every label of its training and
+    validation sources (what training fills classifier.labels with)."""
+    if cfg.classifier is not None and cfg.classifier.labels:
+        return list(cfg.classifier.labels)
+    sets = read_sources(cfg, cfg.data.sources, "train") + read_sources(cfg, cfg.data.val_sources, "val")
+    return sorted({label for s in sets for label in s.labels()})

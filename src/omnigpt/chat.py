@@ -92,7 +92,8 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
     out = out or sys.stdout
     images: list = []
     audio: list = []
-    rate = getattr(getattr(session.model, "audio_config", None), "sample_rate", 16000)
+    hearing = session.model.audio_config if "audio" in session.model.accepts else None
+    rate, longest = (hearing.sample_rate, hearing.max_seconds) if hearing else (16000, None)
     print("omnigpt chat: type a message; /help lists the commands", file=out)
     while True:
         try:
@@ -122,8 +123,7 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
                     if command == "/image":
                         images.append(load_image(Path(arg)))
                     else:
-                        audio.append(load_audio(Path(arg), rate, max_seconds=getattr(
-                            getattr(session.model, "audio_config", None), "max_seconds", None)))
+                        audio.append(load_audio(Path(arg), rate, max_seconds=longest))
                 except (ImageError, AudioError, MissingExtraError) as exc:
                     print(f"error: {exc}", file=out)
                     continue

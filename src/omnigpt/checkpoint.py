@@ -19,7 +19,6 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from .atomic import write_atomic
 from .config import Config, ConfigError
 from .hardware import resolve_device, resolve_dtype
 from .model.omni import build_model

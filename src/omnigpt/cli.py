@@ -5,10 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
-
-if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
+from typing import Optional, Sequence
 
 REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -179,7 +176,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from .viz import attention_figure, image_attention
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
-    if getattr(ckpt.model, "vision_config", None) is None:
+    if "image" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
     prompt = args.prompt
@@ -207,13 +204,12 @@ def cmd_caption(args: argparse.Namespace) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
-    from .subtitles import to_srt, to_vtt
-    from .atomic import write_atomic
     from .checkpoint import load_checkpoint
+    from .subtitles import render_all, write_transcript
     from .transcribe import WHISPER_TEMPERATURES, transcribe
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
-    if getattr(ckpt.model, "audio_config", None) is None:
+    if "audio" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
     if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.output_dir:
         raise CommandError(f"--format {args.format} with {len(args.audio)} files needs --output-dir (one file each)")
@@ -228,34 +224,12 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     options = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, window_seconds=args.window,
                    overlap_seconds=args.overlap, temperatures=temperatures)
     results = []
-
-    def render(path: str, tr) -> str:
-        if args.format == "json":
-            return json.dumps({"audio": path, **tr.to_dict()}, ensure_ascii=False)
-        if args.format == "srt":
-            return to_srt(tr.segments)
-        if args.format == "vtt":
-            return to_vtt(tr.segments)
-        return tr.text
-
     for path in args.audio:
-        tr = transcribe(ckpt.model, ckpt.tokenizer, path, progress=not args.quiet, **options)
-        results.append((path, tr))
+        results.append((path, transcribe(ckpt.model, ckpt.tokenizer, path, progress=not args.quiet, **options)))
         if args.output_dir:  # each file as soon as it is done
-            out = Path(args.output_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            target = out / f"{Path(path).stem}.{args.format}"
-            write_atomic(target, render(path, tr) + ("\n" if args.format in ("txt", "json") else ""))
-            print(target)
-    if args.output_dir:
-        return
-    if args.format == "json":
-        print(json.dumps([{"audio": p, **tr.to_dict()} for p, tr in results], ensure_ascii=False))
-    elif args.format in ("srt", "vtt"):
-        print(render(*results[0]), end="")
-    else:
-        for path, tr in results:
-            print(f"{path}: {tr.text}" if len(results) > 1 else tr.text)
+            print(write_transcript(path, results[-1][1], args.format, args.output_dir))
+    if not args.output_dir:
+        print(render_all(results, args.format), end="")
 
 
 def _temperatures(text: str) -> list[float]:
@@ -273,7 +247,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
-    if getattr(ckpt.model, "cls_config", None) is not None:
+    if ckpt.model.predicts == "classes":
         raise CommandError(f"{ckpt.path} is a classifier: use omnigpt classify")
     gen = _generation_config(args)
     repl(ChatSession(ckpt.model, ckpt.tokenizer, gen))
@@ -287,110 +261,14 @@ def cmd_speech_data(args: argparse.Namespace) -> None:
     print(json.dumps({"manifest": str(path), "split": args.split, "utterances": count}))
 
 
-def _run_dir_of(checkpoint: Path) -> Optional[Path]:
-    """The run folder holding a checkpoint (for its tokenized validation split), if any."""
-    for folder in (checkpoint, checkpoint.parent.parent):
-        if (folder / "data" / "meta.json").is_file():
-            return folder
-    return None
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import perplexity_of_file, perplexity_of_split
     from .checkpoint import load_checkpoint
+    from .evaluate import EvalOptions, evaluate_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
-    if getattr(ckpt.model, "cls_config", None) is not None:
-        result = _evaluate_classifier(ckpt, args)
-        result["checkpoint"] = str(ckpt.path)
-        print(json.dumps(result))
-        return
-    sees, hears = (getattr(ckpt.model, f"{m}_config", None) is not None for m in ("vision", "audio"))
-    task = args.task or ("all" if sees and hears else "caption+vqa" if sees else "transcribe" if hears else "text")
-    if task == "all":
-        result = _evaluate_all(ckpt, args)
-    elif task == "transcribe":
-        result = _evaluate_speech(ckpt, args)
-    elif task == "classify":
-        result = _evaluate_audio_classes(ckpt, args)
-    elif task != "text":
-        result = _evaluate_images(ckpt, args, task)
-    elif args.data:
-        result = perplexity_of_file(ckpt.model, ckpt.tokenizer, args.data, args.errors or "strict")
-        result["data"] = args.data
-    else:
-        run = _run_dir_of(Path(args.checkpoint))
-        if run is None:
-            raise CommandError(f"{args.checkpoint} has no tokenized validation split; give --data FILE")
-        result = perplexity_of_split(ckpt.model, run / "data", "val")
-        result["data"] = "validation split"
-    result["checkpoint"] = str(ckpt.path)
-    print(json.dumps(result))
-
-
-def _evaluate_all(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
-    from .recipes.demo import evaluate_multitask, summary_of
-
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    ev = evaluate_multitask(ckpt, args.limit or 500, args.limit or 500, progress=not args.quiet)
-    if not ev:
-        raise CommandError(f"{ckpt.path} learned no built-in task (scenes, speech or text) to score; choose a "
-                           f"--task and give --data")
-    if "speech" in ev:
-        ev["speech"]["samples"] = [{k: t[k] for k in ("prediction", "reference")}
-                                   for t in ev["speech"].pop("transcripts")[:5]]
-        ev["speech"].pop("kinds")
-    return {**summary_of(ev), "tasks": ev}
-
-
-def _evaluate_audio_classes(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
-    from .data.sources import read_audio_source
-    from .evaluate import evaluate_audio_classes
-    from .viz import confusion_figure
-
-    if getattr(ckpt.model, "audio_config", None) is None:
-        raise CommandError(f"--task classify needs a model with an audio encoder; {ckpt.path} has none")
-    if not args.data:
-        raise CommandError("--task classify needs --data audiofolder:DIR or a JSONL manifest of {\"audio\", "
-                           "\"label\"} rows")
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    items = _sample(read_audio_source(args.data, args.on_bad_file or "error"), args.limit)
-    unlabeled = [it for it in items if it.label is None]
-    if unlabeled:
-        raise CommandError(f"{unlabeled[0].where}: no label; --task classify needs a label for every clip")
-    result = {"data": args.data, **evaluate_audio_classes(ckpt.model, ckpt.tokenizer, [it.audio for it in items],
-                                                          [it.label for it in items], progress=not args.quiet)}
-    plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
-    result["confusion_png"] = _png_or_note(lambda: confusion_figure(
-        result["confusion"], result["classes"], plot, f"{args.data}: accuracy {result['accuracy']:.3f}"))
-    return result
-
-
-def _evaluate_classifier(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
-    from .evaluate import evaluate_classifier
-    from .data.examples import BUILTIN_MATCHING, MatchingExamples, cache_dir, read_sources
-    from .viz import confusion_figure
-
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    spec = args.data or BUILTIN_MATCHING
-    cfg = ckpt.config
-    if args.on_bad_file:
-        cfg.data.on_bad_file = args.on_bad_file
-    if spec == BUILTIN_MATCHING:
-        split = args.split if args.split in ("train", "val", "test") else "test"
-        sets = [MatchingExamples(split, args.limit or 1000, cfg.vision.image_size if cfg.vision else 64,
-                                 cache_dir(cfg))]
-    else:
-        sets = read_sources(cfg, [spec], "test", labels=ckpt.model.labels)
-    examples = _sample([s.example(i) for s in sets for i in range(len(s))], args.limit)
-    result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=not args.quiet)}
-    plot = Path(args.plot) if args.plot else _run_folder(ckpt.path) / "confusion.png"
-    result["confusion_png"] = _png_or_note(lambda: confusion_figure(
-        result["confusion"], result["classes"], plot, f"{cfg.classifier.fusion}: accuracy {result['accuracy']:.3f}"))
-    return result
+    opts = EvalOptions(args.task, args.data, args.images, args.split, args.limit, args.on_bad_file, args.errors,
+                       args.plot, progress=not args.quiet)
+    print(json.dumps(evaluate_checkpoint(ckpt, opts)))
 
 
 def cmd_compare_fusion(args: argparse.Namespace) -> None:
@@ -422,7 +300,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     model = ckpt.model
-    if getattr(model, "cls_config", None) is None:
+    if model.predicts != "classes":
         raise CommandError(f"{ckpt.path} is not a classifier (its config has no 'classifier' section)")
     given = {"text": args.text, "image": args.image, "audio": args.audio}
     extra = [m for m, v in given.items() if v is not None and m not in model.modalities]
@@ -444,95 +322,6 @@ def cmd_classify(args: argparse.Namespace) -> None:
     print(json.dumps({"label": model.labels[best],
                       "probabilities": {label: round(p, 6) for label, p in zip(model.labels, probs)},
                       "inputs": [m for m in model.modalities if given[m] is not None]}))
-
-
-def _sample(items: list, limit: Optional[int]) -> list:
-    """At most `limit` of the items, a seeded sample in file order: class folders are read class by class, so
-    the first items would all be of one class."""
-    if limit is None or limit >= len(items):
-        return items
-    import random
-
-    return [items[i] for i in sorted(random.Random(0).sample(range(len(items)), limit))]
-
-
-def _png_or_note(draw) -> Optional[str]:
-    """The path of the PNG `draw()` writes, or None with a note where matplotlib is missing: the scores
-    computed before the plot are still printed."""
-    from .extras import MissingExtraError
-
-    try:
-        return str(draw())
-    except MissingExtraError as exc:
-        print(f"no plot: {exc}", file=sys.stderr)
-        return None
-
-
-def _run_folder(checkpoint: Path) -> Path:
-    """The run folder of a checkpoint folder (RUN/checkpoints/step-N), else the folder itself."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
-
-
-def _evaluate_speech(ckpt: "Checkpoint", args: argparse.Namespace) -> dict:
-    from .data.sources import read_audio_source
-    from .data.builtin.speech import speech_dataset
-    from .evaluate import evaluate_transcripts
-    from .data.examples import cache_dir
-
-    if getattr(ckpt.model, "audio_config", None) is None:
-        raise CommandError(f"--task transcribe needs a model with an audio encoder; {ckpt.path} has none")
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    spec = args.data or "builtin:speech"
-    if spec == "builtin:speech":
-        split = args.split if args.split in ("train", "val", "test") else "test"
-        clips = speech_dataset(split, args.limit or 500, 0, cache_dir(ckpt.config))
-        audio, refs, kinds = [clips.audio(i) for i in range(len(clips))], list(clips.texts), list(clips.kinds)
-    else:
-        items = read_audio_source(spec, args.on_bad_file or "error")[:args.limit]
-        audio, refs, kinds = [it.audio for it in items], [it.text for it in items], None
-    result = evaluate_transcripts(ckpt.model, ckpt.tokenizer, audio, refs, kinds, progress=not args.quiet)
-    transcripts = result.pop("transcripts")
-    return {"data": spec, **result, "samples": [{"prediction": t["prediction"], "reference": t["reference"]}
-                                                for t in transcripts[:5]]}
-
-
-def _evaluate_images(ckpt: "Checkpoint", args: argparse.Namespace, task: str) -> dict:
-    from .data.sources import read_source, references_by_image
-    from .evaluate import evaluate_captions, evaluate_scenes, evaluate_vqa
-    from .data.examples import builtin_size
-
-    if getattr(ckpt.model, "vision_config", None) is None:
-        raise CommandError(f"--task {task} needs a model with an image encoder; {ckpt.path} has none")
-    tasks = ("caption", "vqa") if task == "caption+vqa" else (task,)
-    if args.limit is not None and args.limit < 1:
-        raise CommandError(f"--limit must be at least 1, got {args.limit}")
-    spec = args.data or "builtin:scenes"
-    if spec == "builtin:scenes":
-        result = evaluate_scenes(ckpt.model, ckpt.tokenizer, args.split, args.limit or 500, tasks=tasks,
-                                 size=builtin_size(ckpt.config), progress=not args.quiet)
-    else:
-        items = read_source(spec, args.images, args.on_bad_file or "error")
-        result = {"data": spec}
-        captions = [it for it in items if it.question is None]
-        questions = [it for it in items if it.question is not None][:args.limit]
-        if "caption" in tasks and captions:
-            refs = list(references_by_image(captions).items())[:args.limit]
-            scores = evaluate_captions(ckpt.model, ckpt.tokenizer, [p for p, _ in refs], [r for _, r in refs],
-                                       progress=not args.quiet)
-            result.update({"caption_exact_match": scores["exact_match"], "bleu4": scores["bleu4"],
-                           "cider_d": scores["cider_d"], "images": scores["count"],
-                           "caption_samples": scores["samples"]})
-        if "vqa" in tasks and questions:
-            vqa = evaluate_vqa(ckpt.model, ckpt.tokenizer, [q.image for q in questions],
-                               [q.question for q in questions], [q.text for q in questions], progress=not args.quiet)
-            result.update({"vqa_accuracy": vqa["vqa_accuracy"], "questions": vqa["count"],
-                           "vqa_samples": vqa["samples"]})
-        if len(result) == 1:
-            raise CommandError(f"{spec} holds no {' or '.join(tasks)} examples")
-    result["checkpoint"] = str(ckpt.path)
-    return result
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -741,6 +530,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .config import ConfigError
     from .data.builtin.speech import SpeechError
     from .data.text import DataError
+    from .evaluate import EvaluationError
     from .extras import MissingExtraError
     from .generate import GenerationError
     from .hardware import HardwareError
@@ -750,7 +540,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, ConfigError, GenerationError, HardwareError) as exc:
+    except (CommandError, ConfigError, GenerationError, HardwareError, EvaluationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR) from None
     except (DataError, TokenizerError, CheckpointError, SpeechError, FloatingPointError, MissingExtraError,

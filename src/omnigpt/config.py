@@ -18,6 +18,9 @@ import yaml
 
 from .atomic import write_atomic
 
+MODALITIES = ("text", "image", "audio")  # the inputs an example may have, in the order models take them
+IGNORE_INDEX = -100  # a label that takes no part in the loss (batches write it, the models skip it)
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
@@ -236,6 +239,16 @@ class ClassifierConfig:
             raise ConfigError(f"classifier.template must hold each of {{{'}, {'.join(self.modalities)}}} once (the "
                               f"modalities), got {template!r}")
         return pieces[0].strip(), [(m, words.strip()) for m, words in zip(named, pieces[2::2])]
+
+    def template_ids(self, tokenizer: Any) -> list[list[int]]:
+        """Token ids of early fusion's template words: those before the first placeholder, then those after
+        each (tokenizer: a `Tokenizer`, needed only when the template has words)."""
+        prefix, spans = self.early_spans()
+        pieces = [prefix] + [words for _, words in spans]
+        if any(pieces) and tokenizer is None:
+            raise ValueError(f"classifier.template {self.template!r} has words: building the model needs the "
+                             f"tokenizer")
+        return [tokenizer.encode((" " if k else "") + piece) if piece else [] for k, piece in enumerate(pieces)]
 
 
 @dataclass

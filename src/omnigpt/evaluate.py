@@ -4,19 +4,45 @@ and classification."""
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .config import Config
 from .data.prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, target_text, vqa_prompt
 from .data.builtin import scenes as builtin_scenes
+from .data.builtin.speech import speech_dataset
+from .data.examples import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
 from .data.text import DataError, load_tokens, read_text_file, sequential_windows, token_dtype
 from .metrics import (accuracy_by_type, bleu4, cider_d, classification_scores, exact_match, majority_baseline,
                       normalize_caption, vqa_accuracy)
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+
+class EvaluationError(ValueError):
+    """An evaluation was asked for something the model or the data cannot give (exit status 2)."""
+
+
+@dataclass
+class EvalOptions:
+    """What `evaluate_checkpoint` scores, as `omnigpt evaluate`'s flags say."""
+    task: Optional[str] = None  # text, caption, vqa, caption+vqa, transcribe, classify, all (None: by the model)
+    data: Optional[str] = None  # a text file, manifest or source spec (None: the built-in data or the run's split)
+    images: Optional[str] = None  # image folder of a COCO captions file
+    split: str = "test"  # built-in split to score
+    limit: Optional[int] = None
+    on_bad_file: Optional[str] = None
+    errors: Optional[str] = None  # text decoding: strict or replace
+    plot: Optional[str] = None  # confusion matrix PNG (default: RUN/confusion.png)
+    progress: bool = True
 
 
 @torch.no_grad()
@@ -266,3 +292,251 @@ def evaluate_classifier(model: nn.Module, tokenizer: Tokenizer, examples: Sequen
     if hasattr(fuse, "modality_weights"):
         result["modality_weights"] = dict(zip(model.modalities, fuse.modality_weights()))
     return result
+
+
+# ------------------------------------------------------------------------------------------ a whole run
+def evaluate_multitask(ckpt: Checkpoint, scenes: int = 100, utterances: int = 100,
+                       progress: bool = False) -> dict:
+    """Score each task a run was trained on: {"scenes": evaluate_scenes(...) on built-in test scenes,
+    "speech": evaluate_transcripts(...) on built-in test utterances (voices never heard in training), "text":
+    {corpus: text_piece_loss(...)} on the text held out of training (the validation pieces)}, each key only
+    for the sources the run learned from."""
+    cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
+    result: dict = {}
+    if BUILTIN_SCENES in cfg.data.sources:
+        tasks = [t for t in ("caption", "vqa") if t in cfg.data.tasks]
+        result["scenes"] = evaluate_scenes(model, tok, "test", scenes, size=builtin_size(cfg), tasks=tasks,
+                                           progress=progress)
+    if BUILTIN_SPEECH in cfg.data.sources:
+        clips = speech_dataset("test", utterances, BUILTIN_SEED, cache_dir(cfg))
+        result["speech"] = evaluate_transcripts(model, tok, [clips.audio(i) for i in range(len(clips))],
+                                                list(clips.texts), list(clips.kinds), progress=progress)
+        result["speech"]["kinds"] = list(clips.kinds)
+    for corpus, (train_pieces, held_out) in _text_splits(cfg).items():
+        result.setdefault("text", {})[corpus] = text_piece_loss(model, tok, held_out, train_pieces,
+                                                                cfg.model.block_size)
+    return result
+
+
+def _text_splits(cfg: Config) -> dict[str, tuple[list[str], list[str]]]:
+    """{corpus: (training pieces, held-out pieces)} of each "text:" source, split as training split it."""
+    d = cfg.data
+    held_out = [s[len("text:"):] for s in d.val_sources if s.startswith("text:")]
+    out = {}
+    for corpus in text_sources(cfg):
+        whole = TextExamples([corpus], d.encoding_errors, d.text_chars)
+        if d.val_sources:  # training read all of it; the validation text is its own
+            if held_out:
+                out[corpus] = (whole.pieces, TextExamples(held_out, d.encoding_errors, d.text_chars).pieces)
+        else:
+            train_part, val_part = whole.split_off(d.val_fraction)
+            out[corpus] = (train_part.pieces, val_part.pieces)
+    return out
+
+
+def text_sources(cfg: Config) -> list[str]:
+    return [s[len("text:"):] for s in cfg.data.sources if s.startswith("text:")]
+
+
+def summary_of(ev: dict) -> dict:
+    """The headline numbers of `evaluate_multitask`'s result (those of the first text source for text)."""
+    out: dict = {}
+    if "scenes" in ev:
+        sc = ev["scenes"]
+        for key in ("caption_exact_match", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
+            if key in sc:
+                out[key] = sc[key]
+    if "speech" in ev:
+        out["wer"], out["cer"] = ev["speech"]["wer"], ev["speech"]["cer"]
+        out["wer_by_kind"] = ev["speech"]["wer_by_kind"]
+    if "text" in ev:
+        first = next(iter(ev["text"].values()))
+        out["text_val_loss"], out["unigram_loss"] = first["text_val_loss"], first["unigram_loss"]
+    return out
+
+
+def evaluate_checkpoint(ckpt: "Checkpoint", opts: Optional[EvalOptions] = None) -> dict:
+    """Score a loaded checkpoint as `omnigpt evaluate` does: a classifier on its classes; a generator on
+    opts.task (default: every built-in task a multimodal run learned, else captions and questions for a
+    model that sees, transcripts for one that hears, and perplexity for a text GPT). The result is what the
+    command prints as JSON."""
+    opts = opts or EvalOptions()
+    if ckpt.model.predicts == "classes":
+        return {**_evaluate_classifier(ckpt, opts), "checkpoint": str(ckpt.path)}
+    sees, hears = ("image" in ckpt.model.accepts, "audio" in ckpt.model.accepts)
+    task = opts.task or ("all" if sees and hears else "caption+vqa" if sees else "transcribe" if hears else "text")
+    if task == "all":
+        result = _evaluate_all(ckpt, opts)
+    elif task == "transcribe":
+        result = _evaluate_speech(ckpt, opts)
+    elif task == "classify":
+        result = _evaluate_audio_classes(ckpt, opts)
+    elif task != "text":
+        result = _evaluate_images(ckpt, opts, task)
+    elif opts.data:
+        result = perplexity_of_file(ckpt.model, ckpt.tokenizer, opts.data, opts.errors or "strict")
+        result["data"] = opts.data
+    else:
+        run = _run_dir_of(ckpt.path)
+        if run is None:
+            raise EvaluationError(f"{ckpt.path} has no tokenized validation split; give --data FILE")
+        result = perplexity_of_split(ckpt.model, run / "data", "val")
+        result["data"] = "validation split"
+    result["checkpoint"] = str(ckpt.path)
+    return result
+
+
+def _evaluate_all(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
+    if opts.limit is not None and opts.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
+    ev = evaluate_multitask(ckpt, opts.limit or 500, opts.limit or 500, progress=opts.progress)
+    if not ev:
+        raise EvaluationError(f"{ckpt.path} learned no built-in task (scenes, speech or text) to score; choose a "
+                              f"--task and give --data")
+    if "speech" in ev:
+        ev["speech"]["samples"] = [{k: t[k] for k in ("prediction", "reference")}
+                                   for t in ev["speech"].pop("transcripts")[:5]]
+        ev["speech"].pop("kinds")
+    return {**summary_of(ev), "tasks": ev}
+
+
+def _evaluate_speech(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
+    from .data.sources import read_audio_source
+    from .data.builtin.speech import speech_dataset
+    from .data.examples import cache_dir
+
+    if "audio" not in ckpt.model.accepts:
+        raise EvaluationError(f"--task transcribe needs a model with an audio encoder; {ckpt.path} has none")
+    if opts.limit is not None and opts.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
+    spec = opts.data or "builtin:speech"
+    if spec == "builtin:speech":
+        split = opts.split if opts.split in ("train", "val", "test") else "test"
+        clips = speech_dataset(split, opts.limit or 500, 0, cache_dir(ckpt.config))
+        audio, refs, kinds = [clips.audio(i) for i in range(len(clips))], list(clips.texts), list(clips.kinds)
+    else:
+        items = read_audio_source(spec, opts.on_bad_file or "error")[:opts.limit]
+        audio, refs, kinds = [it.audio for it in items], [it.text for it in items], None
+    result = evaluate_transcripts(ckpt.model, ckpt.tokenizer, audio, refs, kinds, progress=opts.progress)
+    transcripts = result.pop("transcripts")
+    return {"data": spec, **result, "samples": [{"prediction": t["prediction"], "reference": t["reference"]}
+                                                for t in transcripts[:5]]}
+
+
+def _evaluate_images(ckpt: "Checkpoint", opts: EvalOptions, task: str) -> dict:
+    from .data.sources import read_source, references_by_image
+    from .data.examples import builtin_size
+
+    if "image" not in ckpt.model.accepts:
+        raise EvaluationError(f"--task {task} needs a model with an image encoder; {ckpt.path} has none")
+    tasks = ("caption", "vqa") if task == "caption+vqa" else (task,)
+    if opts.limit is not None and opts.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
+    spec = opts.data or "builtin:scenes"
+    if spec == "builtin:scenes":
+        result = evaluate_scenes(ckpt.model, ckpt.tokenizer, opts.split, opts.limit or 500, tasks=tasks,
+                                 size=builtin_size(ckpt.config), progress=opts.progress)
+    else:
+        items = read_source(spec, opts.images, opts.on_bad_file or "error")
+        result = {"data": spec}
+        captions = [it for it in items if it.question is None]
+        questions = [it for it in items if it.question is not None][:opts.limit]
+        if "caption" in tasks and captions:
+            refs = list(references_by_image(captions).items())[:opts.limit]
+            scores = evaluate_captions(ckpt.model, ckpt.tokenizer, [p for p, _ in refs], [r for _, r in refs],
+                                       progress=opts.progress)
+            result.update({"caption_exact_match": scores["exact_match"], "bleu4": scores["bleu4"],
+                           "cider_d": scores["cider_d"], "images": scores["count"],
+                           "caption_samples": scores["samples"]})
+        if "vqa" in tasks and questions:
+            vqa = evaluate_vqa(ckpt.model, ckpt.tokenizer, [q.image for q in questions],
+                               [q.question for q in questions], [q.text for q in questions], progress=opts.progress)
+            result.update({"vqa_accuracy": vqa["vqa_accuracy"], "questions": vqa["count"],
+                           "vqa_samples": vqa["samples"]})
+        if len(result) == 1:
+            raise EvaluationError(f"{spec} holds no {' or '.join(tasks)} examples")
+    result["checkpoint"] = str(ckpt.path)
+    return result
+
+
+def _evaluate_audio_classes(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
+    from .data.sources import read_audio_source
+    from .viz import confusion_figure
+
+    if "audio" not in ckpt.model.accepts:
+        raise EvaluationError(f"--task classify needs a model with an audio encoder; {ckpt.path} has none")
+    if not opts.data:
+        raise EvaluationError("--task classify needs --data audiofolder:DIR or a JSONL manifest of {\"audio\", "
+                              "\"label\"} rows")
+    if opts.limit is not None and opts.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
+    items = _sample(read_audio_source(opts.data, opts.on_bad_file or "error"), opts.limit)
+    unlabeled = [it for it in items if it.label is None]
+    if unlabeled:
+        raise EvaluationError(f"{unlabeled[0].where}: no label; --task classify needs a label for every clip")
+    result = {"data": opts.data, **evaluate_audio_classes(ckpt.model, ckpt.tokenizer, [it.audio for it in items],
+                                                          [it.label for it in items], progress=opts.progress)}
+    plot = Path(opts.plot) if opts.plot else _run_folder(ckpt.path) / "confusion.png"
+    result["confusion_png"] = _png_or_note(lambda: confusion_figure(
+        result["confusion"], result["classes"], plot, f"{opts.data}: accuracy {result['accuracy']:.3f}"))
+    return result
+
+
+def _evaluate_classifier(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
+    from .data.examples import BUILTIN_MATCHING, MatchingExamples, cache_dir, read_sources
+    from .viz import confusion_figure
+
+    if opts.limit is not None and opts.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
+    spec = opts.data or BUILTIN_MATCHING
+    cfg = ckpt.config
+    if opts.on_bad_file:
+        cfg.data.on_bad_file = opts.on_bad_file
+    if spec == BUILTIN_MATCHING:
+        split = opts.split if opts.split in ("train", "val", "test") else "test"
+        sets = [MatchingExamples(split, opts.limit or 1000, cfg.vision.image_size if cfg.vision else 64,
+                                 cache_dir(cfg))]
+    else:
+        sets = read_sources(cfg, [spec], "test", labels=ckpt.model.labels)
+    examples = _sample([s.example(i) for s in sets for i in range(len(s))], opts.limit)
+    result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=opts.progress)}
+    plot = Path(opts.plot) if opts.plot else _run_folder(ckpt.path) / "confusion.png"
+    result["confusion_png"] = _png_or_note(lambda: confusion_figure(
+        result["confusion"], result["classes"], plot, f"{cfg.classifier.fusion}: accuracy {result['accuracy']:.3f}"))
+    return result
+
+
+def _run_dir_of(checkpoint: Path) -> Optional[Path]:
+    """The run folder holding a checkpoint (for its tokenized validation split), if any."""
+    for folder in (checkpoint, checkpoint.parent.parent):
+        if (folder / "data" / "meta.json").is_file():
+            return folder
+    return None
+
+
+def _run_folder(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint folder (RUN/checkpoints/step-N), else the folder itself."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint
+
+
+def _sample(items: list, limit: Optional[int]) -> list:
+    """At most `limit` of the items, a seeded sample in file order: class folders are read class by class, so
+    the first items would all be of one class."""
+    if limit is None or limit >= len(items):
+        return items
+    import random
+
+    return [items[i] for i in sorted(random.Random(0).sample(range(len(items)), limit))]
+
+
+def _png_or_note(draw) -> Optional[str]:
+    """The path of the PNG `draw()` writes, or None with a note where matplotlib is missing: the scores
+    computed before the plot are still printed."""
+    from .extras import MissingExtraError
+
+    try:
+        return str(draw())
+    except MissingExtraError as exc:
+        print(f"no plot: {exc}", file=sys.stderr)
+        return None

@@ -197,10 +197,8 @@ def beam_search_ids(model: nn.Module, prompt: list[int], cfg: GenerationConfig, 
     nb = cfg.num_beams
     V = model.config.vocab_size
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
-    caches = model.new_caches(nb, len(prompt) + cfg.max_new_tokens)
-    for c in caches:  # the prompt is identical for every beam: run it once, copy the cache
-        c.first_row()
-    logits, _ = model(ids, caches=caches, last_only=True, **(media or {}))
+    caches = model.new_caches(1, len(prompt) + cfg.max_new_tokens)  # the prompt is the same for every beam: run
+    logits, _ = model(ids, caches=caches, last_only=True, **(media or {}))  # it once, then copy the cache
     for c in caches:
         c.repeat_rows(nb)
     logits = logits.expand(nb, -1, -1)
@@ -273,12 +271,17 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def image_tokens(model: nn.Module) -> int:
+    """Positions an image takes in a prompt (1 for a model that takes no images: the placeholder stays)."""
+    return model.tokens_per_image if "image" in model.accepts else 1
+
+
 def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], cfg: GenerationConfig,
                     audio_tokens: Optional[Sequence[Sequence[int]]] = None) -> list[list[int]]:
     """Tokenize prompts, expand each `<image>` to the tokens an image takes and each `<audio>` to those of
     its clip (audio_tokens[prompt][clip]), and check that they fit the context with max_new_tokens."""
     context = model.config.block_size
-    per_image = getattr(model, "tokens_per_image", 1)
+    per_image = image_tokens(model)
     out = []
     for r, p in enumerate(prompts):
         ids = tokenizer.encode(p)
@@ -314,7 +317,7 @@ def audio_features(model: nn.Module, audio: Sequence[Sequence[AudioInput]]) -> l
     """Per-prompt audio inputs -> per-prompt log-mel features (n_mels, frames), as the model was trained."""
     if not any(audio):
         return [[] for _ in audio]
-    if getattr(model, "audio_config", None) is None:
+    if "audio" not in model.accepts:
         raise GenerationError("this model has no audio encoder: it cannot take audio")
     inputs = Inputs(model.full_config)
     try:
@@ -387,7 +390,7 @@ def prepare_media(model: nn.Module, images: Sequence[Sequence[ImageInput]]) -> d
     """Per-prompt lists of images -> the `images` and `image_rows` inputs of a multimodal model."""
     if not any(images):
         return {}
-    if getattr(model, "vision_config", None) is None:
+    if "image" not in model.accepts:
         raise GenerationError("this model has no image encoder: it cannot take images")
     inputs = Inputs(model.full_config)
     try:
@@ -423,7 +426,7 @@ def audio_token_counts(model: nn.Module, features: Sequence[Sequence[torch.Tenso
 
 def _suppress(model: nn.Module, tokenizer: Tokenizer) -> list[int]:
     """Placeholders stand for encoder outputs: a multimodal model must not write them."""
-    return [tokenizer.image_id, tokenizer.audio_id] if hasattr(model, "image_token_id") else []
+    return [tokenizer.image_id, tokenizer.audio_id] if model.accepts - {"text"} else []
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str],
@@ -443,7 +446,7 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompts: str | Sequence[str
     features = audio_features(model, _audio_lists(audio, len(texts), single))
     ids = prepare_prompts(model, tokenizer, texts, cfg, audio_token_counts(model, features))
     per_prompt = image_lists(images, len(ids), single)
-    check_placeholders(ids, per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
+    check_placeholders(ids, per_prompt, tokenizer.image_id, image_tokens(model))
     suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)
     was_training = model.training
@@ -488,7 +491,7 @@ def stream(model: nn.Module, tokenizer: Tokenizer, prompt: str, config: Optional
     features = audio_features(model, _audio_lists(audio, 1, True))
     (ids,) = prepare_prompts(model, tokenizer, [prompt], cfg, audio_token_counts(model, features))
     per_prompt = image_lists(images, 1, True)
-    check_placeholders([ids], per_prompt, tokenizer.image_id, getattr(model, "tokens_per_image", 1))
+    check_placeholders([ids], per_prompt, tokenizer.image_id, image_tokens(model))
     media = {**prepare_media(model, per_prompt), **audio_media(model, features)}
     suppress = _suppress(model, tokenizer)
     stops = _stop_ids(tokenizer, cfg)

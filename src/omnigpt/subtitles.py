@@ -1,9 +1,14 @@
-"""Timed transcripts as subtitle files: SubRip (.srt) and WebVTT (.vtt)."""
+"""Transcripts written out: plain text, JSON, and timed subtitle files, SubRip (.srt) and WebVTT (.vtt)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
-from .transcribe import Segment
+from .atomic import write_atomic
+from .transcribe import Segment, Transcript
+
+FORMATS = ("txt", "json", "srt", "vtt")
 
 
 def timestamp(seconds: float, decimal: str = ",") -> str:
@@ -25,3 +30,30 @@ def to_vtt(segments: Sequence[Segment]) -> str:
     """The WEBVTT header, then one cue per segment."""
     return "WEBVTT\n\n" + "".join(f"{timestamp(s.start, '.')} --> {timestamp(s.end, '.')}\n{s.text}\n\n"
                                   for s in segments)
+
+
+def render(path: str, transcript: Transcript, fmt: str) -> str:
+    """One file's transcript in `fmt` (txt, json, srt or vtt)."""
+    if fmt == "json":
+        return json.dumps({"audio": path, **transcript.to_dict()}, ensure_ascii=False)
+    if fmt == "srt":
+        return to_srt(transcript.segments)
+    if fmt == "vtt":
+        return to_vtt(transcript.segments)
+    return transcript.text
+
+
+def write_transcript(path: str, transcript: Transcript, fmt: str, folder: str | Path) -> Path:
+    """FOLDER/STEM.FMT, written atomically; returns its path."""
+    target = Path(folder) / f"{Path(path).stem}.{fmt}"
+    return write_atomic(target, render(path, transcript, fmt) + ("\n" if fmt in ("txt", "json") else ""))
+
+
+def render_all(results: Sequence[tuple[str, Transcript]], fmt: str) -> str:
+    """Several files' transcripts as one output: a JSON list, one subtitle file (a single input), or text
+    lines (prefixed with each path when there are several)."""
+    if fmt == "json":
+        return json.dumps([{"audio": p, **tr.to_dict()} for p, tr in results], ensure_ascii=False) + "\n"
+    if fmt in ("srt", "vtt"):
+        return render(*results[0], fmt)
+    return "".join((f"{path}: {tr.text}" if len(results) > 1 else tr.text) + "\n" for path, tr in results)

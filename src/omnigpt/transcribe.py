@@ -298,9 +298,9 @@ def transcribe(model: nn.Module, tokenizer: Tokenizer, audio: AudioIn, options: 
     """
     opts = TranscribeOptions(**{**(options.__dict__ if options else {}), **overrides})
     opts.validate()
-    cfg = getattr(model, "audio_config", None)
-    if cfg is None:
+    if "audio" not in model.accepts:
         raise GenerationError("this model has no audio encoder: it cannot transcribe")
+    cfg = model.audio_config
     rate = cfg.sample_rate
     if isinstance(audio, (str, Path)):
         wave = load_audio(audio, rate)

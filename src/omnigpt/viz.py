@@ -115,7 +115,7 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image: "str | Path |
     """
     from .generate import GenerationConfig, check_placeholders, prepare_media, prepare_prompts
 
-    if getattr(model, "vision_config", None) is None:
+    if "image" not in model.accepts:
         raise ValueError("attention maps need a multimodal model (with an image encoder)")
     (prompt_ids,) = prepare_prompts(model, tokenizer, [prompt], GenerationConfig(max_new_tokens=len(completion_ids)))
     check_placeholders([prompt_ids], [[image]], tokenizer.image_id, model.tokens_per_image)
@@ -136,7 +136,6 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image: "str | Path |
     if not cross:
         maps = maps[:, ids[0] == tokenizer.image_id]
     side = model.vision_config.token_side()
-    words: list[WordAttention] = []
     first = len(prompt_ids) - 1  # the position that predicts the first completion token
     groups: list[tuple[str, list[np.ndarray]]] = []  # a word and the attention rows of its tokens
     for j, tok in enumerate(completion_ids):

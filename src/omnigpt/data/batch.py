@@ -14,11 +14,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..config import IGNORE_INDEX, MODALITIES  # noqa: F401  (MODALITIES: the order of `present`)
 from .image import stack_images
 from .text import DataError
 
-IGNORE_INDEX = -100  # label value that takes no part in the loss
-MODALITIES = ("text", "image", "audio")  # the inputs an example may have, in the order models take them
 
 
 @dataclass

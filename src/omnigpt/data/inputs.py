@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..config import AudioConfig, Config, ConfigError
+from ..config import MODALITIES, AudioConfig, Config, ConfigError
 from ..tokenizer import Tokenizer
 from .audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel
-from .batch import MODALITIES, Batch, Features, collate, collate_classes, expand_placeholders
+from .batch import Batch, Features, collate, collate_classes, expand_placeholders
 from .image import Augment, ImageSource, ImageTransform, preprocess
-from .prompts import target_text, template_ids
+from .prompts import target_text
 from .text import DataError
 
 if TYPE_CHECKING:  # the sets of examples, and what they read, are not needed to featurize one
@@ -62,7 +62,7 @@ class Inputs:
             self.text_budget = cfg.model.block_size  # tokens of text a classifier keeps
             if c.fusion == "early" and tokenizer is not None:
                 # early fusion puts the template's words, the image's and the longest clip's vectors in one context
-                self.text_budget -= sum(map(len, template_ids(c, tokenizer))) + \
+                self.text_budget -= sum(map(len, c.template_ids(tokenizer))) + \
                     (v.tokens if v is not None and "image" in c.modalities else 0) + \
                     (a.tokens_for_frames(a.max_frames) if a is not None and "audio" in c.modalities else 0)
                 if self.text_budget < 1:

@@ -40,10 +40,6 @@ class KVCache:
         self.k = self.k.index_select(0, index)
         self.v = self.v.index_select(0, index)
 
-    def first_row(self) -> None:
-        """Keep only row 0, before filling (beam search runs the shared prompt once)."""
-        self.k, self.v = self.k[:1], self.v[:1]
-
     def repeat_rows(self, n: int) -> None:
         """Copy the single filled row to n rows."""
         self.k = self.k.expand(n, -1, -1, -1).contiguous()
@@ -66,9 +62,6 @@ class MediaCache:
         if self.k is not None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
             self.after = self.after.index_select(0, index)
-
-    def first_row(self) -> None:
-        """Nothing to drop: the cache is filled by the prompt's pass, at the batch size of that pass."""
 
     def repeat_rows(self, n: int) -> None:
         if self.k is not None:

@@ -7,21 +7,21 @@ never reads: fusion masks them out or swaps in a learned "absent" vector.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
-from ..data.batch import MODALITIES
-from ..data.prompts import template_ids
-from ..tokenizer import Tokenizer
+from ..config import MODALITIES, Config
 from .audio import AudioEncoder, lengths_after_stride, valid_mask
 from .block import Block
 from .fusion import AttentionFusion, ConcatFusion, GatedFusion, ProductFusion, Projector, WeightedSumFusion
 from .gpt import GPT
 from .vision import build_vision_encoder
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 
 
@@ -91,6 +91,8 @@ class AudioLSTM(nn.Module):
 
 
 class MultimodalClassifier(nn.Module):
+    predicts = "classes"
+
     def __init__(self, config: Config, tokenizer: Optional[Tokenizer] = None):
         """tokenizer: encodes the words of early fusion's `classifier.template` (needed only when it has words)."""
         super().__init__()
@@ -104,6 +106,7 @@ class MultimodalClassifier(nn.Module):
         self.cls_config = c
         self.labels = list(c.labels)
         self.modalities = [m for m in MODALITIES if m in c.modalities]
+        self.accepts = frozenset(self.modalities)  # what the model can take
         self.fusion = c.fusion
         early = c.fusion == "early"
         width = config.model.n_embd if early else c.width
@@ -126,7 +129,7 @@ class MultimodalClassifier(nn.Module):
         if early:
             _, spans = c.early_spans()
             self.span_modalities = [m for m, _ in spans]
-            self.template_ids = template_ids(c, tokenizer)
+            self.template_ids = c.template_ids(tokenizer)
             self.absent = nn.Parameter(torch.randn(len(spans), width) * 0.02)  # a missing modality's readout
             head_in = width * len(spans)
         else:

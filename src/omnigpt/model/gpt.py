@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from ..data.batch import IGNORE_INDEX
+from ..config import IGNORE_INDEX, ModelConfig
 from .attention import KVCache, sinusoidal_table
 from .block import Block
 
@@ -20,6 +19,9 @@ __all__ = ["GPT", "IGNORE_INDEX"]
 
 
 class GPT(nn.Module):
+    accepts = frozenset({"text"})  # what the model can take (OmniGPT: also image and/or audio)
+    predicts = "tokens"  # what it outputs: next-token logits (a MultimodalClassifier: "classes")
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from .attention import KVCache, MediaCache
+from .attention import MediaCache
 from .fusion import GatedCrossAttention, Projector, place_at_placeholders
 from .gpt import GPT
 from .audio import AudioEncoder
@@ -49,6 +49,13 @@ class OmniGPT(nn.Module):
             self.cross_at = list(range(0, m.n_layer, config.fusion.cross_every))
             self.cross = nn.ModuleList(GatedCrossAttention(m.n_embd, m.n_head, m.dropout, m.bias, m.norm_eps)
                                        for _ in self.cross_at)
+
+    predicts = "tokens"
+
+    @property
+    def accepts(self) -> frozenset[str]:
+        """The inputs this model takes: text, and image and/or audio by its encoders."""
+        return frozenset({"text"} | ({"image"} if self.vision_config else set()) | ({"audio"} if self.audio_config else set()))
 
     @property
     def tokens_per_image(self) -> int:

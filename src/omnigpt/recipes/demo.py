@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..config import Config
-from ..data.prompts import CAPTION_PROMPT, vqa_prompt
-from ..data.builtin import scenes as builtin_scenes
-from ..data.builtin.speech import SAMPLE_RATE, speech_dataset
-from ..evaluate import evaluate_scenes, evaluate_transcripts, text_piece_loss
-from ..extras import require
-from ..generate import generate
 from ..atomic import write_atomic
 from ..checkpoint import Checkpoint, list_checkpoints, load_checkpoint
-from ..data.examples import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
+from ..config import Config
+from ..data.builtin import scenes as builtin_scenes
+from ..data.builtin.speech import SAMPLE_RATE, speech_dataset
+from ..data.examples import BUILTIN_SEED, builtin_size, cache_dir
+from ..data.prompts import CAPTION_PROMPT, vqa_prompt
+from ..evaluate import evaluate_multitask, summary_of
+from ..extras import require
+from ..generate import generate
 from .train import train
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "omni-tiny.yaml"
@@ -35,66 +35,6 @@ DEMO_NEEDS = ("PIL.Image", "soundfile", "soxr", "espeakng_loader", "jiwer", "sac
 
 class DemoError(RuntimeError):
     """The demo cannot run in the folder it was given."""
-
-
-def text_sources(cfg: Config) -> list[str]:
-    return [s[len("text:"):] for s in cfg.data.sources if s.startswith("text:")]
-
-
-def evaluate_multitask(ckpt: Checkpoint, scenes: int = 100, utterances: int = 100,
-                       progress: bool = False) -> dict:
-    """Score each task a run was trained on: {"scenes": evaluate_scenes(...) on built-in test scenes,
-    "speech": evaluate_transcripts(...) on built-in test utterances (voices never heard in training), "text":
-    {corpus: text_piece_loss(...)} on the text held out of training (the validation pieces)}, each key only
-    for the sources the run learned from."""
-    cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
-    result: dict = {}
-    if BUILTIN_SCENES in cfg.data.sources:
-        tasks = [t for t in ("caption", "vqa") if t in cfg.data.tasks]
-        result["scenes"] = evaluate_scenes(model, tok, "test", scenes, size=builtin_size(cfg), tasks=tasks,
-                                           progress=progress)
-    if BUILTIN_SPEECH in cfg.data.sources:
-        clips = speech_dataset("test", utterances, BUILTIN_SEED, cache_dir(cfg))
-        result["speech"] = evaluate_transcripts(model, tok, [clips.audio(i) for i in range(len(clips))],
-                                                list(clips.texts), list(clips.kinds), progress=progress)
-        result["speech"]["kinds"] = list(clips.kinds)
-    for corpus, (train_pieces, held_out) in _text_splits(cfg).items():
-        result.setdefault("text", {})[corpus] = text_piece_loss(model, tok, held_out, train_pieces,
-                                                                cfg.model.block_size)
-    return result
-
-
-def _text_splits(cfg: Config) -> dict[str, tuple[list[str], list[str]]]:
-    """{corpus: (training pieces, held-out pieces)} of each "text:" source, split as training split it."""
-    d = cfg.data
-    held_out = [s[len("text:"):] for s in d.val_sources if s.startswith("text:")]
-    out = {}
-    for corpus in text_sources(cfg):
-        whole = TextExamples([corpus], d.encoding_errors, d.text_chars)
-        if d.val_sources:  # training read all of it; the validation text is its own
-            if held_out:
-                out[corpus] = (whole.pieces, TextExamples(held_out, d.encoding_errors, d.text_chars).pieces)
-        else:
-            train_part, val_part = whole.split_off(d.val_fraction)
-            out[corpus] = (train_part.pieces, val_part.pieces)
-    return out
-
-
-def summary_of(ev: dict) -> dict:
-    """The headline numbers of `evaluate_multitask`'s result (those of the first text source for text)."""
-    out: dict = {}
-    if "scenes" in ev:
-        sc = ev["scenes"]
-        for key in ("caption_exact_match", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
-            if key in sc:
-                out[key] = sc[key]
-    if "speech" in ev:
-        out["wer"], out["cer"] = ev["speech"]["wer"], ev["speech"]["cer"]
-        out["wer_by_kind"] = ev["speech"]["wer_by_kind"]
-    if "text" in ev:
-        first = next(iter(ev["text"].values()))
-        out["text_val_loss"], out["unigram_loss"] = first["text_val_loss"], first["unigram_loss"]
-    return out
 
 
 def _check_run_folder(out: Path) -> None:

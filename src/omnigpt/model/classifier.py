@@ -15,43 +15,14 @@ from torch import nn
 
 from ..config import MODALITIES, Config
 from .audio import AudioEncoder, lengths_after_stride, valid_mask
-from .block import Block
-from .fusion import AttentionFusion, ConcatFusion, GatedFusion, ProductFusion, Projector, WeightedSumFusion
+from .fusion import Projector
+from .heads import AttentionFusion, ConcatFusion, GatedFusion, Pool, ProductFusion, WeightedSumFusion
 from .gpt import GPT
 from .vision import build_vision_encoder
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
-
-
-class Pool(nn.Module):
-    """(B, T, W) vectors and their validity (B, T) -> (B, W): `mean`, `cls` or `attention` (see
-    ClassifierConfig). A row without valid vectors gives zeros."""
-
-    def __init__(self, kind: str, width: int, n_head: int, dropout: float = 0.0):
-        super().__init__()
-        self.kind = kind
-        if kind == "attention":
-            self.proj = nn.Linear(width, width)
-            self.score = nn.Linear(width, 1, bias=False)
-        elif kind == "cls":
-            self.cls = nn.Parameter(torch.randn(width) * 0.02)
-            self.block = Block(width, n_head, dropout=dropout, causal=False)
-            self.norm = nn.LayerNorm(width)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        keep = valid[..., None].to(x.dtype)
-        if self.kind == "mean":
-            return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-        if self.kind == "attention":
-            scores = self.score(torch.tanh(self.proj(x))).squeeze(-1).float().masked_fill(~valid, float("-inf"))
-            w = torch.nan_to_num(scores.softmax(-1), nan=0.0).to(x.dtype)
-            return (w[..., None] * x).sum(1)
-        B = x.shape[0]
-        x = torch.cat([self.cls.to(x.dtype).expand(B, 1, -1), x], dim=1)
-        mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=x.device), valid], dim=1)[:, None, None, :]
-        return self.norm(self.block(x, None, mask)[:, 0])
 
 
 class TextLSTM(nn.Module):

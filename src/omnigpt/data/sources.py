@@ -190,14 +190,20 @@ def check_text(text: str, key: str = "text") -> None:
                         f"(it would become a placeholder): {text[:80]!r}")
 
 
-def _manifest_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
-    """(image path, text, question) of one manifest row, or DataError saying what is wrong with it."""
+def _media_path(row: object, key: str, other: str, reader: str) -> Path:
+    """The file under `key` of a manifest row (a JSON object), or DataError saying what is wrong; a row with
+    the `other` modality's key instead was given to the wrong reader."""
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, got {type(row).__name__}")
-    if "image" not in row:
-        hint = " (this row has 'audio': read audio manifests with read_audio_source)" if "audio" in row else ""
-        raise DataError(f"missing key 'image'{hint}")
-    image = Path(_string_field(row, "image"))
+    if key not in row:
+        hint = f" (this row has '{other}': read {other} manifests with {reader})" if other in row else ""
+        raise DataError(f"missing key '{key}'{hint}")
+    return Path(_string_field(row, key))
+
+
+def _manifest_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
+    """(image path, text, question) of one manifest row, or DataError saying what is wrong with it."""
+    image = _media_path(row, "image", "audio", "read_audio_source")
     keys = [k for k in ("text", "caption", "answer") if k in row]
     if "question" in row or "answer" in row:
         if not ("question" in row and "answer" in row):
@@ -239,21 +245,28 @@ def _json_line(line: str) -> object:
 
 def read_manifest(path: str | Path, on_error: OnError = "error", check_images: bool = True) -> list[ImageText]:
     """Examples of a JSONL manifest, one per non-blank line, in file order (see the module docstring)."""
-    path = Path(path)
+    def row(obj: object, folder: Path, number: int) -> ImageText:
+        image, text, question = _manifest_row(obj, folder)
+        return ImageText(image, text, number, str(path), question)
+
+    return _read_jsonl(Path(path), on_error, row, _check_images if check_images else None)
+
+
+def _read_jsonl(path: Path, on_error: OnError, row, check=None) -> list:
+    """The items of a JSONL manifest: row(json value, the manifest's folder, line number) for each non-blank
+    line, a bad one reported with its line number (fatal, or skipped); then check(items, problems)."""
     problems = _Problems(str(path), on_error)
     lines = _manifest_lines(path)
     folder = path.absolute().parent
-    examples = []
+    items = []
     for number, line in lines:
         try:
-            image, text, question = _manifest_row(_json_line(line), folder)
+            items.append(row(_json_line(line), folder, number))
         except DataError as exc:
             problems.report(f"{path} line {number}: {exc}")
-            continue
-        examples.append(ImageText(image, text, number, str(path), question))
-    if check_images:
-        examples = _check_images(examples, problems)
-    return problems.finish(examples, len(lines))
+    if check is not None:
+        items = check(items, problems)
+    return problems.finish(items, len(lines))
 
 
 def _load_json(path: Path) -> object:
@@ -362,12 +375,7 @@ def read_source(spec: str, images: Optional[str] = None, on_error: OnError = "er
 def _audio_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
     """(audio path, text, label) of one audio manifest row, or DataError saying what is wrong with it. A row
     with only "label" takes the label as its text; a row may carry both a transcript and a label."""
-    if not isinstance(row, dict):
-        raise DataError(f"expected a JSON object, got {type(row).__name__}")
-    if "audio" not in row:
-        hint = " (this row has 'image': read image manifests with read_source)" if "image" in row else ""
-        raise DataError(f"missing key 'audio'{hint}")
-    audio = Path(_string_field(row, "audio"))
+    audio = _media_path(row, "audio", "image", "read_source")
     if "text" not in row and "label" not in row:
         raise DataError("missing key 'text' (a transcript) or 'label' (a class)")
     label = _string_field(row, "label") if "label" in row else None
@@ -379,21 +387,11 @@ def read_audio_manifest(path: str | Path, on_error: OnError = "error", check_aud
     """Examples of a JSONL audio manifest, one per non-blank line, in file order: {"audio": path, "text":
     transcript} or {"audio": path, "label": class}; other keys (duration, speaker ...) are ignored. Relative
     audio paths are relative to the manifest's folder. `check_audio` reads each file's header (`audio_problem`)."""
-    path = Path(path)
-    problems = _Problems(str(path), on_error)
-    lines = _manifest_lines(path)
-    folder = path.absolute().parent
-    examples = []
-    for number, line in lines:
-        try:
-            audio, text, label = _audio_row(_json_line(line), folder)
-        except DataError as exc:
-            problems.report(f"{path} line {number}: {exc}")
-            continue
-        examples.append(AudioText(audio, text, number, str(path), label))
-    if check_audio:
-        examples = _check_audio(examples, problems)
-    return problems.finish(examples, len(lines))
+    def row(obj: object, folder: Path, number: int) -> AudioText:
+        audio, text, label = _audio_row(obj, folder)
+        return AudioText(audio, text, number, str(path), label)
+
+    return _read_jsonl(Path(path), on_error, row, _check_audio if check_audio else None)
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -148,23 +148,20 @@ def _scene(rng: random.Random) -> str:
     return " ".join(words)
 
 
+_COMMANDS = (  # one kind of command each; a command's words are drawn in this order
+    lambda rng: f"turn {rng.choice(('left', 'right', 'around'))}",
+    lambda rng: f"turn {rng.choice(('on', 'off'))} the {rng.choice(DEVICES)}",
+    lambda rng: f"{rng.choice(('stop', 'play', 'pause'))} the {rng.choice(MEDIA)}",
+    lambda rng: f"{rng.choice(('open', 'close', 'lock'))} the {rng.choice(OPENINGS)}",
+    lambda rng: f"{rng.choice(('go', 'move'))} {rng.choice(DIRECTIONS)}",
+    lambda rng: f"{rng.choice(('pick up', 'put down', 'find'))} the {rng.choice(tuple(COLORS))} {rng.choice(SHAPES)}",
+    lambda rng: f"set a timer for {number_words(rng.randint(2, 59))} {rng.choice(('minutes', 'seconds'))}",
+    lambda rng: rng.choice(("stop", "go", "wait", "yes", "no", "start")),
+)
+
+
 def _command(rng: random.Random) -> str:
-    c = rng.randrange(8)
-    if c == 0:
-        return f"turn {rng.choice(('left', 'right', 'around'))}"
-    if c == 1:
-        return f"turn {rng.choice(('on', 'off'))} the {rng.choice(DEVICES)}"
-    if c == 2:
-        return f"{rng.choice(('stop', 'play', 'pause'))} the {rng.choice(MEDIA)}"
-    if c == 3:
-        return f"{rng.choice(('open', 'close', 'lock'))} the {rng.choice(OPENINGS)}"
-    if c == 4:
-        return f"{rng.choice(('go', 'move'))} {rng.choice(DIRECTIONS)}"
-    if c == 5:
-        return f"{rng.choice(('pick up', 'put down', 'find'))} the {rng.choice(tuple(COLORS))} {rng.choice(SHAPES)}"
-    if c == 6:
-        return f"set a timer for {number_words(rng.randint(2, 59))} {rng.choice(('minutes', 'seconds'))}"
-    return rng.choice(("stop", "go", "wait", "yes", "no", "start"))
+    return _COMMANDS[rng.randrange(len(_COMMANDS))](rng)
 
 
 def _sentence(rng: random.Random) -> str:

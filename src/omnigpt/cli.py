@@ -169,11 +169,10 @@ def _media_per_prompt(prompts: list[str], files: list[str], kind: str) -> Option
 
 
 def cmd_caption(args: argparse.Namespace) -> None:
-    from .data.image import load_image
-    from .data.inputs import Inputs
-    from .generate import generate
     from .checkpoint import load_checkpoint
-    from .viz import attention_figure, image_attention
+    from .data.image import load_image
+    from .generate import generate
+    from .viz import caption_attention_map
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if "image" not in ckpt.model.accepts:
@@ -190,10 +189,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
             out = Path(args.attention_map)
             if len(images) > 1:
                 out = out.with_name(f"{out.stem}-{k + 1}{out.suffix or '.png'}")
-            ids = ckpt.tokenizer.encode(" " + cap)
-            words = image_attention(ckpt.model, ckpt.tokenizer, img, prompt, ids)
-            seen = Inputs(ckpt.config).transform.resized(img)  # the model's view
-            row["attention_map"] = str(attention_figure(seen, cap, words, out))
+            row["attention_map"] = str(caption_attention_map(ckpt.model, ckpt.tokenizer, img, prompt, cap, out))
         results.append(row)
     if args.json:
         print(json.dumps(results, ensure_ascii=False))

@@ -148,6 +148,17 @@ def image_attention(model: nn.Module, tokenizer: Tokenizer, image: "str | Path |
     return [WordAttention(word, np.mean(rows, axis=0)) for word, rows in groups if word]
 
 
+def caption_attention_map(model: nn.Module, tokenizer: Tokenizer, image: "Image.Image", prompt: str, caption: str,
+                          png_path: str | Path, skip_words: frozenset[str] = frozenset()) -> Path:
+    """Where each word of `caption` looked in `image` (`image_attention`), drawn over the image as the model
+    saw it; words in `skip_words` (such as "a", "the") get no panel."""
+    from .data.inputs import Inputs
+
+    words = image_attention(model, tokenizer, image, prompt, tokenizer.encode(" " + caption))
+    words = [w for w in words if w.word.strip(",.").lower() not in skip_words]
+    return attention_figure(Inputs(model.full_config).transform.resized(image), caption, words, png_path)
+
+
 def attention_figure(image: Image.Image, caption: str, words: list[WordAttention], png_path: str | Path,
                      columns: int = 6) -> Path:
     """The image with its caption, then one panel per word: the image under a heatmap of its attention.

@@ -50,8 +50,7 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
     """What the report shows: completions of TEXT_PROMPTS, the first scored test scenes (image, caption,
     the answer to each of its questions, attention maps) and the first scored test utterances (WAV,
     reference, transcript)."""
-    from ..data.inputs import Inputs
-    from ..viz import attention_figure, image_attention
+    from ..viz import caption_attention_map
 
     cfg, model, tok = ckpt.config, ckpt.model, ckpt.tokenizer
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +59,6 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
         texts = generate(model, tok, list(TEXT_PROMPTS), max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
         out["completions"] = [{"prompt": p, "completion": c} for p, c in zip(TEXT_PROMPTS, texts)]
     if "scenes" in ev:
-        seen = Inputs(cfg).transform
         shown = min(SHOWN, ev["scenes"]["scenes"])
         rows = []
         for k, sc in enumerate(builtin_scenes.scenes("test", shown, size=builtin_size(cfg))):
@@ -71,10 +69,8 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
                 caption = ev["scenes"]["caption_samples"][k]["prediction"]
                 row["caption"], row["match"] = caption, ev["scenes"]["caption_samples"][k]["match"]
                 if caption:
-                    words = image_attention(model, tok, sc.image, CAPTION_PROMPT, tok.encode(" " + caption))
-                    words = [w for w in words if w.word.strip(",.").lower() not in FUNCTION_WORDS]
                     attention_png = report_dir / f"attention-{k + 1}.png"
-                    attention_figure(seen.resized(sc.image), caption, words, attention_png)
+                    caption_attention_map(model, tok, sc.image, CAPTION_PROMPT, caption, attention_png, FUNCTION_WORDS)
                     row["attention"] = attention_png.name
             if "vqa_accuracy" in ev["scenes"]:
                 prompts = [vqa_prompt(q.question) for q in sc.qas]

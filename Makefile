@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The unit and parity tests; skips the end-to-end recipes (tests/recipes) and others marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: install
 	$(BIN)/python bench/precision.py

@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,3 +73,32 @@ def tiny_asr_config(cache_dir: str, **train) -> Config:
                  "builtin_utterances": 8, "cache_dir": cache_dir},
         "train": t,
     })
+
+
+def tiny_classifier_config(fusion="concat", **classifier) -> Config:
+    c = {"fusion": fusion, "width": 32, "hidden": 32, "fusion_heads": 2, "fusion_layers": 1, "lstm_width": 16,
+         "labels": ["match", "mismatch"], "dropout": 0.0}
+    c.update(classifier)
+    return Config.from_dict({
+        "model": {"vocab_size": 272, "block_size": 96, "n_layer": 1, "n_head": 2, "n_embd": 32, "position": "rope"},
+        "vision": {"encoder": "cnn", "image_size": 32, "width": 32, "channels": [8, 16], "reduce": "pool", "grid": 2},
+        "audio": {"n_mels": 16, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2, "max_seconds": 5.0},
+        "classifier": c,
+    })
+
+
+@pytest.fixture(scope="module")
+def speech_cache(tmp_path_factory):
+    """A folder for the built-in utterances, synthesized once per test module."""
+    return str(tmp_path_factory.mktemp("speech-cache"))
+
+
+def speechlike(seconds: float, seed: int, loudness: float = 1.0) -> np.ndarray:
+    """A rising chirp, two tones with a tremolo, bursts of noise (16 kHz): broadband, changing, real-looking audio."""
+    rs = np.random.RandomState(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    chirp = 0.3 * np.sin(2 * np.pi * (150 * t + 400 * t ** 2 / seconds))
+    tones = 0.2 * np.sin(2 * np.pi * 440 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    tones += 0.1 * np.sin(2 * np.pi * 2750 * t)
+    bursts = 0.05 * rs.randn(len(t)) * (np.sin(2 * np.pi * 1.5 * t) > 0.3)
+    return (loudness * (chirp + tones + bursts)).astype(np.float32)

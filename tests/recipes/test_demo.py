@@ -2,19 +2,15 @@
 import json
 import re
 
-import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from conftest import CORPUS, tiny_config, tiny_omni_config
 from omnigpt import Config, train
 from omnigpt.cli import main
 from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.recipes.demo import DemoError, run_demo
-from omnigpt.evaluate import text_piece_loss
-from omnigpt.model.omni import OmniGPT
-from omnigpt.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.slow
 
 
 def omni_config(tmp_path, cache, **train_kw) -> Config:
@@ -25,25 +21,6 @@ def omni_config(tmp_path, cache, **train_kw) -> Config:
                       "tasks": ["caption", "vqa", "transcribe"], "source_weights": [0.4, 0.4, 0.2],
                       "batch_mode": "per_source", "builtin_utterances": 8, "cache_dir": str(cache)})
     return Config.from_dict(d)
-
-
-def test_text_piece_loss_is_the_cross_entropy_of_every_target_token():
-    tok = Tokenizer.byte_level()
-    torch.manual_seed(0)
-    model = OmniGPT(tiny_omni_config("prefix"), tok.image_id).eval()
-    pieces, train_pieces = ["abc def", "a much longer piece of text"], ["aaa bbb", "abc"]
-    got = text_piece_loss(model, tok, pieces, train_pieces, block_size=160, batch_size=2)  # padded batch
-    losses, tokens = [], []
-    for p in pieces:
-        ids = tok.encode(" " + p) + [tok.eos_id]
-        logits, _ = model(torch.tensor([ids[:-1]]))
-        losses.append(F.cross_entropy(logits[0], torch.tensor(ids[1:]), reduction="sum").item())
-        tokens += ids[1:]
-    assert got["tokens"] == len(tokens)
-    assert got["text_val_loss"] == pytest.approx(sum(losses) / len(tokens), rel=1e-5)
-    counts = np.bincount([t for p in train_pieces for t in tok.encode(" " + p) + [tok.eos_id]],
-                         minlength=tok.vocab_size) + 1.0
-    assert got["unigram_loss"] == pytest.approx(-np.log(counts / counts.sum())[tokens].mean(), rel=1e-9)
 
 
 def test_the_demo_scores_every_task_and_writes_its_report(tmp_path, capsys):

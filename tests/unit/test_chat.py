@@ -59,22 +59,6 @@ def test_the_repl_reads_commands_and_messages(model, tmp_path):
     assert next(lines) == "never read"
 
 
-def test_chat_command(tmp_path, monkeypatch, capsys):
-    from omnigpt import train
-    from omnigpt.cli import main
-
-    train(tiny_omni_config("prefix", max_steps=2, save_interval=2), tmp_path / "run", progress=False)
-    lines = iter(["hello", "/quit"])
-    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
-    main(["chat", "--checkpoint", str(tmp_path / "run"), "--max-new-tokens", "3", "--seed", "1",
-          "--temperature", "0.8"])
-    out = capsys.readouterr().out
-    assert out.startswith("omnigpt chat: type a message") and out.count("\n") == 2  # the banner, one reply
-    monkeypatch.setattr("builtins.input", lambda prompt="": (_ for _ in ()).throw(EOFError))
-    main(["chat", "--checkpoint", str(tmp_path / "run")])  # end of input ends the session
-    assert capsys.readouterr().out == "omnigpt chat: type a message; /help lists the commands\n\n"
-
-
 def test_ctrl_c_stops_a_reply_or_leaves_at_the_prompt(model):
     def interrupted():
         yield "partial"

@@ -45,7 +45,7 @@ for name in ("PIL", "PIL.Image", "soundfile", "soxr", "espeakng_loader", "sacreb
              "jiwer", "matplotlib", "matplotlib.pyplot"):
     sys.modules[name] = None
 import omnigpt.cli, omnigpt.recipes.demo, omnigpt.chat, omnigpt.transcribe, omnigpt.evaluate, omnigpt.recipes.compare
-sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parents[1])!r})
 from conftest import tiny_config
 from omnigpt import generate, load_checkpoint, train
 train(tiny_config({str(corpus_file)!r}, max_steps=3, save_interval=3), {str(tmp_path / "run")!r}, progress=False)

@@ -3,9 +3,11 @@ import itertools
 import pytest
 import torch
 
-from omnigpt import GPT, GenerationConfig, ModelConfig, Tokenizer, generate, stream
-from omnigpt.generate import (PromptTooLongError, apply_repetition_penalty, beam_search_ids, filter_top_k,
-                              filter_top_p, sample_ids)
+from conftest import tiny_asr_config
+from omnigpt import GPT, GenerationConfig, ModelConfig, Tokenizer, generate, load_checkpoint, stream, train
+from omnigpt.data.builtin import speech
+from omnigpt.generate import (GenerationError, PromptTooLongError, apply_repetition_penalty, beam_search_ids,
+                              filter_top_k, filter_top_p, sample_ids)
 
 TOK = Tokenizer.byte_level()
 TEXT = "abcdefghij " * 200
@@ -149,3 +151,17 @@ def test_bad_generation_settings_are_named(random_model):
         generate(random_model, TOK, "a", top_p=1.5)
     with pytest.raises(ValueError, match="streaming needs num_beams = 1"):
         list(stream(random_model, TOK, "a", num_beams=2))
+
+
+def test_audio_prompts_are_checked(tmp_path, speech_cache):
+    train(tiny_asr_config(speech_cache, max_steps=1), tmp_path / "asr", progress=False)
+    ck = load_checkpoint(tmp_path / "asr")
+    clip = speech.speech_dataset("train", 8, 0, speech_cache).audio(0)
+    with pytest.raises(GenerationError, match=r"1 <audio> placeholder\(s\) but 2 audio clip\(s\)"):
+        generate(ck.model, ck.tokenizer, "<audio> transcript:", audio=[clip, clip], max_new_tokens=2)
+    with pytest.raises(GenerationError, match="one audio clip .* per prompt"):
+        generate(ck.model, ck.tokenizer, ["<audio> a", "<audio> b"], audio=clip, max_new_tokens=2)
+    alone = generate(ck.model, ck.tokenizer, "<audio> transcript:", audio=clip, max_new_tokens=4)
+    short = speech.speech_dataset("train", 8, 0, speech_cache).audio(1)
+    batched = generate(ck.model, ck.tokenizer, ["<audio> transcript:"] * 2, audio=[clip, short], max_new_tokens=4)
+    assert batched[0] == alone

@@ -15,7 +15,7 @@ from omnigpt.hardware import HardwareError, choose_precision, resolve_device, re
 from omnigpt.train.state import load_trainer_state
 from omnigpt.train.trainer import step_shortfall, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -227,6 +227,7 @@ def test_generate_takes_device_and_dtype_flags(text_run):
     assert row["prompt"] == "The quick" and len(row["completion"]) > 0
 
 
+@pytest.mark.slow  # over 5 s
 def test_exit_status_2_for_usage_errors_and_1_for_failures(text_run, tmp_path):
     bad_device = run_cli("generate", "--checkpoint", str(text_run), "--prompt", "x", "--device", "tpu")
     assert bad_device.returncode == 2 and "unknown device 'tpu'" in bad_device.stderr
@@ -304,6 +305,7 @@ def test_bad_precision_settings_name_the_key_and_the_value(tmp_path):
         choose_precision("fp64", "cpu")
 
 
+@pytest.mark.slow  # over 5 s
 def test_bad_precision_flags_are_usage_errors(text_run):
     done = run_cli("pretrain", "--config", "text-tiny", "--out", str(text_run), "--precision", "fp8")
     assert done.returncode == 2 and "invalid choice: 'fp8'" in done.stderr

@@ -3,7 +3,7 @@ function): the rules of ../shared/DESIGN.md that keep data, models, training and
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "omnigpt"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "omnigpt"
 
 
 def module_name(path: Path) -> str:

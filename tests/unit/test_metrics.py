@@ -1,6 +1,5 @@
 import math
 
-import jiwer
 import pytest
 
 from omnigpt.metrics import (accuracy_by_type, bleu4, cer, cider_d, exact_match, majority_baseline, normalize_answer,
@@ -104,16 +103,6 @@ def test_cider_d_weights_common_ngrams_down():
     assert scores[2] == 0.0
 
 
-def test_cider_d_matches_pycocoevalcap_when_installed():
-    cider = pytest.importorskip("pycocoevalcap.cider.cider")
-    preds = ["a red ball on the grass", "blue sky", "dog dog runs"]
-    refs = [["a red ball on grass", "a ball on the lawn"], ["the blue sky"], ["dog runs fast", "a dog sleeps"]]
-    theirs, their_scores = cider.Cider().compute_score({i: r for i, r in enumerate(refs)},
-                                                       {i: [p] for i, p in enumerate(preds)})
-    ours, our_scores = cider_d(preds, refs)
-    assert ours == pytest.approx(theirs) and our_scores == pytest.approx(list(their_scores))
-
-
 def test_cider_d_errors():
     with pytest.raises(ValueError, match="1 predictions but 2 references"):
         cider_d(["a"], [["a"], ["b"]])
@@ -208,13 +197,6 @@ def test_empty_reference_adds_its_prediction_as_insertions_and_nothing_to_the_de
     # An empty prediction deletes every reference word.
     assert word_errors("", "the cat") == {"substitutions": 0, "deletions": 2, "insertions": 0, "hits": 0}
     assert wer([""], ["the cat"]) == 1.0
-
-
-def test_wer_matches_jiwer_on_normalized_text():
-    preds = ["the quick brown fox", "jumps over a dog", "hello there world"]
-    refs = ["the quick brown fox jumps", "over the lazy dog", "hello world"]
-    assert wer(preds, refs) == pytest.approx(jiwer.wer(refs, preds))
-    assert cer(preds, refs) == pytest.approx(jiwer.cer(refs, preds))
 
 
 def test_wer_and_cer_errors():

@@ -1,4 +1,4 @@
-"""Long-form transcription: speech regions, windows and stitching, temperature fallback, subtitles, the command."""
+"""Long-form transcription: speech regions, windows and stitching, temperature fallback, the command."""
 import json
 
 import numpy as np
@@ -11,9 +11,8 @@ from omnigpt import generate, load_checkpoint, train
 from omnigpt.data.prompts import TRANSCRIBE_PROMPT
 from omnigpt.data.builtin import speech
 from omnigpt.generate import GenerationError
-from omnigpt.subtitles import timestamp, to_srt, to_vtt
-from omnigpt.transcribe import (Hypothesis, Segment, TranscribeOptions, average_logprobs, compression_ratio,
-                                decode_windows, keep, speech_regions, stitch, transcribe, windows_of)
+from omnigpt.transcribe import (Hypothesis, TranscribeOptions, average_logprobs, compression_ratio, decode_windows,
+                                keep, speech_regions, stitch, transcribe, windows_of)
 
 RATE = 16000
 
@@ -160,15 +159,6 @@ def test_the_kept_decoding_is_the_first_good_one_else_the_surest_that_does_not_l
     worse = Hypothesis("d", -3.0, 1.0, 0.6)
     assert keep([loop, unsure, worse], opts) is unsure  # the loop is surer, but loops
     assert keep([loop], opts) is loop
-
-
-def test_subtitles():
-    segs = [Segment(0.5, 2.25, "where is the red triangle"), Segment(3725.5, 3727.0, "four")]
-    assert timestamp(3725.5) == "01:02:05,500" and timestamp(3725.5, ".") == "01:02:05.500"
-    assert to_srt(segs) == ("1\n00:00:00,500 --> 00:00:02,250\nwhere is the red triangle\n\n"
-                            "2\n01:02:05,500 --> 01:02:07,000\nfour\n\n")
-    assert to_vtt(segs) == ("WEBVTT\n\n00:00:00.500 --> 00:00:02.250\nwhere is the red triangle\n\n"
-                            "01:02:05.500 --> 01:02:07.000\nfour\n\n")
 
 
 def test_transcribe_command_writes_timed_formats(recognizer, cache, tmp_path, capsys):

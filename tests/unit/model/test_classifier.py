@@ -2,24 +2,13 @@
 import pytest
 import torch
 
+from conftest import tiny_classifier_config
 from omnigpt.config import Config
 from omnigpt.data.batch import MODALITIES, Features, collate_classes
 from omnigpt.model.classifier import MultimodalClassifier
-from omnigpt.model.fusion import GatedFusion, WeightedSumFusion
+from omnigpt.model.heads import GatedFusion, WeightedSumFusion
 
 FUSIONS = ["concat", "weighted_sum", "attention", "early", "gated", "product"]
-
-
-def tiny_classifier_config(fusion="concat", **classifier) -> Config:
-    c = {"fusion": fusion, "width": 32, "hidden": 32, "fusion_heads": 2, "fusion_layers": 1, "lstm_width": 16,
-         "labels": ["match", "mismatch"], "dropout": 0.0}
-    c.update(classifier)
-    return Config.from_dict({
-        "model": {"vocab_size": 272, "block_size": 96, "n_layer": 1, "n_head": 2, "n_embd": 32, "position": "rope"},
-        "vision": {"encoder": "cnn", "image_size": 32, "width": 32, "channels": [8, 16], "reduce": "pool", "grid": 2},
-        "audio": {"n_mels": 16, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2, "max_seconds": 5.0},
-        "classifier": c,
-    })
 
 
 def _examples(n=4, seed=0, missing=()):

@@ -1,10 +1,11 @@
-"""Multitask fine-tuning: sources drawn by weight, a plain-text source, validation loss per source."""
+"""A run's data: sources drawn by weight, a plain-text source, validation loss per source, an audio manifest."""
 import json
 
 import pytest
 
-from conftest import tiny_omni_config
+from conftest import tiny_asr_config, tiny_omni_config
 from omnigpt import train
+from omnigpt.data.builtin import speech
 from omnigpt.config import Config, ConfigError
 from omnigpt.train import distributed
 from omnigpt.train.data import prepare
@@ -75,3 +76,11 @@ def test_text_sources_are_cut_into_pieces_of_text_chars(tmp_path):
     cfg.data.text_chars = 0
     with pytest.raises(ConfigError, match="text_chars"):
         cfg.validate()
+
+
+def test_an_audio_manifest_trains(tmp_path, speech_cache):
+    manifest = speech.write_speech_dataset(tmp_path / "sd", "train", 6)
+    cfg = tiny_asr_config(speech_cache, max_steps=2)
+    cfg.data.sources = [str(manifest)]
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.step == 2 and result.val_loss is not None

@@ -1,38 +1,20 @@
-"""Fine-tuning on image-text data through the trainer: learning, resume, freezing, starting from a text GPT,
-manifest sources and their errors, attention maps."""
+"""Fine-tuning through the trainer: resume, gradient accumulation, freezing, starting from a text GPT or an
+omni run, manifest sources and their errors, learning rates per part, seeded audio augmentation."""
 import json
 import warnings
 
 import pytest
 import torch
 
-from conftest import tiny_config, tiny_omni_config
-from omnigpt import Config, ConfigError, generate, load_checkpoint, train
-from omnigpt.data.prompts import CAPTION_PROMPT
+from conftest import tiny_asr_config, tiny_config, tiny_omni_config
+from omnigpt import Config, ConfigError, load_checkpoint, train
 from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.data.sources import DataWarning
 from omnigpt.data.text import DataError
-from omnigpt.viz import attention_figure, image_attention
 
 
 def _weights(run):
     return {k: v.clone() for k, v in load_checkpoint(run).model.state_dict().items()}
-
-
-def test_a_tiny_captioner_learns_eight_images_by_heart(tmp_path):
-    cfg = tiny_omni_config(max_steps=200, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=10,
-                           eval_interval=200, save_interval=200)
-    cfg.model.n_embd, cfg.model.n_layer = 64, 2
-    cfg.model.vocab_size = 400
-    cfg.data.tokenizer = "bpe"  # one token per word of the scene grammar: short targets
-    cfg.data.builtin_scenes = 8
-    cfg.data.tasks = ["caption"]
-    train(cfg, tmp_path / "cap", progress=False)
-    ck = load_checkpoint(tmp_path / "cap")
-    scenes = builtin_scenes.scenes("train", 8, size=32)
-    out = generate(ck.model, ck.tokenizer, [CAPTION_PROMPT] * 8, images=[s.image for s in scenes],
-                   max_new_tokens=60)
-    assert [o.strip() for o in out] == [s.caption for s in scenes]
 
 
 def test_finetune_resume_continues_exactly(tmp_path):
@@ -75,7 +57,7 @@ def test_start_from_a_text_gpt_and_train_only_the_projector(tmp_path, corpus_fil
 
 
 def test_a_classifier_starts_from_an_omni_run(tmp_path):
-    from test_classifier import tiny_classifier_config
+    from conftest import tiny_classifier_config
 
     train(tiny_omni_config(max_steps=2), tmp_path / "omni", progress=False)
     cfg = tiny_classifier_config("early", modalities=["text", "image"], template="q: {text} {image} a:")
@@ -124,21 +106,6 @@ def test_config_errors_name_the_problem():
         Config.from_dict({"model": {"block_size": 32}, "vision": {"channels": [8, 8, 8]}})
     with pytest.raises(ConfigError, match="vision.reduce_factor"):
         Config.from_dict({"vision": {"reduce": "pixel_shuffle", "reduce_factor": 3}})
-
-
-@pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
-def test_attention_map_has_one_panel_per_word(tmp_path, fusion):
-    cfg = tiny_omni_config(fusion, max_steps=2)
-    train(cfg, tmp_path / "run", progress=False)
-    ck = load_checkpoint(tmp_path / "run")
-    image = builtin_scenes.scene(0, 0, "test", size=32).image
-    caption = "a small red circle"
-    words = image_attention(ck.model, ck.tokenizer, image, CAPTION_PROMPT, ck.tokenizer.encode(" " + caption))
-    assert [w.word for w in words] == caption.split()
-    for w in words:
-        assert w.grid.shape == (3, 3) and (w.grid >= 0).all() and w.grid.sum() <= 1.0 + 1e-5
-    png = attention_figure(image, caption, words, tmp_path / "att.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_freeze_mistakes_are_config_errors(tmp_path):
@@ -191,3 +158,24 @@ def test_lr_scale_mistakes_are_config_errors():
         tiny_omni_config(lr_scale={"audio": 2.0})
     with pytest.raises(ConfigError, match="'train.lr_scale' must be a mapping"):
         tiny_omni_config(lr_scale=[0.5])
+
+
+@pytest.mark.slow  # over 5 s
+def test_audio_augmentation_is_seeded_and_resume_exact(tmp_path, speech_cache):
+    import torch
+
+    cfg = tiny_asr_config(speech_cache, max_steps=6, save_interval=3, freeze=["audio"])
+    cfg.data.audio_augment.time_masks = 2
+    cfg.data.audio_augment.freq_masks = 1
+    cfg.data.audio_augment.noise_snr_db = [10.0, 30.0]
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "split", stop_at_step=3, progress=False)
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight").model.state_dict()
+    b = load_checkpoint(tmp_path / "split").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from omnigpt.model.omni import OmniGPT
+    ck = load_checkpoint(tmp_path / "straight")
+    torch.manual_seed(cfg.train.seed)
+    init = OmniGPT(ck.config, ck.model.image_token_id, ck.model.audio_token_id).state_dict()
+    assert all(torch.equal(a[k], init[k]) for k in init if k.startswith("audio_encoder."))  # frozen

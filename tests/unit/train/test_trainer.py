@@ -65,6 +65,7 @@ def test_a_new_run_does_not_overwrite_an_old_one(tiny, tmp_path):
         train(tiny(max_steps=5), tmp_path / "r", progress=False)
 
 
+@pytest.mark.slow  # over 5 s
 def test_sigkill_never_leaves_a_broken_checkpoint(corpus_file, tmp_path):
     from conftest import tiny_config
     cfg = tiny_config(str(corpus_file), max_steps=100000, save_interval=1, keep_checkpoints=2, eval_interval=1000)
@@ -88,6 +89,7 @@ def test_sigkill_never_leaves_a_broken_checkpoint(corpus_file, tmp_path):
     assert load_trainer_state(found[-1])["meta"]["step"] > 1
 
 
+@pytest.mark.slow  # over 5 s
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_processes_give_the_loss_of_one(corpus_file, tmp_path):
     from conftest import tiny_config

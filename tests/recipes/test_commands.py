@@ -1,8 +1,13 @@
+"""The commands end to end on models they train: pretrain, finetune, generate, evaluate, caption, chat, and
+their errors (commands that need no trained model are in tests/unit/test_cli.py)."""
 import json
 
 import pytest
 
+from conftest import tiny_omni_config
 from omnigpt.cli import main
+
+pytestmark = pytest.mark.slow
 
 
 def run(capsys, *argv):
@@ -49,14 +54,6 @@ def test_resume_extends_a_finished_run(run_dir, capsys):
     assert json.loads(out.strip().splitlines()[-1])["step"] == 8
 
 
-def test_tokenizer_train(tmp_path, capsys, corpus_file):
-    info = json.loads(run(capsys, "tokenizer", "train", "--input", corpus_file, "--vocab-size", "300",
-                          "--out", tmp_path / "tok"))
-    assert info["kind"] == "bpe" and info["vocab_size"] <= 300 and (tmp_path / "tok" / "tokenizer.json").is_file()
-    info = json.loads(run(capsys, "tokenizer", "train", "--kind", "byte", "--out", tmp_path / "b"))
-    assert info["vocab_size"] == 264
-
-
 def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
     typo = tmp_path / "typo.yaml"
     typo.write_text("model:\n  n_layers: 2\n")
@@ -90,8 +87,6 @@ def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
 
 @pytest.fixture
 def image_run(tmp_path, capsys):
-    from conftest import tiny_omni_config
-
     tiny_omni_config(max_steps=3).save(tmp_path / "omni.yaml")
     out = run(capsys, "finetune", "--config", tmp_path / "omni.yaml", "--out", tmp_path / "cap", "--quiet")
     assert json.loads(out.strip().splitlines()[-1])["step"] == 3
@@ -129,3 +124,19 @@ def test_image_commands_report_bad_input(image_run, run_dir, tmp_path, capsys):
     assert "has no image encoder" in fail(capsys, "caption", "--checkpoint", run_dir, bad)
     assert "1 <image> placeholder(s) but 2 --image file(s)" in fail(
         capsys, "generate", "--checkpoint", image_run, "--image", bad, "--image", bad, "--prompt", "<image> x")
+
+
+def test_chat_command(tmp_path, monkeypatch, capsys):
+    from omnigpt import train
+    from omnigpt.cli import main
+
+    train(tiny_omni_config("prefix", max_steps=2, save_interval=2), tmp_path / "run", progress=False)
+    lines = iter(["hello", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    main(["chat", "--checkpoint", str(tmp_path / "run"), "--max-new-tokens", "3", "--seed", "1",
+          "--temperature", "0.8"])
+    out = capsys.readouterr().out
+    assert out.startswith("omnigpt chat: type a message") and out.count("\n") == 2  # the banner, one reply
+    monkeypatch.setattr("builtins.input", lambda prompt="": (_ for _ in ()).throw(EOFError))
+    main(["chat", "--checkpoint", str(tmp_path / "run")])  # end of input ends the session
+    assert capsys.readouterr().out == "omnigpt chat: type a message; /help lists the commands\n\n"

@@ -62,8 +62,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from omnigpt.data.audio import (RESAMPLE_QUALITY, MelConfig, iter_audio_batches, load_audio, load_audio_batch,
-                                log_mel, log_mel_batch)
+from audio_batches import iter_audio_batches, load_audio_batch, log_mel_batch
+from omnigpt.data.audio import RESAMPLE_QUALITY, MelConfig, load_audio, log_mel
 
 RATE = 16000
 SOURCE_RATES = (16000, 22050, 44100, 48000)

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import tiny_omni_config
+from scene_files import write_scene_dataset
 from omnigpt.cli import main
 
 pytestmark = pytest.mark.slow
@@ -111,7 +112,7 @@ def test_finetune_caption_generate_evaluate_with_images(image_run, tmp_path, cap
     result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--limit", "4", "--quiet"))
     for key in ("caption_exact_match", "bleu4", "cider_d", "vqa_accuracy", "vqa_by_type", "majority_by_type"):
         assert key in result
-    manifest = builtin_scenes.write_scene_dataset(tmp_path / "m", "test", 3, size=32)
+    manifest = write_scene_dataset(tmp_path / "m", "test", 3, size=32)
     result = json.loads(run(capsys, "evaluate", "--checkpoint", image_run, "--task", "caption", "--data",
                             manifest, "--quiet"))
     assert result["images"] == 3 and 0 <= result["bleu4"] <= 100 and "caption_exact_match" in result

@@ -80,6 +80,12 @@ def test_data_imports_no_models_or_training():
     assert {m: i for m, i in bad.items() if i} == {}
 
 
+def test_models_import_only_the_config_and_each_other():
+    bad = {m: sorted(i for i in GRAPH[m] if not within(i, "omnigpt.model", "omnigpt.config"))
+           for m in GRAPH if within(m, "omnigpt.model")}
+    assert {m: i for m, i in bad.items() if i} == {}
+
+
 def test_featurizing_is_built_in_one_place():
     """Image transforms and log-mel settings are made from a config in data/inputs.py alone."""
     sites = {name: [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)

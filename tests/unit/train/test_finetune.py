@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_asr_config, tiny_config, tiny_omni_config
+from scene_files import write_scene_dataset
 from omnigpt import Config, ConfigError, load_checkpoint, train
-from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.data.sources import DataWarning
 from omnigpt.data.text import DataError
 
@@ -79,7 +79,7 @@ def test_a_classifier_starts_from_an_omni_run(tmp_path):
 
 
 def test_a_jsonl_manifest_trains_and_bad_rows_are_reported(tmp_path):
-    manifest = builtin_scenes.write_scene_dataset(tmp_path / "scenes", "train", 12, size=32)
+    manifest = write_scene_dataset(tmp_path / "scenes", "train", 12, size=32)
     cfg = tiny_omni_config(max_steps=3)
     cfg.data.sources = [str(manifest)]
     result = train(cfg, tmp_path / "run", progress=False)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from omnigpt.data.builtin.scenes import (CELLS, COLORS, HELD_OUT, SPLITS, Obj, answer_matches, caption_matches,
-                                         caption_of, cell_bounds, load_scene_manifest, parse_caption, scene,
-                                         scene_arrays, scenes, write_scene_dataset)
+                                         caption_of, cell_bounds, parse_caption, scene,
+                                         scene_arrays, scenes)
+from scene_files import load_scene_manifest, write_scene_dataset
 from omnigpt.data.prompts import CAPTION_PROMPT, target_text, vqa_prompt
 
 

@@ -143,7 +143,7 @@ class MatchingExamples:
     def labels(self) -> list[str]:
         return list(matching.LABELS)
 
-    def label_counts(self) -> list[str]:
+    def example_labels(self) -> list[str]:
         """The labels of (up to) the first 2,000 examples: enough to weigh the classes."""
         return [matching.sample(0, i, self.split, draw=False).label for i in range(min(len(self), 2000))]
 
@@ -223,7 +223,7 @@ class RowExamples:
     def labels(self) -> list[str]:
         return sorted({r.label for r in self.rows})
 
-    def label_counts(self) -> list[str]:
+    def example_labels(self) -> list[str]:
         return [r.label for r in self.rows]
 
     def texts(self) -> list[str]:

@@ -63,7 +63,7 @@ class ExampleData:
         self.class_weights = None
         if cfg.classifier is not None and cfg.classifier.class_weights == "balanced":
             labels = cfg.classifier.labels
-            counts = Counter(label for s in train.parts for label in s.label_counts())
+            counts = Counter(label for s in train.parts for label in s.example_labels())
             n = sum(counts.values())
             self.class_weights = torch.tensor([n / (len(labels) * max(counts[label], 1)) for label in labels])
 

@@ -19,7 +19,7 @@ from .data.audio import AudioError, load_audio
 from .data.image import ImageError, load_image
 from .extras import MissingExtraError
 from .generate import GenerationConfig, GenerationError, PromptTooLongError, stream
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, TokenizerError
 
 HELP = """commands:
   /image PATH   attach an image to your next message (it goes where the message says <image>, else first)
@@ -136,7 +136,7 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
                 out.write(piece)
                 out.flush()
             out.write("\n")
-        except GenerationError as exc:
+        except (GenerationError, TokenizerError) as exc:  # e.g. a prompt too long, bytes that are not UTF-8
             print(f"error: {exc}", file=out)
         except KeyboardInterrupt:  # Ctrl-C while a reply streams: stop it, keep the session (not the turn)
             print("\n(reply stopped)", file=out)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -41,6 +43,58 @@ class _Parser(argparse.ArgumentParser):
         if action.help is None and action.default is not None and action.default is not False and action.option_strings:
             action.help = "(default: %(default)s)"  # argparse shows no line at all for an option without help
         return action
+
+
+MAX_SEED = 2 ** 63 - 1
+
+
+def number(low: Optional[float] = None, high: Optional[float] = None, above: bool = False):
+    """An argparse type: a finite float >= low (> low with `above`) and <= high; NaN and inf are refused,
+    since a NaN passes no comparison and slips past later checks."""
+    bounds = " and ".join(b for b in ((f"{'above' if above else 'at least'} {low:g}" if low is not None else ""),
+                                      (f"at most {high:g}" if high is not None else "")) if b)
+    allowed = "a finite number" + (f" {bounds}" if bounds else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if (not math.isfinite(value) or (low is not None and (value <= low if above else value < low))
+                or (high is not None and value > high)):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+    return parse
+
+
+def whole(low: int = 1, high: Optional[int] = None):
+    """An argparse type: a whole number in [low, high]."""
+    allowed = f"a whole number >= {low}" + (f" and <= {high}" if high is not None else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+    return parse
+
+
+def text(allow_empty: bool = True):
+    """An argparse type: text that is valid UTF-8 (bytes that are not arrive as lone surrogates), not empty
+    unless allowed."""
+    def parse(value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise argparse.ArgumentTypeError(f"is not valid UTF-8: {value.encode('utf-8', 'replace').decode()!r}") \
+                from None
+        if not allow_empty and not value:
+            raise argparse.ArgumentTypeError("must not be empty")
+        return value
+    return parse
 
 
 def _config_path(name: str) -> Path:
@@ -233,7 +287,7 @@ def _temperatures(text: str) -> list[float]:
         values = [float(t) for t in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.2,0.4, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
         raise argparse.ArgumentTypeError(f"temperatures must be >= 0, got {text!r}")
     return values
 
@@ -309,6 +363,10 @@ def cmd_classify(args: argparse.Namespace) -> None:
             raise CommandError(f"{m} file not found: {given[m]}")
     if given["text"] is not None and not given["text"].strip():
         raise CommandError("--text is empty")
+    placeholder = next((p for p in ("<image>", "<audio>") if p in (given["text"] or "")), None)
+    if placeholder:
+        raise CommandError(f"--text holds {placeholder}, which the model reads as a placeholder for a file: give "
+                           f"the file with --{placeholder[1:-1]} and remove it from the text")
     example = Example(given["text"], image=given["image"] and Path(given["image"]),
                       audio=given["audio"] and Path(given["audio"]), label=model.labels[0])
     inputs = Inputs(ckpt.config, ckpt.tokenizer).batch([example]).to(next(model.parameters()).device).model_inputs()
@@ -323,11 +381,6 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .recipes.demo import DemoError, run_demo
 
-    for name in ("scenes", "utterances"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.minutes is not None and not args.minutes > 0:
-        raise CommandError(f"--minutes must be above 0, got {args.minutes}")
     try:
         run_demo(args.out, args.minutes, args.scenes, args.utterances, progress=not args.quiet,
                  precision=args.precision, device=args.device)
@@ -345,11 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train one small GPT on built-in text, scenes and speech; score every task and "
                                     "write report.html")
-    d.add_argument("--minutes", type=float, help="training wall-time budget (default: omni-tiny's train.max_minutes, "
+    d.add_argument("--minutes", type=number(0, above=True), help="training wall-time budget (default: omni-tiny's train.max_minutes, "
                    "which fits make demo in under 10 minutes here); a rerun continues the run for this much more")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--scenes", type=int, default=100, help="test scenes to score captions and questions on")
-    d.add_argument("--utterances", type=int, default=100, help="test utterances to score transcripts on")
+    d.add_argument("--scenes", type=whole(1), default=100, help="test scenes to score captions and questions on")
+    d.add_argument("--utterances", type=whole(1), default=100, help="test utterances to score transcripts on")
     d.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="training precision (default: the config's, auto: bf16 where the hardware computes it "
                         "natively, else fp32)")
@@ -361,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = t.add_subparsers(dest="tokenizer_command", required=True)
     tt = tsub.add_parser("train", help="train a byte-level BPE (or write the byte tokenizer)")
     tt.add_argument("--input", nargs="+", default=["builtin"], help="text files, or 'builtin'")
-    tt.add_argument("--vocab-size", type=int, default=4096)
+    tt.add_argument("--vocab-size", type=whole(1), default=4096)
     tt.add_argument("--kind", choices=["bpe", "byte"], default="bpe")
     tt.add_argument("--errors", choices=["strict", "replace"], default="strict",
                     help="what to do with bytes that are not UTF-8")
@@ -390,15 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="continue prompts with a trained model")
     g.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
-    g.add_argument("--prompt", required=True, action="append", help="repeat for a batch of prompts")
-    g.add_argument("--max-new-tokens", type=int, default=50)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--num-beams", type=int, default=1)
-    g.add_argument("--stop", action="append", help="stop string (repeatable)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--prompt", required=True, type=text(), action="append", help="repeat for a batch of prompts")
+    g.add_argument("--max-new-tokens", type=whole(1), default=50)
+    g.add_argument("--temperature", type=number(0), default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=whole(1))
+    g.add_argument("--top-p", type=number(0, 1, above=True))
+    g.add_argument("--repetition-penalty", type=number(0, above=True), default=1.0)
+    g.add_argument("--num-beams", type=whole(1), default=1)
+    g.add_argument("--stop", action="append", type=text(allow_empty=False), help="stop string (repeatable)")
+    g.add_argument("--seed", type=whole(0, MAX_SEED))
     g.add_argument("--truncate", action="store_true", help="cut a too-long prompt from the left")
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -414,9 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, BMP, GIF)")
     c.add_argument("--attention-map", help="write a PNG: the image and, per word, its attention to the image "
                                            "(one file per image, numbered, when several are given)")
-    c.add_argument("--prompt", default="<image> caption:", help="captioning prompt (default: %(default)s)")
-    c.add_argument("--max-new-tokens", type=int, default=40)
-    c.add_argument("--num-beams", type=int, default=1)
+    c.add_argument("--prompt", type=text(allow_empty=False), default="<image> caption:", help="captioning prompt (default: %(default)s)")
+    c.add_argument("--max-new-tokens", type=whole(1), default=40)
+    c.add_argument("--num-beams", type=whole(1), default=1)
     c.add_argument("--json", action="store_true", help="print JSON instead of text")
     _device_arguments(c)
     c.set_defaults(func=cmd_caption)
@@ -427,11 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt",
                     help="json, srt and vtt give timed segments")
     tr.add_argument("--output-dir", help="write NAME.FORMAT per audio file here instead of printing")
-    tr.add_argument("--num-beams", type=int, default=1, help="beam search at temperature 0")
-    tr.add_argument("--max-new-tokens", type=int, default=48, help="per window")
-    tr.add_argument("--window", type=float, default=30.0,
+    tr.add_argument("--num-beams", type=whole(1), default=1, help="beam search at temperature 0")
+    tr.add_argument("--max-new-tokens", type=whole(1), default=48, help="per window")
+    tr.add_argument("--window", type=number(0, above=True), default=30.0,
                     help="seconds of speech decoded at once (at most; the model may allow less)")
-    tr.add_argument("--overlap", type=float, default=1.0, help="seconds shared by the windows of a long stretch")
+    tr.add_argument("--overlap", type=number(0), default=1.0, help="seconds shared by the windows of a long stretch")
     tr.add_argument("--temperatures", type=_temperatures,
                     help="tried in turn while a window's output looks degenerate (default 0,0.2,0.4,0.6,0.8,1)")
     tr.add_argument("--no-fallback", action="store_true", help="decode once, at temperature 0")
@@ -441,12 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ch = sub.add_parser("chat", help="talk with a model: text turns with history, /image and /audio, streamed")
     ch.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
-    ch.add_argument("--max-new-tokens", type=int, default=64)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    ch.add_argument("--top-k", type=int)
-    ch.add_argument("--top-p", type=float)
-    ch.add_argument("--repetition-penalty", type=float, default=1.0)
-    ch.add_argument("--seed", type=int)
+    ch.add_argument("--max-new-tokens", type=whole(1), default=64)
+    ch.add_argument("--temperature", type=number(0), default=0.0, help="0: greedy")
+    ch.add_argument("--top-k", type=whole(1))
+    ch.add_argument("--top-p", type=number(0, 1, above=True))
+    ch.add_argument("--repetition-penalty", type=number(0, above=True), default=1.0)
+    ch.add_argument("--seed", type=whole(0, MAX_SEED))
     _device_arguments(ch)
     ch.set_defaults(func=cmd_chat, num_beams=1, stop=None, truncate=False)
 
@@ -454,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--config", required=True, help="YAML file with a classifier section, or a shipped config name")
     cf.add_argument("--out", required=True, help="folder: one run per strategy, results.md/json, fusion.png")
     cf.add_argument("--strategies", help="comma-separated (default: concat,weighted_sum,gated,product,attention,early)")
-    cf.add_argument("--minutes", type=float, help="training budget per strategy (default: the config's)")
+    cf.add_argument("--minutes", type=number(0, above=True), help="training budget per strategy (default: the config's)")
     cf.add_argument("--test", help="test manifest (default: the built-in task's test split)")
     cf.add_argument("--init-from", help="a trained run (omni model or text GPT) every strategy's encoders start from")
     cf.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -462,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("classify", help="label an example (text, image and/or audio) with a trained classifier")
     k.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
-    k.add_argument("--text")
+    k.add_argument("--text", type=text(allow_empty=False))
     k.add_argument("--image", help="image file")
     k.add_argument("--audio", help="audio file")
     _device_arguments(k)
@@ -470,10 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
     sd.add_argument("--out", required=True)
-    sd.add_argument("--hours", type=float, default=1.0)
-    sd.add_argument("--count", type=int, help="utterances (instead of --hours)")
+    sd.add_argument("--hours", type=number(0, above=True), default=1.0)
+    sd.add_argument("--count", type=whole(1), help="utterances (instead of --hours)")
     sd.add_argument("--split", choices=["train", "val", "test"], default="train")
-    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     sd.set_defaults(func=cmd_speech_data)
 
     e = sub.add_parser("evaluate", help="perplexity; caption, VQA, WER or classification scores (by the model "
@@ -491,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images", help="image folder of a COCO captions file")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "compositional"],
                    help="built-in scene split (default: test)")
-    e.add_argument("--limit", type=int, help="at most this many images (built-in scenes: 500) and questions")
+    e.add_argument("--limit", type=whole(1), help="at most this many images (built-in scenes: 500) and questions")
     e.add_argument("--on-bad-file", choices=["skip", "error"])
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--errors", choices=["strict", "replace"])
@@ -510,9 +563,9 @@ def _device_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--config", help="YAML file, or a shipped config name such as text-tiny")
     r.add_argument("--out", required=True, help="run folder")
-    r.add_argument("--max-steps", type=int, help="length of the run (overrides train.max_steps)")
-    r.add_argument("--minutes", type=float, help="wall-time budget (overrides train.max_minutes)")
-    r.add_argument("--stop-at-step", type=int, help="stop early at this step, keeping the schedule of max-steps")
+    r.add_argument("--max-steps", type=whole(1), help="length of the run (overrides train.max_steps)")
+    r.add_argument("--minutes", type=number(0, above=True), help="wall-time budget (overrides train.max_minutes)")
+    r.add_argument("--stop-at-step", type=whole(1), help="stop early at this step, keeping the schedule of max-steps")
     r.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="overrides train.precision; auto: bf16 where the hardware computes it natively, fp16 "
@@ -539,15 +592,36 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except (CommandError, ConfigError, GenerationError, HardwareError, EvaluationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR) from None
-    except (DataError, TokenizerError, CheckpointError, SpeechError, FloatingPointError, MissingExtraError,
-            OSError) as exc:
+    except (DataError, TokenizerError, CheckpointError, SpeechError, FloatingPointError, MissingExtraError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(FAILURE) from None
+    except OSError as exc:  # a full disk, a read-only folder, an output path under a file
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        raise SystemExit(FAILURE) from None
+    except (ValueError, RuntimeError, MemoryError) as exc:
+        # Not one of the errors above, so a case omnigpt does not check for yet: one line, and the
+        # traceback with OMNIGPT_DEBUG=1 for a bug report.
+        if os.environ.get("OMNIGPT_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with OMNIGPT_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(FAILURE) from None
     except KeyboardInterrupt:
         hint = {"pretrain": ": resume the run with --resume", "finetune": ": resume the run with --resume",
                 "compare-fusion": ": run the same command again to resume"}.get(args.command, "")
         print(f"\ninterrupted{hint}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _os_error(exc: OSError) -> str:
+    """'PATH: what went wrong' (Python's own form starts with '[Errno N]', which tells a user nothing)."""
+    if isinstance(exc, FileExistsError) and exc.filename is not None and Path(exc.filename).is_file():
+        return f"{exc.filename} is a file; a folder is needed there (give another output path)"
+    if isinstance(exc, NotADirectoryError) and exc.filename is not None:
+        return f"{exc.filename}: part of this path is a file, not a folder (give another output path)"
+    what = exc.strerror or str(exc)
+    if exc.filename is not None and str(exc.filename) not in what:
+        return f"{exc.filename}: {what}"
+    return what
 
 
 if __name__ == "__main__":

@@ -476,7 +476,7 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
         raise EvaluationError(f"{unlabeled[0].where}: no label; --task classify needs a label for every clip")
     result = {"data": opts.data, **evaluate_audio_classes(ckpt.model, ckpt.tokenizer, [it.audio for it in items],
                                                           [it.label for it in items], progress=opts.progress)}
-    plot = Path(opts.plot) if opts.plot else _run_folder(ckpt.path) / "confusion.png"
+    plot = _plot_path(opts.plot, ckpt.path)
     result["confusion_png"] = _png_or_note(lambda: confusion_figure(
         result["confusion"], result["classes"], plot, f"{opts.data}: accuracy {result['accuracy']:.3f}"))
     return result
@@ -500,7 +500,7 @@ def _evaluate_classifier(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
         sets = read_sources(cfg, [spec], "test", labels=ckpt.model.labels)
     examples = _sample([s.example(i) for s in sets for i in range(len(s))], opts.limit)
     result = {"data": spec, **evaluate_classifier(ckpt.model, ckpt.tokenizer, examples, progress=opts.progress)}
-    plot = Path(opts.plot) if opts.plot else _run_folder(ckpt.path) / "confusion.png"
+    plot = _plot_path(opts.plot, ckpt.path)
     result["confusion_png"] = _png_or_note(lambda: confusion_figure(
         result["confusion"], result["classes"], plot, f"{cfg.classifier.fusion}: accuracy {result['accuracy']:.3f}"))
     return result
@@ -512,6 +512,17 @@ def _run_dir_of(checkpoint: Path) -> Optional[Path]:
         if (folder / "data" / "meta.json").is_file():
             return folder
     return None
+
+
+def _plot_path(given: Optional[str], checkpoint: Path) -> Path:
+    """Where the confusion matrix goes: --plot (a folder, existing or written with a trailing slash, gets
+    confusion.png inside), else the run folder's confusion.png."""
+    if not given:
+        return _run_folder(checkpoint) / "confusion.png"
+    path = Path(given)
+    if path.is_dir() or given.endswith(("/", "\\")):
+        return path / "confusion.png"
+    return path
 
 
 def _run_folder(checkpoint: Path) -> Path:

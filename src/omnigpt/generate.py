@@ -6,6 +6,8 @@ start at 0 at each prompt's first real token, so a prompt gives the same output 
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
@@ -47,18 +49,36 @@ class GenerationConfig:
     truncate: bool = False  # drop the oldest prompt tokens when the prompt does not fit, instead of failing
 
     def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise GenerationError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise GenerationError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise GenerationError(f"top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
+        """Every value a decoding step can use: finite numbers in range (NaN passes `<` tests, so each
+        bound is written to fail on it)."""
+        _whole("max_new_tokens", self.max_new_tokens, 1)
+        _number("temperature", self.temperature, 0.0, "a number >= 0 (0: greedy)")
+        if self.top_k is not None:
+            _whole("top_k", self.top_k, 1)
+        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise GenerationError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.num_beams < 1:
-            raise GenerationError(f"num_beams must be >= 1, got {self.num_beams}")
+        _number("repetition_penalty", self.repetition_penalty, 0.0, "a number > 0 (1: none)", strict=True)
+        _whole("num_beams", self.num_beams, 1)
+        _number("length_penalty", self.length_penalty, None, "a finite number")
+        for s in self.stop_strings:
+            if not isinstance(s, str) or not s:
+                raise GenerationError(f"a stop string must be non-empty text, got {s!r}")
+        if self.seed is not None:
+            _whole("seed", self.seed, 0, 2 ** 63 - 1)
+
+
+def _whole(name: str, value: object, low: int, high: Optional[int] = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"a whole number >= {low}" + (f" and <= {high}" if high is not None else "")
+        raise GenerationError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _number(name: str, value: object, low: Optional[float], allowed: str, strict: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if not ok:
+        raise GenerationError(f"{name} must be {allowed}, got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------- logits

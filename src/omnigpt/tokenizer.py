@@ -30,6 +30,19 @@ class TokenizerError(ValueError):
     """A tokenizer file is missing or unreadable, or training input is unusable."""
 
 
+def check_text(text: str) -> str:
+    """text, if it can be encoded: a str holding a lone surrogate (what Python makes of bytes that are not
+    UTF-8 on a command line or a terminal) cannot, and the tokenizer would fail with a TypeError."""
+    if not isinstance(text, str):
+        raise TokenizerError(f"expected text (str), got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TokenizerError(f"the text is not valid UTF-8 (an undecodable byte at character {exc.start}: "
+                             f"{text[max(0, exc.start - 20):exc.start]!r}...); give it as UTF-8") from None
+    return text
+
+
 def _byte_to_char() -> dict[int, str]:
     """The printable-character alphabet that byte-level BPE uses to stand for each byte (GPT-2's mapping)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
@@ -135,11 +148,11 @@ class Tokenizer:
         return idx
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        ids = self.backend.encode(check_text(text), add_special_tokens=False).ids
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self.backend.encode_batch([check_text(t) for t in texts], add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special)

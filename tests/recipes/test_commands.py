@@ -76,7 +76,7 @@ def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
     out = run(capsys, "generate", "--checkpoint", run_dir, "--prompt", "x" * 40, "--max-new-tokens", "5",
               "--truncate")
     assert out.startswith("x" * 40)
-    assert "top_p must be in (0, 1]" in fail(capsys, "generate", "--checkpoint", run_dir, "--prompt", "a",
+    assert "--top-p: must be a finite number above 0 and at most 1" in fail(capsys, "generate", "--checkpoint", run_dir, "--prompt", "a",
                                               "--top-p", "1.5")
     cfg = run_dir / "checkpoints" / "step-00000006" / "config.yaml"
     assert "already holds a training run" in fail(capsys, "pretrain", "--config", cfg, "--out", run_dir)

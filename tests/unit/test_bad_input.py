@@ -1,0 +1,127 @@
+"""Bad input through the real CLI entry point: every case gives one clear line naming the flag, file or value
+and what is allowed, exit status 2 for a usage error and 1 for a failure at work, and never a traceback."""
+import json
+
+import pytest
+
+from conftest import tiny_config
+from omnigpt.cli import main
+from omnigpt.generate import GenerationConfig, GenerationError
+
+BAD_UTF8 = b"caf\xff".decode("utf-8", "surrogateescape")  # what Python makes of such bytes on a command line
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A 2-layer text GPT trained for 2 steps (a second)."""
+    tmp = tmp_path_factory.mktemp("run")
+    (tmp / "corpus.txt").write_text("The quick brown fox jumps over the lazy dog. " * 60)
+    tiny_config(str(tmp / "corpus.txt"), max_steps=2, save_interval=2).save(tmp / "c.yaml")
+    main(["pretrain", "--config", str(tmp / "c.yaml"), "--out", str(tmp / "run"), "--quiet"])
+    return tmp / "run"
+
+
+def fail(capsys, argv: list, code: int) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert exc.value.code == code, err
+    return err
+
+
+G = ["generate", "--checkpoint", "{ckpt}", "--prompt", "The"]
+CASES = [  # (arguments, exit status, what the message must say)
+    (G + ["--temperature", "nan"], 2, "--temperature: must be a finite number at least 0, got nan"),
+    (G + ["--temperature", "inf"], 2, "--temperature: must be a finite number at least 0, got inf"),
+    (G + ["--temperature", "-1"], 2, "--temperature: must be a finite number at least 0"),
+    (G + ["--repetition-penalty", "nan"], 2, "--repetition-penalty: must be a finite number above 0, got nan"),
+    (G + ["--top-p", "0"], 2, "--top-p: must be a finite number above 0 and at most 1, got 0"),
+    (G + ["--top-k", "0"], 2, "--top-k: must be a whole number >= 1, got 0"),
+    (G + ["--seed", str(2 ** 70)], 2, "--seed: must be a whole number >= 0 and <= 9223372036854775807"),
+    (G + ["--seed", "1.5"], 2, "--seed: expected a whole number >= 0"),
+    (G + ["--stop", ""], 2, "--stop: must not be empty"),
+    (G + ["--max-new-tokens", "0"], 2, "--max-new-tokens: must be a whole number >= 1, got 0"),
+    (G + ["--num-beams", "0"], 2, "--num-beams: must be a whole number >= 1, got 0"),
+    (["generate", "--checkpoint", "{ckpt}", "--prompt", BAD_UTF8], 2, "--prompt: is not valid UTF-8"),
+    (["generate", "--checkpoint", "{ckpt}", "--prompt", "x" * 40, "--max-new-tokens", "5"], 2,
+     "prompt of 40 tokens + max_new_tokens 5 exceeds the model's context of 32 tokens"),
+    (G + ["--max-new-tokens", "40"], 2, "max_new_tokens 40 leaves no room for a prompt"),
+    (["generate", "--checkpoint", "{tmp}/missing", "--prompt", "a"], 1, "checkpoint not found"),
+    (["chat", "--checkpoint", "{ckpt}", "--temperature", "nan"], 2, "--temperature: must be a finite number"),
+    (["chat", "--checkpoint", "{ckpt}", "--seed", "-1"], 2, "--seed: must be a whole number >= 0"),
+    (["caption", "--checkpoint", "{ckpt}", "x.png", "--num-beams", "0"], 2, "--num-beams: must be a whole number"),
+    (["caption", "--checkpoint", "{ckpt}", "x.png"], 2, "has no image encoder to caption with"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--num-beams", "0"], 2, "--num-beams: must be a whole"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--window", "inf"], 2,
+     "--window: must be a finite number above 0, got inf"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--window", "nan"], 2, "--window: must be a finite number"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--overlap", "-1"], 2, "--overlap: must be a finite number"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--temperatures", "0,nan"], 2, "temperatures must be >= 0"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "nan"], 2,
+     "--minutes: must be a finite number above 0, got nan"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "0"], 2,
+     "--minutes: must be a finite number above 0, got 0"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "-1"], 2, "--minutes: must be"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--stop-at-step", "0"], 2,
+     "--stop-at-step: must be a whole number >= 1, got 0"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--max-steps", "-3"], 2,
+     "--max-steps: must be a whole number >= 1"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/afile"], 1, "afile"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/afile/run"], 1, "afile"),
+    (["finetune", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "inf"], 2, "--minutes: must be"),
+    (["demo", "--minutes", "nan"], 2, "--minutes: must be a finite number above 0, got nan"),
+    (["demo", "--scenes", "0"], 2, "--scenes: must be a whole number >= 1, got 0"),
+    (["demo", "--out", "{tmp}/afile"], 1, "afile"),
+    (["speech-data", "--out", "{tmp}/sd", "--hours", "-1"], 2, "--hours: must be a finite number above 0, got -1"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", "-5"], 2, "--count: must be a whole number >= 1, got -5"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", "0"], 2, "--count: must be a whole number >= 1, got 0"),
+    (["speech-data", "--out", "{tmp}/afile", "--count", "1"], 1, "afile"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--limit", "0"], 2, "--limit: must be a whole number >= 1, got 0"),
+    (["tokenizer", "train", "--kind", "byte", "--out", "{tmp}/afile/tok.json"], 1, "afile"),
+    (["classify", "--checkpoint", "{ckpt}", "--text", ""], 2, "--text: must not be empty"),
+    (["classify", "--checkpoint", "{ckpt}", "--text", "a"], 2, "is not a classifier"),
+    (["compare-fusion", "--config", "text-tiny", "--out", "{tmp}/cf", "--minutes", "-2"], 2, "--minutes: must be"),
+]
+
+
+@pytest.mark.parametrize("argv,code,message", CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in CASES])
+def test_bad_input_gives_one_clear_line(argv, code, message, ckpt, tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    argv = [a.format(ckpt=ckpt, tmp=tmp_path) for a in argv]
+    err = fail(capsys, argv, code)
+    assert message in err
+    assert len([line for line in err.splitlines() if line.startswith(("error", "omnigpt"))]) == 1
+
+
+def test_chat_reports_input_that_is_not_utf8_and_goes_on(ckpt, monkeypatch, capsys):
+    said = iter([BAD_UTF8, "The", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(said))
+    main(["chat", "--checkpoint", str(ckpt), "--max-new-tokens", "3"])
+    out = capsys.readouterr().out
+    assert "error: the text is not valid UTF-8" in out
+    assert out.count("error") == 1  # the next message got its reply
+
+
+def test_evaluate_plot_given_a_folder_writes_inside_it(tmp_path):
+    from omnigpt.evaluate import _plot_path
+
+    (tmp_path / "plots").mkdir()
+    assert _plot_path(str(tmp_path / "plots"), tmp_path) == tmp_path / "plots" / "confusion.png"
+    assert _plot_path(str(tmp_path / "new") + "/", tmp_path) == tmp_path / "new" / "confusion.png"
+    assert _plot_path(str(tmp_path / "cm.png"), tmp_path) == tmp_path / "cm.png"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("temperature", float("nan"), "temperature must be a number >= 0"),
+    ("temperature", float("inf"), "temperature must be a number >= 0"),
+    ("repetition_penalty", float("nan"), "repetition_penalty must be a number > 0"),
+    ("top_p", float("nan"), "top_p must be in (0, 1]"),
+    ("num_beams", 0, "num_beams must be a whole number >= 1"),
+    ("seed", 2 ** 70, "seed must be a whole number >= 0"),
+    ("stop_strings", [""], "a stop string must be non-empty text"),
+    ("max_new_tokens", 2.5, "max_new_tokens must be a whole number"),
+])
+def test_generation_config_refuses_values_no_decoder_can_use(field, value, message):
+    with pytest.raises(GenerationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+        GenerationConfig(**{field: value}).validate()

@@ -46,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 MAX_SEED = 2 ** 63 - 1
+MAX_BEAMS = 64  # omnigpt.generate.MAX_BEAMS (not imported: the parser loads no torch)
 
 
 def number(low: Optional[float] = None, high: Optional[float] = None, above: bool = False):
@@ -449,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=whole(1))
     g.add_argument("--top-p", type=number(0, 1, above=True))
     g.add_argument("--repetition-penalty", type=number(0, above=True), default=1.0)
-    g.add_argument("--num-beams", type=whole(1), default=1)
+    g.add_argument("--num-beams", type=whole(1, MAX_BEAMS), default=1)
     g.add_argument("--stop", action="append", type=text(allow_empty=False), help="stop string (repeatable)")
     g.add_argument("--seed", type=whole(0, MAX_SEED))
     g.add_argument("--truncate", action="store_true", help="cut a too-long prompt from the left")
@@ -469,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(one file per image, numbered, when several are given)")
     c.add_argument("--prompt", type=text(allow_empty=False), default="<image> caption:", help="captioning prompt (default: %(default)s)")
     c.add_argument("--max-new-tokens", type=whole(1), default=40)
-    c.add_argument("--num-beams", type=whole(1), default=1)
+    c.add_argument("--num-beams", type=whole(1, MAX_BEAMS), default=1)
     c.add_argument("--json", action="store_true", help="print JSON instead of text")
     _device_arguments(c)
     c.set_defaults(func=cmd_caption)
@@ -480,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt",
                     help="json, srt and vtt give timed segments")
     tr.add_argument("--output-dir", help="write NAME.FORMAT per audio file here instead of printing")
-    tr.add_argument("--num-beams", type=whole(1), default=1, help="beam search at temperature 0")
+    tr.add_argument("--num-beams", type=whole(1, MAX_BEAMS), default=1, help="beam search at temperature 0")
     tr.add_argument("--max-new-tokens", type=whole(1), default=48, help="per window")
     tr.add_argument("--window", type=number(0, above=True), default=30.0,
                     help="seconds of speech decoded at once (at most; the model may allow less)")

@@ -34,6 +34,9 @@ class PromptTooLongError(GenerationError):
     """The prompt plus the tokens to generate do not fit the model's context."""
 
 
+MAX_BEAMS = 64  # each beam is a row of the batch, with its own KV cache
+
+
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 50
@@ -58,7 +61,7 @@ class GenerationConfig:
         if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise GenerationError(f"top_p must be in (0, 1], got {self.top_p}")
         _number("repetition_penalty", self.repetition_penalty, 0.0, "a number > 0 (1: none)", strict=True)
-        _whole("num_beams", self.num_beams, 1)
+        _whole("num_beams", self.num_beams, 1, MAX_BEAMS)
         _number("length_penalty", self.length_penalty, None, "a finite number")
         for s in self.stop_strings:
             if not isinstance(s, str) or not s:

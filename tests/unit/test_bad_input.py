@@ -125,3 +125,51 @@ def test_evaluate_plot_given_a_folder_writes_inside_it(tmp_path):
 def test_generation_config_refuses_values_no_decoder_can_use(field, value, message):
     with pytest.raises(GenerationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
         GenerationConfig(**{field: value}).validate()
+
+
+# --------------------------------------------------------------------------- arbitrary values (hypothesis)
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+FLAG_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-2 ** 80, max_value=2 ** 80).map(str),
+    st.text(max_size=12),
+    st.sampled_from(["nan", "-inf", "1e309", "0x10", "", " ", "1_000", "٣", BAD_UTF8]),
+)
+GENERATION_FLAGS = ["--max-new-tokens", "--temperature", "--top-k", "--top-p", "--repetition-penalty",
+                    "--num-beams", "--stop", "--seed", "--prompt"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flag=st.sampled_from(GENERATION_FLAGS), value=FLAG_VALUES)
+def test_generation_flags_take_any_value_without_a_traceback(flag, value, ckpt):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    argv = ["generate", "--checkpoint", str(ckpt), "--prompt", "The", "--max-new-tokens", "2", flag, value]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:  # anything else escaping fails the test
+            assert exc.code in (1, 2), err.getvalue()
+            assert "error" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "max_new_tokens": st.one_of(st.integers(-5, 10 ** 6), st.floats(), st.none()),
+    "temperature": st.one_of(st.floats(), st.integers(), st.text(max_size=3)),
+    "top_k": st.one_of(st.none(), st.integers(-2 ** 70, 2 ** 70), st.floats()),
+    "top_p": st.one_of(st.none(), st.floats(), st.integers(-3, 3)),
+    "repetition_penalty": st.one_of(st.floats(), st.integers(-3, 3)),
+    "num_beams": st.one_of(st.integers(-3, 10), st.floats()),
+    "length_penalty": st.floats(),
+    "stop_strings": st.lists(st.one_of(st.text(max_size=3), st.integers()), max_size=3),
+    "seed": st.one_of(st.none(), st.integers(-2 ** 70, 2 ** 70), st.booleans()),
+}))
+def test_generation_config_raises_only_its_own_error(values):
+    try:
+        GenerationConfig(**values).validate()
+    except GenerationError:
+        pass

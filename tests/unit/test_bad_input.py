@@ -42,7 +42,7 @@ CASES = [  # (arguments, exit status, what the message must say)
     (G + ["--seed", "1.5"], 2, "--seed: expected a whole number >= 0"),
     (G + ["--stop", ""], 2, "--stop: must not be empty"),
     (G + ["--max-new-tokens", "0"], 2, "--max-new-tokens: must be a whole number >= 1, got 0"),
-    (G + ["--num-beams", "0"], 2, "--num-beams: must be a whole number >= 1, got 0"),
+    (G + ["--num-beams", "0"], 2, "--num-beams: must be a whole number >= 1 and <= 64, got 0"),
     (["generate", "--checkpoint", "{ckpt}", "--prompt", BAD_UTF8], 2, "--prompt: is not valid UTF-8"),
     (["generate", "--checkpoint", "{ckpt}", "--prompt", "x" * 40, "--max-new-tokens", "5"], 2,
      "prompt of 40 tokens + max_new_tokens 5 exceeds the model's context of 32 tokens"),

@@ -227,31 +227,34 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .data.image import load_image
     from .generate import generate
-    from .viz import caption_attention_map
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
     if "image" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
-    prompt = args.prompt
-    caps = generate(ckpt.model, ckpt.tokenizer, [prompt] * len(images), images=[[im] for im in images],
+    caps = generate(ckpt.model, ckpt.tokenizer, [args.prompt] * len(images), images=[[im] for im in images],
                     max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
-    caps = [c.strip() for c in caps]
-    results = []
-    for k, (path, img, cap) in enumerate(zip(args.images, images, caps)):
-        row = {"image": path, "caption": cap}
-        if args.attention_map:
-            out = Path(args.attention_map)
-            if len(images) > 1:
-                out = out.with_name(f"{out.stem}-{k + 1}{out.suffix or '.png'}")
-            row["attention_map"] = str(caption_attention_map(ckpt.model, ckpt.tokenizer, img, prompt, cap, out))
-        results.append(row)
+    results = [{"image": path, "caption": cap.strip()} for path, cap in zip(args.images, caps)]
+    if args.attention_map:
+        _attention_maps(ckpt, args, images, results)
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
     else:
         for row in results:
             extra = f"  (attention map: {row['attention_map']})" if "attention_map" in row else ""
             print(f"{row['image']}: {row['caption']}{extra}")
+
+
+def _attention_maps(ckpt, args: argparse.Namespace, images: list, results: list[dict]) -> None:
+    """--attention-map: one PNG per captioned image (numbered when there are several)."""
+    from .viz import caption_attention_map
+
+    for k, (img, row) in enumerate(zip(images, results)):
+        out = Path(args.attention_map)
+        if len(images) > 1:
+            out = out.with_name(f"{out.stem}-{k + 1}{out.suffix or '.png'}")
+        row["attention_map"] = str(caption_attention_map(ckpt.model, ckpt.tokenizer, img, args.prompt,
+                                                         row["caption"], out))
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
@@ -344,21 +347,14 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
     print(f"written: {Path(args.out) / 'results.md'}, results.json, fusion.png and STRATEGY/confusion.png")
 
 
-def cmd_classify(args: argparse.Namespace) -> None:
-    from .checkpoint import load_checkpoint
-    from .data.examples import Example
-    from .data.inputs import Inputs
-
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
-    model = ckpt.model
-    if model.predicts != "classes":
-        raise CommandError(f"{ckpt.path} is not a classifier (its config has no 'classifier' section)")
+def _classifier_inputs(args: argparse.Namespace, modalities: Sequence[str]) -> dict:
+    """--text, --image and --audio as the classifier reads them, or a CommandError naming what is wrong."""
     given = {"text": args.text, "image": args.image, "audio": args.audio}
-    extra = [m for m, v in given.items() if v is not None and m not in model.modalities]
+    extra = [m for m, v in given.items() if v is not None and m not in modalities]
     if extra:
-        raise CommandError(f"this classifier reads {', '.join(model.modalities)}; it cannot take --{extra[0]}")
-    if all(given[m] is None for m in model.modalities):
-        raise CommandError(f"give at least one input: {', '.join('--' + m for m in model.modalities)}")
+        raise CommandError(f"this classifier reads {', '.join(modalities)}; it cannot take --{extra[0]}")
+    if all(given[m] is None for m in modalities):
+        raise CommandError(f"give at least one input: {', '.join('--' + m for m in modalities)}")
     for m in ("image", "audio"):
         if given[m] is not None and not Path(given[m]).is_file():
             raise CommandError(f"{m} file not found: {given[m]}")
@@ -368,6 +364,19 @@ def cmd_classify(args: argparse.Namespace) -> None:
     if placeholder:
         raise CommandError(f"--text holds {placeholder}, which the model reads as a placeholder for a file: give "
                            f"the file with --{placeholder[1:-1]} and remove it from the text")
+    return given
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .data.examples import Example
+    from .data.inputs import Inputs
+
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    model = ckpt.model
+    if model.predicts != "classes":
+        raise CommandError(f"{ckpt.path} is not a classifier (its config has no 'classifier' section)")
+    given = _classifier_inputs(args, model.modalities)
     example = Example(given["text"], image=given["image"] and Path(given["image"]),
                       audio=given["audio"] and Path(given["audio"]), label=model.labels[0])
     inputs = Inputs(ckpt.config, ckpt.tokenizer).batch([example]).to(next(model.parameters()).device).model_inputs()

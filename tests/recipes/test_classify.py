@@ -55,6 +55,9 @@ def test_a_tiny_classifier_learns_and_the_commands_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["classify", "--checkpoint", str(tmp_path / "run")])
     assert "give at least one input" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["classify", "--checkpoint", str(tmp_path / "run"), "--text", "item <image> 7"])
+    assert "--text holds <image>, which the model reads as a placeholder" in capsys.readouterr().err
 
 
 def test_compare_fusion_trains_each_strategy_and_resumes(tmp_path, capsys):

@@ -101,9 +101,16 @@ def text(allow_empty: bool = True):
 def _config_path(name: str) -> Path:
     """A YAML path, or the name of a config shipped with omnigpt (`text-tiny`)."""
     path = Path(name)
+    if path.is_dir():
+        inside = " (its config is " + str(path / "config.yaml") + ")" if (path / "config.yaml").is_file() else ""
+        raise CommandError(f"--config {name} is a folder; give a YAML file{inside}")
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         return path
-    return REPO_CONFIGS / f"{name}.yaml"
+    shipped = REPO_CONFIGS / f"{name}.yaml"
+    if not shipped.is_file():
+        names = ", ".join(sorted(p.stem for p in REPO_CONFIGS.glob("*.yaml")))
+        raise CommandError(f"--config {name}: no such file, and omnigpt ships no config of that name ({names})")
+    return shipped
 
 
 # -------------------------------------------------------------------------------------------- commands

@@ -81,6 +81,10 @@ CASES = [  # (arguments, exit status, what the message must say)
     (["tokenizer", "train", "--kind", "byte", "--out", "{tmp}/afile/tok.json"], 1, "afile"),
     (["classify", "--checkpoint", "{ckpt}", "--text", ""], 2, "--text: must not be empty"),
     (["classify", "--checkpoint", "{ckpt}", "--text", "a"], 2, "is not a classifier"),
+    (["pretrain", "--config", "{ckpt}", "--out", "{tmp}/r"], 2, "is a folder; give a YAML file (its config is"),
+    (["pretrain", "--config", "nosuch", "--out", "{tmp}/r"], 2,
+     "--config nosuch: no such file, and omnigpt ships no config of that name (asr-speech, caption-shapes"),
+    (["pretrain", "--config", "{tmp}/nosuch.yaml", "--out", "{tmp}/r"], 2, "config file not found"),
     (["compare-fusion", "--config", "text-tiny", "--out", "{tmp}/cf", "--minutes", "-2"], 2, "--minutes: must be"),
 ]
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import write_atomic
+from .atomic import WriteError, write_atomic
 from .extras import MissingExtraError, optional, require
 from .tokenizer import Tokenizer
 
@@ -29,29 +29,47 @@ def _pyplot():
 
 
 def _save(plt, fig, png_path: str | Path, dpi: Optional[int] = None) -> Path:
-    """Write the figure as PNG (making its folder) and free it."""
+    """Render the figure to PNG bytes, free it, then write them atomically (making the folder): a failed
+    write (a full disk) raises a `WriteError` naming the path and leaves no partial file."""
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", **({"dpi": dpi} if dpi else {}))
     finally:
         plt.close(fig)
-    return write_atomic(png_path, buf.getvalue())
+    return write_atomic(png_path, buf.getvalue(), what="the plot")
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a line that is not a JSON object (cut short by a killed process) is
+    left out."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _points(rows: list[dict]) -> list[tuple[float, float]]:
+    """(step, loss) of the rows that have both as numbers."""
+    return [(r["step"], r["loss"]) for r in rows
+            if all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in ("step", "loss"))]
 
 
 def plot_run(run_dir: str | Path) -> None:
-    """loss.png from a run folder's metrics.jsonl; an install without matplotlib (omnigpt[plots]) trains on,
-    and is told once."""
+    """loss.png from a run folder's metrics.jsonl. Training goes on without it, and is told once, when
+    matplotlib is not installed (omnigpt[plots]) or the picture cannot be written (a full disk: the next
+    checkpoint then reports it)."""
     png = Path(run_dir) / "loss.png"
     try:
         loss_curve(Path(run_dir) / "metrics.jsonl", png)
-    except MissingExtraError as exc:
+    except (MissingExtraError, WriteError) as exc:
         if png not in _unplotted:
             _unplotted.add(png)
             print(f"{png.name} not drawn: {exc}", file=sys.stderr)
@@ -67,12 +85,12 @@ def loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path:
 
     rows = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    train = [(r["step"], r["loss"]) for r in rows if r.get("split") == "train"]
-    val = [(r["step"], r["loss"]) for r in rows if r.get("split") == "val" and "task" not in r]
+    train = _points([r for r in rows if r.get("split") == "train"])
+    val = _points([r for r in rows if r.get("split") == "val" and "task" not in r])
     tasks: dict[str, list] = {}
     for r in rows:
-        if r.get("split") == "val" and "task" in r:
-            tasks.setdefault(r["task"], []).append((r["step"], r["loss"]))
+        if r.get("split") == "val" and "task" in r and _points([r]):
+            tasks.setdefault(str(r["task"]), []).extend(_points([r]))
     if train:
         steps, losses = zip(*train)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train")

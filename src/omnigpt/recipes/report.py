@@ -132,5 +132,5 @@ def write_report(run_dir: str | Path, summary: dict, evaluation: dict, shown: di
     page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>omnigpt report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
     path = run_dir / "report.html"
-    write_atomic(path, page)
+    write_atomic(path, page, what="the report")
     return path

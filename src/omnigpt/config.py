@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -23,7 +24,60 @@ IGNORE_INDEX = -100  # a label that takes no part in the loss (batches write it,
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
+    """A configuration value is missing, unknown, of the wrong type or out of its range."""
+
+
+INT_LIMIT = 2 ** 63  # torch and numpy hold integers in 64 bits
+SEED_LIMIT = 2 ** 32  # seeds: what every random generator omnigpt seeds accepts
+FLOAT_BYTES = 4  # a parameter's weight in fp32
+MAX_IMAGE_SIZE = 8192  # pixels per side: a 3 x 8192 x 8192 float image is 0.8 GB already
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: repr, with integers too long to print (or to read) summarised."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 30:
+        return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            text = repr(value)
+        except ValueError:  # an element is an integer of more digits than Python prints
+            return f"a {type(value).__name__} of {len(value)} items"
+        return text if len(text) <= 200 else text[:200] + "..."
+    return repr(value)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a ConfigError naming `key`, the `value` it has and what is `allowed`, unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key} must be {allowed}, got {_show(value)}")
+
+
+def _positive(section: str, obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        _require(getattr(obj, name) > 0, f"{section}.{name}", getattr(obj, name), "positive")
+
+
+def _fraction(key: str, value: float) -> None:
+    """A dropout-like probability: [0, 1)."""
+    _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+
+
+def check_numbers(obj: Any, key: str) -> None:
+    """Every number in `obj` (a config section, with its lists, mappings and subsections) is finite and fits in
+    64 bits: NaN and infinity pass the type check but break a model or a run, so no key takes them."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            check_numbers(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_numbers(v, f"{key}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_numbers(v, f"{key}[{i}]")
+    elif isinstance(obj, float):
+        _require(math.isfinite(obj), key, obj, "a finite number (not NaN or infinity)")
+    elif isinstance(obj, int) and not isinstance(obj, bool):
+        _require(-INT_LIMIT <= obj < INT_LIMIT, key, obj, "an integer of 64 bits (-2**63 to 2**63 - 1)")
 
 
 @dataclass
@@ -40,17 +94,28 @@ class ModelConfig:
     tie_embeddings: bool = True
     norm_eps: float = 1e-5
     mlp_ratio: int = 4
+    # The Llama family's choices (the defaults keep GPT-2's layout): RMSNorm, a SwiGLU MLP of mlp_hidden
+    # units (default mlp_ratio * n_embd), n_kv_head key/value heads for grouped-query attention (default
+    # n_head), biases on q/k/v alone (qkv_bias; default: bias), and a RoPE scaling as Hugging Face configs
+    # write it ({rope_type: linear|llama3, factor, ...}).
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    mlp_hidden: Optional[int] = None
+    n_kv_head: Optional[int] = None
+    qkv_bias: Optional[bool] = None
+    rope_scaling: Optional[dict] = None
 
     def validate(self) -> None:
+        check_numbers(self, "model")
+        _positive("model", self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"))
         if self.n_embd % self.n_head != 0:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if self.position == "rope" and (self.n_embd // self.n_head) % 2 != 0:
-            raise ConfigError("model.position 'rope' needs an even head size (n_embd / n_head)")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"model.position 'rope' needs an even head size (n_embd / n_head), got "
+                              f"{self.n_embd} / {self.n_head} = {self.n_embd // self.n_head}")
+        _fraction("model.dropout", self.dropout)
+        _require(self.rope_theta > 0, "model.rope_theta", self.rope_theta, "> 0 (rope's base wavelength)")
+        _require(self.norm_eps > 0, "model.norm_eps", self.norm_eps, "> 0 (LayerNorm divides by sqrt(var + eps))")
 
 
 @dataclass
@@ -95,8 +160,16 @@ class VisionConfig:
         return self.token_side() ** 2
 
     def validate(self) -> None:
-        if self.image_size <= 0 or self.width <= 0:
-            raise ConfigError("vision.image_size and vision.width must be positive")
+        check_numbers(self, "vision")
+        _positive("vision", self, ("image_size", "width", "patch_size", "n_layer", "n_head"))
+        _require(self.image_size <= MAX_IMAGE_SIZE, "vision.image_size", self.image_size,
+                 f"at most {MAX_IMAGE_SIZE} pixels")
+        for i, c in enumerate(self.channels):
+            _require(c > 0, f"vision.channels[{i}]", c, "a positive number of channels (one per CNN stage)")
+        _fraction("vision.dropout", self.dropout)
+        _require(len(self.mean) == 3, "vision.mean", self.mean, "three numbers (R, G, B)")
+        _require(len(self.std) == 3 and all(v > 0 for v in self.std), "vision.std", self.std,
+                 "three numbers > 0 (R, G, B): pixels are divided by them")
         if self.encoder == "vit":
             if self.image_size % self.patch_size:
                 raise ConfigError(f"vision.image_size ({self.image_size}) must be a multiple of vision.patch_size "
@@ -110,8 +183,6 @@ class VisionConfig:
                               f"({self.feature_side()})")
         if self.reduce == "pool" and self.grid < 1:
             raise ConfigError(f"vision.grid must be >= 1, got {self.grid}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ConfigError("vision.mean and vision.std take three numbers (R, G, B)")
 
 
 @dataclass
@@ -142,15 +213,21 @@ class AudioConfig:
         return int(math.ceil(self.max_seconds * self.sample_rate / self.hop_length))
 
     def validate(self) -> None:
-        for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "width", "n_layer", "n_head", "pool"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"audio.{name} must be positive, got {getattr(self, name)}")
+        check_numbers(self, "audio")
+        _positive("audio", self, ("sample_rate", "n_mels", "n_fft", "hop_length", "width", "n_layer", "n_head",
+                                  "pool"))
+        _require(1000 <= self.sample_rate <= 384000, "audio.sample_rate", self.sample_rate,
+                 "between 1000 and 384000 Hz")
         if self.width % self.n_head:
             raise ConfigError(f"audio.width ({self.width}) must be divisible by audio.n_head ({self.n_head})")
         if self.position == "rope" and (self.width // self.n_head) % 2:
-            raise ConfigError("audio.position 'rope' needs an even head size (width / n_head)")
-        if self.max_seconds <= 0:
-            raise ConfigError(f"audio.max_seconds must be positive, got {self.max_seconds}")
+            raise ConfigError(f"audio.position 'rope' needs an even head size (width / n_head), got "
+                              f"{self.width} / {self.n_head} = {self.width // self.n_head}")
+        _require(self.max_seconds > 0, "audio.max_seconds", self.max_seconds, "positive")
+        longest = self.max_seconds * self.sample_rate
+        _require(self.n_fft < longest, "audio.n_fft", self.n_fft,
+                 f"fewer samples than audio.max_seconds holds ({self.max_seconds:g} s = {longest:g} samples)")
+        _fraction("audio.dropout", self.dropout)
 
 
 @dataclass
@@ -167,6 +244,7 @@ class FusionConfig:
     cross_every: int = 1
 
     def validate(self) -> None:
+        check_numbers(self, "fusion")
         if self.cross_every < 1:
             raise ConfigError(f"fusion.cross_every must be >= 1, got {self.cross_every}")
 
@@ -212,6 +290,7 @@ class ClassifierConfig:
     template: str = ""
 
     def validate(self) -> None:
+        check_numbers(self, "classifier")
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
             raise ConfigError(f"classifier.modalities must list text, image and/or audio once each, got "
                               f"{self.modalities}")
@@ -307,6 +386,7 @@ class DataConfig:
     cache_dir: Optional[str] = None  # where generated data is cached (default ~/.cache/omnigpt)
 
     def validate(self) -> None:
+        check_numbers(self, "data")
         if not self.corpus and not self.sources:
             raise ConfigError("data.corpus is empty: give at least one text file or 'builtin'")
         if not 0.0 < self.val_fraction < 1.0:
@@ -328,6 +408,19 @@ class DataConfig:
                               f"0; got {self.source_weights}")
         if self.sources and not self.tasks:
             raise ConfigError("data.tasks is empty: choose caption, vqa or both")
+        _positive("data", self, ("builtin_scenes", "builtin_utterances"))
+        aug = self.augment
+        _require(len(aug.random_crop_scale) == 2 and 0 < aug.random_crop_scale[0] <= aug.random_crop_scale[1] <= 1,
+                 "data.augment.random_crop_scale", aug.random_crop_scale,
+                 "[min, max] area fractions with 0 < min <= max <= 1")
+        for name in ("rotate_degrees", "brightness", "contrast", "saturation", "hue"):
+            _require(getattr(aug, name) >= 0, f"data.augment.{name}", getattr(aug, name), ">= 0 (0 is off)")
+        _require(aug.hue <= 0.5, "data.augment.hue", aug.hue, "at most 0.5 (half the colour wheel)")
+        for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
+            value = getattr(self.audio_augment, name)
+            _require(value >= 0, f"data.audio_augment.{name}", value, ">= 0 (0 is off)")
+        snr = self.audio_augment.noise_snr_db
+        _require(not snr or snr[0] <= snr[1], "data.audio_augment.noise_snr_db", snr, "[low, high] with low <= high")
 
 
 @dataclass
@@ -380,14 +473,21 @@ class TrainConfig:
     loss_average: Literal["token", "example"] = "token"
 
     def validate(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches", "save_interval",
-                     "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        check_numbers(self, "train")
+        _positive("train", self, ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
+                                  "save_interval", "keep_checkpoints"))
+        _require(0 <= self.seed < SEED_LIMIT, "train.seed", self.seed, f"an integer in [0, {SEED_LIMIT - 1}]")
         if self.grad_clip < 0:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip}")
-        if self.lr <= 0 or self.min_lr < 0:
-            raise ConfigError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr} and {self.min_lr}")
+        _require(self.lr > 0, "train.lr", self.lr, "> 0")
+        _require(0 <= self.min_lr <= self.lr, "train.min_lr", self.min_lr,
+                 f"in [0, train.lr] = [0, {self.lr:g}] (the cosine decays from lr to min_lr)")
+        _require(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, ">= 0 (0: no warmup)")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        for name in ("beta1", "beta2"):
+            _require(0 <= getattr(self, name) < 1, f"train.{name}", getattr(self, name), "in [0, 1) (Adam's decay)")
+        if self.max_minutes is not None:
+            _require(self.max_minutes > 0, "train.max_minutes", self.max_minutes, "> 0 minutes (or null: no limit)")
         if self.tuned_steps_per_minute is not None and not self.tuned_steps_per_minute > 0:
             raise ConfigError(f"train.tuned_steps_per_minute must be > 0, got {self.tuned_steps_per_minute}")
         if not 0.0 < self.decay_fraction <= 1.0:
@@ -416,6 +516,7 @@ class Config:
     classifier: Optional[ClassifierConfig] = None  # set: a multimodal classifier instead of a generator
 
     def validate(self) -> "Config":
+        check_numbers(self, "")
         self.model.validate()
         if self.classifier is not None:
             self.classifier.validate()
@@ -461,7 +562,28 @@ class Config:
         for part in self.train.lr_scale:
             if part not in parts:
                 raise ConfigError(f"train.lr_scale names {part}, but the model has no such part")
+        self._check_memory()
         return self
+
+    def _check_memory(self) -> None:
+        """Refuse a model whose weights alone (fp32) would not fit in this machine's memory, or a batch whose
+        logits and residual stream alone would not: either fails later in the allocator, after a long setup."""
+        memory = machine_memory_bytes()
+        parts = estimate_parameters(self)
+        total = sum(parts.values())
+        if total * FLOAT_BYTES > memory:
+            part = max(parts, key=lambda name: parts[name])
+            keys = ", ".join(f"{k} {_show(v)}" for k, v in _size_keys(self, part))
+            raise ConfigError(f"the model would have about {total:.3g} parameters ({total * FLOAT_BYTES / 1e9:.3g} GB "
+                              f"in fp32), more than this machine's memory ({memory / 1e9:.3g} GB); most of them in "
+                              f"the {part} ({keys}): make it smaller")
+        m, t = self.model, self.train
+        activations = FLOAT_BYTES * t.batch_size * m.block_size * (m.vocab_size + m.n_layer * m.n_embd)
+        if activations > memory:
+            raise ConfigError(f"one batch (train.batch_size {t.batch_size} x model.block_size {m.block_size}) needs "
+                              f"at least {activations / 1e9:.3g} GB for its logits and activations, more than this "
+                              f"machine's memory ({memory / 1e9:.3g} GB): lower train.batch_size (train.grad_accum "
+                              f"keeps the batch's size in examples)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -474,19 +596,47 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Config":
-        return _build(cls, _upgrade(data, source), prefix="", source=source).validate()
+        cfg = _build(cls, _upgrade(data, source), prefix="", source=source)
+        if source == "<dict>":
+            return cfg.validate()
+        try:
+            return cfg.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         path = Path(path)
-        if not path.is_file():
+        if path.is_dir():
+            inside = path / "config.yaml"
+            hint = f" (the run's config is {inside})" if inside.is_file() else ""
+            raise ConfigError(f"{path} is a folder, not a config file: give a YAML file{hint}")
+        if not path.exists():
             raise ConfigError(f"config file not found: {path}")
+        if not path.is_file():
+            raise ConfigError(f"{path} is not a regular file: give a YAML file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}): save the config "
+                              f"as UTF-8") from None
+        try:
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # an integer too long to read, lists nested too deeply
+            raise ConfigError(f"{path}: not a config omnigpt can read: {exc}") from None
+        if data is None:
+            raise ConfigError(f"{path} holds no settings (it is empty or only comments): give a mapping of "
+                              f"sections ({', '.join(f.name for f in dataclasses.fields(cls))})")
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level "
+                              f"({', '.join(f.name for f in dataclasses.fields(cls))}), got {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
 
 
@@ -512,7 +662,7 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         key = prefix + str(unknown[0])
         raise ConfigError(f"{source}: unknown key '{key}' (known keys under '{prefix.rstrip('.') or '<top>'}': "
@@ -558,8 +708,11 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{source}: '{key}' must be a number, got {_show(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {_show(value)}") from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
@@ -573,3 +726,74 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
         return value
     raise ConfigError(f"{source}: '{key}' has an unsupported type {tp}")
+
+
+def machine_memory_bytes() -> int:
+    """This machine's physical memory in bytes (1 TiB where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2 ** 40
+
+
+def _block(width: int, mlp_ratio: int = 4) -> int:
+    """Weights of one Transformer block: attention (4 w^2) and the MLP (2 r w^2), with biases and norms."""
+    return (4 + 2 * mlp_ratio) * width * width + (9 + mlp_ratio) * width
+
+
+def estimate_parameters(cfg: Config) -> dict[str, int]:
+    """The parameters (and fixed tables) a config's model would have, by part, estimated without building it."""
+    m = cfg.model
+    parts = {"decoder": m.vocab_size * m.n_embd * (1 if m.tie_embeddings else 2) + m.block_size * m.n_embd
+             + m.n_layer * _block(m.n_embd, m.mlp_ratio)}
+    media = []
+    if cfg.vision is not None:
+        v = cfg.vision
+        side = v.image_size // v.patch_size if v.encoder == "vit" else -(-v.image_size // 2 ** min(len(v.channels), 64))
+        out = v.width * (v.reduce_factor ** 2 if v.reduce == "pixel_shuffle" else 1)
+        if v.encoder == "vit":
+            encoder = 3 * v.patch_size ** 2 * v.width + v.n_layer * _block(v.width)
+        else:
+            widths = [3, *v.channels]
+            encoder = sum(9 * a * b + 9 * b * b for a, b in zip(widths, widths[1:])) + widths[-1] * v.width
+        parts["vision"] = encoder + 2 * side * out
+        media.append(out)
+    if cfg.audio is not None:
+        a = cfg.audio
+        table = (a.tokens_for_frames(a.max_frames) * a.pool + 1) * a.width if a.position == "sinusoidal" else 0
+        parts["audio"] = 3 * a.n_mels * a.width + 3 * a.width ** 2 + a.n_layer * _block(a.width) + table
+        media.append(a.width)
+    if cfg.classifier is None:
+        parts["projector"] = sum(d * m.n_embd + (m.n_embd ** 2 if cfg.fusion.projector == "mlp" else 0)
+                                 for d in media)
+        if cfg.fusion.mode == "cross_attention" and media:
+            layers = -(-m.n_layer // cfg.fusion.cross_every)
+            parts["cross_attention"] = layers * (_block(m.n_embd) + 2 * max(media) * m.n_embd)
+    else:
+        c = cfg.classifier
+        n = len(c.modalities)
+        lstm = 8 * c.lstm_width * (c.lstm_width + max(m.n_embd, cfg.audio.n_mels if cfg.audio else 0))
+        parts["classifier"] = (n * (max([m.n_embd, *media]) * c.width + c.width ** 2) + c.fusion_layers * _block(c.width)
+                               + n * c.width * c.hidden + m.vocab_size * c.lstm_width + 2 * lstm)
+    return parts
+
+
+def _size_keys(cfg: Config, part: str) -> list[tuple[str, Any]]:
+    """The keys that set a part's size, with their values, for an error message."""
+    if part == "vision" and cfg.vision is not None:
+        v = cfg.vision
+        if v.encoder == "vit":
+            return [("vision.width", v.width), ("vision.n_layer", v.n_layer), ("vision.patch_size", v.patch_size),
+                    ("vision.image_size", v.image_size)]
+        return [("vision.channels", v.channels), ("vision.width", v.width), ("vision.image_size", v.image_size)]
+    if part == "audio" and cfg.audio is not None:
+        a = cfg.audio
+        return [("audio.width", a.width), ("audio.n_layer", a.n_layer), ("audio.n_mels", a.n_mels),
+                ("audio.max_seconds", a.max_seconds)]
+    if part == "classifier" and cfg.classifier is not None:
+        c = cfg.classifier
+        return [("classifier.width", c.width), ("classifier.hidden", c.hidden),
+                ("classifier.fusion_layers", c.fusion_layers), ("classifier.lstm_width", c.lstm_width)]
+    m = cfg.model
+    return [("model.n_embd", m.n_embd), ("model.n_layer", m.n_layer), ("model.vocab_size", m.vocab_size),
+            ("model.block_size", m.block_size), ("model.mlp_ratio", m.mlp_ratio)]

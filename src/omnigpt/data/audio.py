@@ -335,6 +335,18 @@ def log_mel(waves: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
     return out[0] if single else out
 
 
+def min_samples(cfg: MelConfig) -> int:
+    """The fewest samples `log_mel` takes: more than n_fft // 2 (for the reflect padding), and a whole hop so
+    that the clip gives at least one frame."""
+    return max(cfg.n_fft // 2 + 1, cfg.hop_length)
+
+
+def pad_short(wave: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
+    """A 1-D wave shorter than `min_samples` with silence appended up to it; a longer one as it is."""
+    short = min_samples(cfg) - wave.shape[-1]
+    return torch.nn.functional.pad(wave, (0, short)) if short > 0 else wave
+
+
 def _check_long_enough(samples: int, cfg: MelConfig) -> None:
     if samples <= cfg.n_fft // 2:
         raise ValueError(f"log_mel: a wave of {samples} samples is too short for n_fft={cfg.n_fft} "

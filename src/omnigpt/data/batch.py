@@ -54,6 +54,8 @@ class Batch:
     text_lengths: Optional[torch.Tensor] = None  # (B,)
     present: Optional[torch.Tensor] = None  # (B, M) boolean, the modalities (MODALITIES order) each row has
     class_weights: Optional[torch.Tensor] = None  # (classes,)
+    # Rows whose first draw named a file that could not be decoded, drawn again (data.on_bad_file: skip).
+    skipped: int = 0
 
     def to(self, device: str | torch.device) -> "Batch":
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)

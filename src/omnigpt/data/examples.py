@@ -22,7 +22,8 @@ from .builtin import matching, speech
 from .builtin import scenes as builtin_scenes
 from .labeled import LabeledRow, read_labeled_manifest
 from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, vqa_prompt
-from .sources import AudioText, ImageText, read_audio_source, read_source
+from .sources import AudioText, ImageText, confine, read_audio_source, read_source, resolve_root
+
 from .text import DataError, read_corpus
 
 Image = optional("PIL.Image")
@@ -50,6 +51,7 @@ class Example:
     image: Optional[Image.Image | Path] = None
     audio: Optional[np.ndarray | Path] = None  # mono samples at the model's sample rate, or a file
     label: Optional[str] = None
+    where: str = ""  # the manifest and line it was read from, for messages about its files ("" if built in)
 
 
 class ExampleSet(Protocol):
@@ -169,8 +171,8 @@ class FileExamples:
     def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
         it = self.items[index]
         if it.question is not None:
-            return Example(vqa_prompt(it.question), it.text, "vqa", image=it.image)
-        return Example(CAPTION_PROMPT, it.text, "caption", image=it.image)
+            return Example(vqa_prompt(it.question), it.text, "vqa", image=it.image, where=it.where)
+        return Example(CAPTION_PROMPT, it.text, "caption", image=it.image, where=it.where)
 
     def texts(self) -> list[str]:
         return [t for it in self.items for t in ((it.question or ""), it.text) if t]
@@ -195,8 +197,8 @@ class AudioFileExamples:
     def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
         it = self.items[index]
         if it.label is not None:
-            return Example(CLASSIFY_PROMPT, it.label, "classify", audio=it.audio)
-        return Example(TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio)
+            return Example(CLASSIFY_PROMPT, it.label, "classify", audio=it.audio, where=it.where)
+        return Example(TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio, where=it.where)
 
     def texts(self) -> list[str]:
         return [it.text for it in self.items] + ["transcript:", "class:"]
@@ -218,7 +220,7 @@ class RowExamples:
 
     def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
         r = self.rows[index]
-        return Example(r.text, task="classify", image=r.image, audio=r.audio, label=r.label)
+        return Example(r.text, task="classify", image=r.image, audio=r.audio, label=r.label, where=r.where)
 
     def labels(self) -> list[str]:
         return sorted({r.label for r in self.rows})
@@ -335,6 +337,11 @@ def cache_dir(cfg: Config) -> Path:
     return Path(cfg.data.cache_dir or os.environ.get("OMNIGPT_CACHE") or Path.home() / ".cache" / "omnigpt")
 
 
+def media_root(cfg: Config) -> Optional[str]:
+    """data.media_root: the folder every file of the sources must be in (None: anywhere)."""
+    return getattr(cfg.data, "media_root", None)
+
+
 def builtin_size(cfg: Config) -> int:
     """Built-in scenes are drawn at the encoder's resolution (64 px unless the config says otherwise)."""
     return max(24, cfg.vision.image_size) if cfg.vision else 64
@@ -344,7 +351,7 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
                  labels: Optional[Sequence[str]] = None) -> list[ExampleSet]:
     """The example sets of `specs` (data.sources or data.val_sources): a classifier's labeled sources when
     the config has a classifier section, else a generator's. labels: the classes a labeled manifest's rows
-    must be among (a trained classifier's)."""
+    must be among (a trained classifier's). Files must lie in data.media_root when it is set."""
     if cfg.classifier is not None:
         return [_labeled_source(cfg, spec, split, labels) for spec in specs]
     d = cfg.data
@@ -358,14 +365,16 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
             sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
                                       d.questions_per_example if split == "train" else 1))
         elif spec.startswith("text:"):
+            if spec != "text:builtin":
+                confine(spec[len("text:"):], resolve_root(media_root(cfg)), "text source")
             sets.append(TextExamples([spec[len("text:"):]], d.encoding_errors, d.text_chars))
         elif spec.startswith("builtin:"):
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
                               f"and {BUILTIN_SPEECH!r} (and text:builtin, Python's own help text)")
         elif _is_audio_source(spec, cfg):
-            sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file)))
+            sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file, root=media_root(cfg))))
         else:
-            sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file), d.tasks))
+            sets.append(FileExamples(read_source(spec, d.images, d.on_bad_file, root=media_root(cfg)), d.tasks))
     return sets
 
 
@@ -377,7 +386,7 @@ def _labeled_source(cfg: Config, spec: str, split: str, labels: Optional[Sequenc
         raise ConfigError(f"unknown built-in source {spec!r} for a classifier: the built-in task is "
                           f"{BUILTIN_MATCHING!r}")
     if spec.lower().endswith((".jsonl", ".csv")):
-        return RowExamples(read_labeled_manifest(spec, cfg.data.on_bad_file, labels))
+        return RowExamples(read_labeled_manifest(spec, cfg.data.on_bad_file, labels, root=media_root(cfg)))
     raise DataError(f"unknown classification source {spec!r}: give {BUILTIN_MATCHING}, or a .jsonl or .csv "
                     f"manifest of text/image/audio/label rows")
 

@@ -17,7 +17,7 @@ import torch
 
 from ..config import MODALITIES, AudioConfig, Config, ConfigError
 from ..tokenizer import Tokenizer
-from .audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel
+from .audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel, pad_short
 from .batch import Batch, Features, collate, collate_classes, expand_placeholders
 from .image import Augment, ImageSource, ImageTransform, preprocess
 from .prompts import target_text
@@ -87,7 +87,8 @@ class Inputs:
 
     def audio(self, clip: AudioInput, rng: Optional[random.Random] = None) -> torch.Tensor:
         """A clip (a file, bytes, or mono samples at the model's rate) -> log-mel features (n_mels, frames);
-        with noise and SpecAugment when rng is given and the config asks for them."""
+        with noise and SpecAugment when rng is given and the config asks for them. A clip too short for one
+        frame (`audio.min_samples`: 201 samples at the default n_fft and hop) is padded with silence."""
         if self.mel is None:
             raise ConfigError("the data has audio but the config has no 'audio' section")
         if isinstance(clip, (str, Path, bytes)):
@@ -96,6 +97,11 @@ class Inputs:
             wave = torch.as_tensor(clip, dtype=torch.float32)
             if wave.dim() != 1:
                 raise InputError(f"audio samples must be 1-D (mono), got shape {tuple(wave.shape)}")
+            if wave.numel() == 0:
+                raise InputError("audio samples are empty (0 samples)")
+            if not torch.isfinite(wave).all():
+                raise InputError("audio samples hold NaN or infinite values")
+        wave = pad_short(wave, self.mel)
         if rng is not None and self.noise_snr_db:
             wave = add_noise(wave, rng.uniform(*self.noise_snr_db), rng)
         features = log_mel(wave, self.mel)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .sources import OnError, _json_line, _Problems, _string_field, audio_problem, image_problem
+from .sources import (OnError, Root, _json_line, _Problems, _string_field, _within, audio_problem, confine,
+                      image_problem, resolve_root)
 from .text import DataError
 
 INPUTS = ("text", "image", "audio")
@@ -94,11 +95,13 @@ def _parse(raw: object, folder: Path, csv_row: bool) -> LabeledRow:
 
 
 def read_labeled_manifest(path: str | Path, on_error: OnError = "error", labels: Optional[Sequence[str]] = None,
-                          check_files: bool = True) -> list[LabeledRow]:
+                          check_files: bool = True, root: Root = None) -> list[LabeledRow]:
     """Rows of a JSONL or CSV classification manifest, in file order. labels: the classes a trained model
-    knows; a row with another label is then a bad row."""
+    knows; a row with another label is then a bad row. root: data.media_root (see `data.sources`)."""
     path = Path(path)
     problems = _Problems(str(path), on_error)
+    folder_root = resolve_root(root)
+    confine(path, folder_root, "manifest")
     raw = _rows(path)
     if not raw:
         raise DataError(f"{path}: the manifest has no rows")
@@ -117,6 +120,8 @@ def read_labeled_manifest(path: str | Path, on_error: OnError = "error", labels:
         row.line, row.source = number, str(path)
         if known is not None and row.label not in known:
             problems.report(f"{where}: label {row.label!r} is not one of the model's classes {sorted(known)}")
+            continue
+        if not _within([row], lambda r: [r.image, r.audio], folder_root, problems):
             continue
         bad = None
         for file, check in ((row.image, image_problem), (row.audio, audio_problem)):

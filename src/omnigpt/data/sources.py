@@ -16,9 +16,14 @@ Accepted audio sources (`read_audio_source`):
                               with lines "SPEAKER-CHAPTER-UTTERANCE TEXT" and the audio UTTERANCE-ID.flac beside it
   audiofolder:FOLDER          one folder per class: FOLDER/LABEL/*.wav (.flac, .ogg, .mp3)
 
-Every problem is found at read time, never mid-epoch: a bad row, an unknown image id, a missing or unreadable
-image or audio file is either an error (on_error="error") or skipped with one warning that counts and lists
-what was skipped (on_error="skip").
+Every problem that can be found without decoding is found at read time: a bad row, an unknown image id, a
+missing or unreadable image or audio file is either an error (on_error="error") or skipped with one warning that
+counts and lists what was skipped (on_error="skip"). A file whose header is fine but whose data is not is found
+when it is decoded (training skips or refuses it then, naming the manifest line: `data.training`).
+
+media_root (every reader takes it; default None, no restriction): the folder every file must be in. A source,
+or a file a row names, outside it (through `../`, an absolute path or a symbolic link) is refused before it
+is opened, with a message that does not say whether it exists.
 """
 from __future__ import annotations
 
@@ -32,14 +37,14 @@ from typing import Callable, Literal, Optional
 
 
 from ..extras import MissingExtraError, optional
-from ..tokenizer import SPECIAL_TOKENS
 from .image import MAX_FILE_BYTES, MAX_PIXELS
-from .text import DataError
+from .text import DataError, reserved_token
 
 sf = optional("soundfile")
 Image = optional("PIL.Image")
 
 OnError = Literal["skip", "error"]
+Root = Optional[str | Path]  # data.media_root
 ACCEPTED = ("PATH.jsonl (a JSONL manifest)", "coco:CAPTIONS.json (COCO captions; needs images=FOLDER)")
 AUDIO_ACCEPTED = ('PATH.jsonl (a JSONL manifest of {"audio", "text" or "label"} rows)',
                   "librispeech:FOLDER (a LibriSpeech split folder such as LibriSpeech/dev-clean)",
@@ -184,10 +189,47 @@ def _string_field(row: dict, key: str) -> str:
 
 def check_text(text: str, key: str = "text") -> None:
     """Refuse text holding a special token such as <image>: it would be read as a placeholder."""
-    found = [t for t in SPECIAL_TOKENS if t in text]
-    if found:
-        raise DataError(f"{key!r} contains the special token {found[0]}, which omnigpt reserves "
+    token = reserved_token(text)
+    if token is not None:
+        raise DataError(f"{key!r} contains the special token {token}, which omnigpt reserves "
                         f"(it would become a placeholder): {text[:80]!r}")
+
+
+def resolve_root(root: Root) -> Optional[Path]:
+    """data.media_root resolved (symbolic links followed), or None for no restriction."""
+    if root is None:
+        return None
+    folder = Path(root).expanduser().resolve()
+    if not folder.is_dir():
+        raise DataError(f"data.media_root is not a folder: {root}")
+    return folder
+
+
+def outside(path: Path, root: Optional[Path]) -> bool:
+    """Whether `path` (symbolic links followed) lies outside `root`; never, when root is None."""
+    return root is not None and not Path(path).resolve().is_relative_to(root)
+
+
+def confine(path: str | Path, root: Optional[Path], what: str = "source") -> Path:
+    """`path`, or DataError when it lies outside `root` (checked before the path is opened or looked at, so the
+    message is the same whether it exists or not)."""
+    if outside(Path(path), root):
+        raise DataError(f"{what} {path} is outside data.media_root {root}")
+    return Path(path)
+
+
+def _within(items: list, paths_of: Callable[[object], list], root: Optional[Path], problems: "_Problems") -> list:
+    """The items whose files (paths_of(item), None for none) all lie inside root; the others are reported."""
+    if root is None:
+        return items
+    kept = []
+    for it in items:
+        bad = next((p for p in paths_of(it) if p is not None and outside(p, root)), None)
+        if bad is None:
+            kept.append(it)
+        else:
+            problems.report(f"{it.where}: {bad} is outside data.media_root {root}")
+    return kept
 
 
 def _media_path(row: object, key: str, other: str, reader: str) -> Path:
@@ -243,19 +285,25 @@ def _json_line(line: str) -> object:
         raise DataError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
-def read_manifest(path: str | Path, on_error: OnError = "error", check_images: bool = True) -> list[ImageText]:
-    """Examples of a JSONL manifest, one per non-blank line, in file order (see the module docstring)."""
+def read_manifest(path: str | Path, on_error: OnError = "error", check_images: bool = True,
+                  root: Root = None) -> list[ImageText]:
+    """Examples of a JSONL manifest, one per non-blank line, in file order (see the module docstring).
+    root: data.media_root."""
     def row(obj: object, folder: Path, number: int) -> ImageText:
         image, text, question = _manifest_row(obj, folder)
         return ImageText(image, text, number, str(path), question)
 
-    return _read_jsonl(Path(path), on_error, row, _check_images if check_images else None)
+    return _read_jsonl(Path(path), on_error, row, _check_images if check_images else None,
+                       lambda ex: [ex.image], root)
 
 
-def _read_jsonl(path: Path, on_error: OnError, row, check=None) -> list:
+def _read_jsonl(path: Path, on_error: OnError, row, check=None, paths_of=None, root: Root = None) -> list:
     """The items of a JSONL manifest: row(json value, the manifest's folder, line number) for each non-blank
-    line, a bad one reported with its line number (fatal, or skipped); then check(items, problems)."""
+    line, a bad one reported with its line number (fatal, or skipped); then those with a file outside root
+    (paths_of(item): its files) reported, then check(items, problems)."""
     problems = _Problems(str(path), on_error)
+    folder_root = resolve_root(root)
+    confine(path, folder_root, "manifest")
     lines = _manifest_lines(path)
     folder = path.absolute().parent
     items = []
@@ -264,6 +312,8 @@ def _read_jsonl(path: Path, on_error: OnError, row, check=None) -> list:
             items.append(row(_json_line(line), folder, number))
         except DataError as exc:
             problems.report(f"{path} line {number}: {exc}")
+    if paths_of is not None:
+        items = _within(items, paths_of, folder_root, problems)
     if check is not None:
         items = check(items, problems)
     return problems.finish(items, len(lines))
@@ -298,11 +348,14 @@ def _coco_file_names(data: object, path: Path) -> dict[object, str]:
 
 
 def read_coco_captions(path: str | Path, images: str | Path, on_error: OnError = "error",
-                       check_images: bool = True) -> list[ImageText]:
+                       check_images: bool = True, root: Root = None) -> list[ImageText]:
     """One example per caption annotation of a COCO captions JSON (`annotations/captions_train2017.json`
-    layout), in annotation order; image i is `images / file_name of i`."""
+    layout), in annotation order; image i is `images / file_name of i`. root: data.media_root."""
     path, folder = Path(path), Path(images)
     problems = _Problems(str(path), on_error)
+    folder_root = resolve_root(root)
+    confine(path, folder_root, "COCO captions file")
+    confine(folder, folder_root, "COCO image folder")
     data = _load_json(path)
     names = _coco_file_names(data, path)
     if not folder.is_dir():
@@ -326,6 +379,7 @@ def read_coco_captions(path: str | Path, images: str | Path, on_error: OnError =
             problems.report(f"{where} (annotations[{i}]): {exc}")
             continue
         examples.append(ImageText(folder / names[ann["image_id"]], ann["caption"], None, where))
+    examples = _within(examples, lambda ex: [ex.image], folder_root, problems)
     if check_images:
         examples = _check_images(examples, problems)
     return problems.finish(examples, len(data["annotations"]))
@@ -347,16 +401,16 @@ def _source_prefix(spec: str) -> Optional[str]:
 
 
 def read_source(spec: str, images: Optional[str] = None, on_error: OnError = "error",
-                check_images: bool = True) -> list[ImageText]:
+                check_images: bool = True, root: Root = None) -> list[ImageText]:
     """Examples of an image source spec: "coco:CAPTIONS.json" (with `images` = the image folder) or
-    "PATH.jsonl". Audio sources are read by `read_audio_source`."""
+    "PATH.jsonl". Audio sources are read by `read_audio_source`. root: data.media_root."""
     accepted = "; ".join(ACCEPTED)
     prefix = _source_prefix(spec)
     if prefix == "coco":
         if images is None:
             raise DataError(f"source {spec!r}: a COCO captions file needs its image folder (images=FOLDER); "
                             f"the folder cannot be guessed from the JSON's name")
-        return read_coco_captions(spec[len("coco:"):], images, on_error, check_images)
+        return read_coco_captions(spec[len("coco:"):], images, on_error, check_images, root)
     if prefix in AUDIO_READERS:
         raise DataError(f"source {spec!r} is an audio source: read it with read_audio_source; "
                         f"accepted image sources: {accepted}")
@@ -366,7 +420,7 @@ def read_source(spec: str, images: Optional[str] = None, on_error: OnError = "er
         if images is not None:
             raise DataError(f"source {spec!r}: images= applies to coco: sources only; a manifest's image paths "
                             f"are relative to the manifest's folder")
-        return read_manifest(spec, on_error, check_images)
+        return read_manifest(spec, on_error, check_images, root)
     raise DataError(f"unknown source {spec!r}; accepted: {accepted}")
 
 
@@ -383,15 +437,18 @@ def _audio_row(row: object, folder: Path) -> tuple[Path, str, Optional[str]]:
     return (audio if audio.is_absolute() else folder / audio), text, label
 
 
-def read_audio_manifest(path: str | Path, on_error: OnError = "error", check_audio: bool = True) -> list[AudioText]:
+def read_audio_manifest(path: str | Path, on_error: OnError = "error", check_audio: bool = True,
+                        root: Root = None) -> list[AudioText]:
     """Examples of a JSONL audio manifest, one per non-blank line, in file order: {"audio": path, "text":
     transcript} or {"audio": path, "label": class}; other keys (duration, speaker ...) are ignored. Relative
-    audio paths are relative to the manifest's folder. `check_audio` reads each file's header (`audio_problem`)."""
+    audio paths are relative to the manifest's folder. `check_audio` reads each file's header (`audio_problem`).
+    root: data.media_root."""
     def row(obj: object, folder: Path, number: int) -> AudioText:
         audio, text, label = _audio_row(obj, folder)
         return AudioText(audio, text, number, str(path), label)
 
-    return _read_jsonl(Path(path), on_error, row, _check_audio if check_audio else None)
+    return _read_jsonl(Path(path), on_error, row, _check_audio if check_audio else None,
+                       lambda ex: [ex.audio], root)
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -436,16 +493,20 @@ def _no_librispeech(root: Path) -> str:
     return f"no LibriSpeech transcripts under {root}: expected SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt{hint}"
 
 
-def read_librispeech(root: str | Path, on_error: OnError = "error", check_audio: bool = True) -> list[AudioText]:
+def read_librispeech(root: str | Path, on_error: OnError = "error", check_audio: bool = True,
+                     media: Root = None) -> list[AudioText]:
     """One example per transcript line of a LibriSpeech split folder (e.g. LibriSpeech/dev-clean):
     root/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt holds lines "SPEAKER-CHAPTER-UTTERANCE TEXT", whose audio is
     UTTERANCE-ID.flac in the same folder. Speakers and chapters in folder-name order, lines in file order. The
     text is kept as written (upper case in LibriSpeech; `normalize_transcript` lowers it for WER).
 
     Reported with file and line: a malformed line, a missing or unreadable .flac (when `check_audio`), a
-    speaker folder without chapter folders, a chapter folder without a transcript, an empty transcript."""
+    speaker folder without chapter folders, a chapter folder without a transcript, an empty transcript.
+    media: data.media_root."""
     root = Path(root)
     problems = _Problems(str(root), on_error)
+    folder_root = resolve_root(media)
+    confine(root, folder_root, "LibriSpeech folder")
     if not root.is_dir():
         raise DataError(f"LibriSpeech folder not found: {root}")
     root = root.absolute()
@@ -469,6 +530,7 @@ def read_librispeech(root: str | Path, on_error: OnError = "error", check_audio:
                 found, count = _librispeech_transcript(transcript, problems)
                 examples += found
                 total += count
+    examples = _within(examples, lambda ex: [ex.audio], folder_root, problems)
     if check_audio:
         examples = _check_audio(examples, problems)
     return problems.finish(examples, total)
@@ -479,13 +541,15 @@ def _is_audio_file(path: Path, extensions: tuple[str, ...]) -> bool:
 
 
 def read_audio_folders(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS, on_error: OnError = "error",
-                       check_audio: bool = True) -> list[AudioText]:
+                       check_audio: bool = True, media: Root = None) -> list[AudioText]:
     """One classification example per audio file of root/LABEL/NAME.wav: label (and text) = the folder's name.
     Classes in folder-name order, files in name order within a class. Only files directly inside a class folder
     with a suffix in `extensions` (any case) count; other files, hidden entries and files directly under root
-    are ignored. A class folder without audio files is reported."""
+    are ignored. A class folder without audio files is reported. media: data.media_root."""
     root = Path(root)
     problems = _Problems(str(root), on_error)
+    folder_root = resolve_root(media)
+    confine(root, folder_root, "audio folder")
     extensions = tuple(e.lower() for e in ((extensions,) if isinstance(extensions, str) else extensions))
     if not extensions or not all(e.startswith(".") for e in extensions):
         raise ValueError(f"extensions must be suffixes with their dot, such as ('.wav', '.flac'), got {extensions!r}")
@@ -506,6 +570,7 @@ def read_audio_folders(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXT
             problems.report(f"{folder}: class {folder.name!r} has no audio files ({', '.join(extensions)})")
         examples += [AudioText(f, folder.name, None, f"{root} class {folder.name}", folder.name) for f in files]
         total += len(files)
+    examples = _within(examples, lambda ex: [ex.audio], folder_root, problems)
     if check_audio:
         examples = _check_audio(examples, problems)
     return problems.finish(examples, total)
@@ -514,18 +579,19 @@ def read_audio_folders(root: str | Path, extensions: tuple[str, ...] = AUDIO_EXT
 AUDIO_READERS = {"librispeech": read_librispeech, "audiofolder": read_audio_folders}
 
 
-def read_audio_source(spec: str, on_error: OnError = "error", check_audio: bool = True) -> list[AudioText]:
+def read_audio_source(spec: str, on_error: OnError = "error", check_audio: bool = True,
+                      root: Root = None) -> list[AudioText]:
     """Examples of an audio source spec: "librispeech:FOLDER", "audiofolder:FOLDER" or "PATH.jsonl" (a manifest
-    of {"audio", "text" or "label"} rows); see the module docstring."""
+    of {"audio", "text" or "label"} rows); see the module docstring. root: data.media_root."""
     accepted = "; ".join(AUDIO_ACCEPTED)
     prefix = _source_prefix(spec)
     if prefix in AUDIO_READERS:
-        return AUDIO_READERS[prefix](spec[len(prefix) + 1:], on_error=on_error, check_audio=check_audio)
+        return AUDIO_READERS[prefix](spec[len(prefix) + 1:], on_error=on_error, check_audio=check_audio, media=root)
     if prefix == "coco":
         raise DataError(f"source {spec!r} is an image source: read it with read_source; accepted audio sources: "
                         f"{accepted}")
     if prefix:
         raise DataError(f"unknown audio source prefix {prefix!r} in {spec!r}; accepted: {accepted}")
     if spec.lower().endswith(".jsonl"):
-        return read_audio_manifest(spec, on_error, check_audio)
+        return read_audio_manifest(spec, on_error, check_audio, root)
     raise DataError(f"unknown audio source {spec!r}; accepted: {accepted}")

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from ..atomic import write_atomic
-from ..tokenizer import Tokenizer
+from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 
 BUILTIN = "builtin"
+NEWLINE = "\n"
 
 
 class DataError(ValueError):
@@ -45,8 +46,28 @@ def read_text_file(path: str | Path, errors: str = "strict") -> str:
                         f"fix the file or pass --errors replace") from None
 
 
+def reserved_token(text: str) -> Optional[str]:
+    """The first special token (`<image>`, `<audio>`, `<|eos|>` ...) that `text` holds, or None."""
+    return next((t for t in SPECIAL_TOKENS if t in text), None)
+
+
+def check_plain_text(text: str, where: str, by_line: bool = False) -> None:
+    """Refuse text that holds a special token such as `<image>`: the tokenizer would read it as a placeholder
+    or control token, not as the characters written. `where` names the text in the message (a file, or a flag
+    such as "--text"), followed by the line of the token when the text has several lines or `by_line`."""
+    token = reserved_token(text)
+    if token is None:
+        return
+    at = text.index(token)
+    line = f" line {text.count(NEWLINE, 0, at) + 1}" if by_line or NEWLINE in text else ""
+    raise DataError(f"{where}{line}: contains the special token {token}, which omnigpt reserves (it would become "
+                    f"a placeholder or control token, not text); remove it or write it another way, such as "
+                    f"'{token[0]} {token[1:]}'")
+
+
 def read_corpus(sources: Sequence[str], errors: str = "strict") -> list[str]:
-    """Documents from each source: 'builtin' (many documents), or a text file (one document)."""
+    """Documents from each source: 'builtin' (many documents), or a text file (one document). Text holding a
+    special token (`check_plain_text`) is an error naming the file and line."""
     docs: list[str] = []
     for src in sources:
         if src == BUILTIN:
@@ -55,6 +76,7 @@ def read_corpus(sources: Sequence[str], errors: str = "strict") -> list[str]:
         text = read_text_file(src, errors)
         if not text.strip():
             raise DataError(f"corpus file is empty: {src}")
+        check_plain_text(text, str(src), by_line=True)
         docs.append(text)
     if not docs:
         raise DataError("the corpus is empty: no documents were read")
@@ -87,17 +109,55 @@ def prepare_tokens(docs: Sequence[str], tokenizer: Tokenizer, out_dir: str | Pat
     return out
 
 
-def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
-    """Memory-map one split's token file."""
+TOKEN_DTYPES = ("uint16", "uint32")
+
+
+def _damaged(data_dir: Path, what: str) -> DataError:
+    return DataError(f"{what}; the prepared token data in {data_dir} is damaged: delete that folder and run "
+                     f"again (with --resume for a run folder): the corpus is tokenized anew")
+
+
+def read_token_meta(data_dir: str | Path) -> dict:
+    """meta.json of a prepared folder: {"dtype", "vocab_size", "train_tokens", "val_tokens"}; a missing,
+    unreadable or malformed one is a DataError naming the file."""
     data_dir = Path(data_dir)
     meta_path = data_dir / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"no prepared token data in {data_dir} (meta.json missing)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _damaged(data_dir, f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno} column "
+                                 f"{exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise _damaged(data_dir, f"{meta_path}: invalid UTF-8 at byte offset {exc.start}") from None
+    if not isinstance(meta, dict) or meta.get("dtype") not in TOKEN_DTYPES:
+        found = meta.get("dtype") if isinstance(meta, dict) else type(meta).__name__
+        raise _damaged(data_dir, f"{meta_path}: expected an object with 'dtype' one of {list(TOKEN_DTYPES)}, "
+                                 f"found {found!r}")
+    for key in ("train_tokens", "val_tokens"):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise _damaged(data_dir, f"{meta_path}: {key!r} must be a whole number >= 0, found {value!r}")
+    return meta
+
+
+def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
+    """Memory-map one split's token file; a damaged folder (meta.json, or a token file whose size does not
+    match it) is a DataError that says to delete the folder."""
+    data_dir = Path(data_dir)
+    meta = read_token_meta(data_dir)
     path = data_dir / f"{split}.bin"
     if not path.is_file():
         raise DataError(f"token file missing: {path}")
-    return np.memmap(path, dtype=np.dtype(meta["dtype"]), mode="r")
+    dtype = np.dtype(meta["dtype"])
+    size = path.stat().st_size
+    expected = meta.get(f"{split}_tokens")
+    if size % dtype.itemsize or size == 0 or (expected is not None and size != expected * dtype.itemsize):
+        wanted = f"{expected * dtype.itemsize} ({expected} tokens)" if expected is not None else \
+            f"a non-zero multiple of {dtype.itemsize}"
+        raise _damaged(data_dir, f"{path}: {size} bytes, but meta.json calls for {wanted}")
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 @dataclass

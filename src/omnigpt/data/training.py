@@ -4,10 +4,17 @@ featurizer (fine-tuning a generator, training a classifier).
 Both give the trainer the same three things: the tokenizer, `train_batch(step, count, start, stop)` (rows
 start..stop of step `step`'s global batch, a pure function of the seed and the step, so resumed and
 multi-process runs see the same data), and `val_batch(i, batch_size)` (fixed validation batches).
+
+A file that the readers passed (its header is fine) but that cannot be decoded (a truncated JPEG, a WAV of NaN
+samples) is found when a row draws it. Under data.on_bad_file "error" that stops the run, naming the manifest
+and line; under "skip" the row is drawn again with a generator of its own (seed, step, row, attempt), so the
+replacement is the same in every run however it was resumed or split, the row is warned about once
+(`DataWarning`), and the batch counts it (`Batch.skipped`, which the trainer logs as `skipped_files`).
 """
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Protocol
@@ -16,10 +23,15 @@ import torch
 
 from ..config import Config
 from ..tokenizer import Tokenizer
-from .batch import Batch
-from .examples import VAL_SEED, Concat, ExampleSet
+from .audio import AudioError
+from .batch import Batch, Features
+from .examples import VAL_SEED, Concat, Example, ExampleSet
+from .image import ImageError
 from .inputs import Inputs
+from .sources import DataWarning
 from .text import DataError, FIMTokens, TokenWindows, load_tokens
+
+MAX_DRAWS = 100  # draws of one row before the files are deemed all bad
 
 
 class TrainingData(Protocol):
@@ -60,6 +72,8 @@ class ExampleData:
         self.tokenizer = tokenizer
         self.train_set, self.val_set = train, val
         self.inputs = Inputs(cfg, tokenizer)
+        self.on_bad_file = cfg.data.on_bad_file
+        self.bad_rows: set[str] = set()  # the manifest rows whose file could not be decoded, warned about once
         self.class_weights = None
         if cfg.classifier is not None and cfg.classifier.class_weights == "balanced":
             labels = cfg.classifier.labels
@@ -68,12 +82,42 @@ class ExampleData:
             self.class_weights = torch.tensor([n / (len(labels) * max(counts[label], 1)) for label in labels])
 
     def _rows(self, examples: ExampleSet, seed: int, step: int, start: int, stop: int, augment: bool) -> Batch:
-        rows = []
+        rows, skipped = [], 0
         for r in range(start, stop):
-            rng = random.Random(hash((seed, step, r)))
+            features, redrawn = self._row(examples, seed, step, r, augment)
+            rows.append(features)
+            skipped += redrawn
+        batch = self.inputs.collate(rows, self.class_weights)
+        batch.skipped = skipped
+        return batch
+
+    def _row(self, examples: ExampleSet, seed: int, step: int, r: int, augment: bool) -> tuple[Features, int]:
+        """Row r of step `step`, and 1 if it had to be drawn again because a file could not be decoded (else 0).
+        The first draw's generator is (seed, step, r); draw k > 0 takes (seed, step, r, k), so the outcome never
+        depends on what a failed draw consumed or on which bad rows this process has already met."""
+        for attempt in range(MAX_DRAWS):
+            rng = random.Random(hash((seed, step, r) if attempt == 0 else (seed, step, r, attempt)))
             ex = examples.draw(rng) if isinstance(examples, Concat) else examples.example(rng.randrange(len(examples)), rng)
-            rows.append(self.inputs.features(ex, rng if augment else None))
-        return self.inputs.collate(rows, self.class_weights)
+            try:
+                return self.inputs.features(ex, rng if augment else None), int(attempt > 0)
+            except (ImageError, AudioError) as exc:
+                last = self._bad_file(ex, exc)
+        raise DataError(f"step {step} row {r}: {MAX_DRAWS} draws in a row named files that cannot be decoded (the "
+                        f"last: {last}); fix or remove the broken files")
+
+    def _bad_file(self, ex: Example, exc: DataError) -> str:
+        """Raise (data.on_bad_file "error") or warn once about a row whose file could not be decoded; the
+        message names the manifest and line."""
+        if not ex.where:
+            raise exc
+        message = f"{ex.where}: {exc}"
+        if self.on_bad_file == "error":
+            raise type(exc)(f"{message}; to skip such files set data.on_bad_file: skip (--on-bad-file skip)") from None
+        if ex.where not in self.bad_rows:
+            self.bad_rows.add(ex.where)
+            warnings.warn(f"{message}; skipped (data.on_bad_file: skip), its rows are drawn again", DataWarning,
+                          stacklevel=2)
+        return message
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
         examples: ExampleSet = self.train_set

@@ -186,7 +186,9 @@ def _adopt_model_config(cfg: Config, source: str) -> None:
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: Optional[int] = None,
           progress: bool = True, after_validation: Optional[Callable[[Path], None]] = None) -> TrainResult:
     """Pretrain a GPT on config.data.corpus, or fine-tune on config.data.sources (image-text examples);
-    checkpoints and metrics.jsonl go to out_dir (`omnigpt.train` also draws loss.png there).
+    checkpoints and metrics.jsonl go to out_dir (`omnigpt.train` also draws loss.png there). A train row of
+    metrics.jsonl has `skipped_files` when rows of its step named a file that could not be decoded and were
+    drawn again (data.on_bad_file: skip).
 
     resume: continue from out_dir's latest checkpoint, exactly as if the run had never stopped.
     stop_at_step: end (with a checkpoint) after this step without changing the schedule, which still
@@ -299,9 +301,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             batches.append(data.train_batch(step, global_batch, first, first + tc.batch_size))
         # Each micro-batch's mean loss is weighted by its share of the step's supervised tokens, so the
         # gradient is that of the mean over the whole global batch however it is split (DDP then averages
-        # the processes' gradients, hence the world_size factor).
-        step_weight = float(distributed.sum_across(torch.tensor([sum(b.loss_weight() for b in batches)],
-                                                                dtype=torch.float64, device=env.device), env))
+        # the processes' gradients, hence the world_size factor). Rows drawn again for a file that could not
+        # be decoded (data.on_bad_file: skip) are summed alongside.
+        sums = distributed.sum_across(torch.tensor([sum(b.loss_weight() for b in batches),
+                                                    sum(getattr(b, "skipped", 0) for b in batches)],
+                                                   dtype=torch.float64, device=env.device), env)
+        step_weight, skipped = float(sums[0]), int(sums[1])
         for micro, batch in enumerate(batches):
             share = batch.loss_weight() / step_weight
             batch = batch.to(env.device)
@@ -322,8 +327,11 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             raise FloatingPointError(f"training loss became {train_loss} at step {step}; lower train.lr or "
                                      f"resume from the last checkpoint")
         if env.is_main:
-            _append_metrics(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 6),
-                                           "lr": lr, "grad_norm": _finite(round(float(grad_norm), 4))})
+            row = {"step": step, "split": "train", "loss": round(train_loss, 6), "lr": lr,
+                   "grad_norm": _finite(round(float(grad_norm), 4))}
+            if skipped:  # rows of this step whose file could not be decoded, replaced by other examples
+                row["skipped_files"] = skipped
+            _append_metrics(metrics_path, row)
         if budget is not None:
             bar.update(min(budget, int(time.time() - t0)) - bar.n)
             bar.set_postfix(step=f"{step}/{end_step}", loss=f"{train_loss:.3f}", refresh=False)

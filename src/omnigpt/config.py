@@ -103,7 +103,7 @@ class ModelConfig:
     mlp_hidden: Optional[int] = None
     n_kv_head: Optional[int] = None
     qkv_bias: Optional[bool] = None
-    rope_scaling: Optional[dict] = None
+    rope_scaling: Optional[dict[str, Any]] = None  # checked in validate()
 
     def validate(self) -> None:
         check_numbers(self, "model")
@@ -116,6 +116,30 @@ class ModelConfig:
         _fraction("model.dropout", self.dropout)
         _require(self.rope_theta > 0, "model.rope_theta", self.rope_theta, "> 0 (rope's base wavelength)")
         _require(self.norm_eps > 0, "model.norm_eps", self.norm_eps, "> 0 (LayerNorm divides by sqrt(var + eps))")
+        if self.mlp_hidden is not None:
+            _require(self.mlp_hidden >= 1, "model.mlp_hidden", self.mlp_hidden, ">= 1 (or unset: mlp_ratio * n_embd)")
+        if self.n_kv_head is not None:
+            _require(self.n_kv_head >= 1 and self.n_head % self.n_kv_head == 0, "model.n_kv_head", self.n_kv_head,
+                     f"a divisor of model.n_head ({self.n_head}), or unset")
+        if self.rope_scaling is not None:
+            self._check_rope_scaling()
+
+    def _check_rope_scaling(self) -> None:
+        s = self.rope_scaling
+        kind = s.get("rope_type", s.get("type"))
+        if self.position != "rope":
+            raise ConfigError("model.rope_scaling needs model.position: rope")
+        needs = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                                                   "original_max_position_embeddings")}
+        if kind not in needs:
+            raise ConfigError(f"model.rope_scaling rope_type {kind!r} is not supported (linear, llama3)")
+        for key in needs[kind]:
+            value = s.get(key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            _require(ok, f"model.rope_scaling.{key}", value, "a number > 0")
+        if kind == "llama3":
+            _require(s["high_freq_factor"] > s["low_freq_factor"], "model.rope_scaling.high_freq_factor",
+                     s["high_freq_factor"], f"> low_freq_factor ({s['low_freq_factor']})")
 
 
 @dataclass
@@ -675,6 +699,8 @@ def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
 
 def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
+    if tp is Any:  # a value whose section checks it in validate()
+        return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key + ".", source)
     if origin is Union or origin is types.UnionType:
@@ -795,5 +821,12 @@ def _size_keys(cfg: Config, part: str) -> list[tuple[str, Any]]:
         return [("classifier.width", c.width), ("classifier.hidden", c.hidden),
                 ("classifier.fusion_layers", c.fusion_layers), ("classifier.lstm_width", c.lstm_width)]
     m = cfg.model
+    media = [(f"{name}.width", section.width) for name, section in (("vision", cfg.vision), ("audio", cfg.audio))
+             if section is not None]
+    if part == "projector":
+        return [*media, ("model.n_embd", m.n_embd)]
+    if part == "cross_attention":
+        return [*media, ("model.n_embd", m.n_embd), ("model.n_layer", m.n_layer),
+                ("fusion.cross_every", cfg.fusion.cross_every)]
     return [("model.n_embd", m.n_embd), ("model.n_layer", m.n_layer), ("model.vocab_size", m.vocab_size),
             ("model.block_size", m.block_size), ("model.mlp_ratio", m.mlp_ratio)]

@@ -70,11 +70,42 @@ class MediaCache:
             self.after = self.after.expand(n, -1).contiguous()
 
 
-def rope_tables(positions: torch.Tensor, head_size: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+class Rope:
+    """Rotary positions: base wavelength `theta`, and optionally a `scaling` that stretches them to a longer
+    context, as Hugging Face configs write it: {"rope_type" (or "type"): "linear", "factor": f} divides every
+    frequency by f; "llama3" (Llama 3.1) divides only the low frequencies, blending over a middle band, with
+    "factor", "low_freq_factor", "high_freq_factor" and "original_max_position_embeddings"."""
+
+    def __init__(self, theta: float = 10000.0, scaling: Optional[dict] = None):
+        self.theta = theta
+        self.scaling = dict(scaling) if scaling else None
+
+    def frequencies(self, head_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(D/2,) angular frequencies of the rotated pairs."""
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32)
+                                         / head_size))
+        if not self.scaling:
+            return inv_freq
+        kind = self.scaling.get("rope_type", self.scaling.get("type"))
+        factor = float(self.scaling["factor"])
+        if kind == "linear":
+            return inv_freq / factor
+        if kind == "llama3":
+            low, high = float(self.scaling["low_freq_factor"]), float(self.scaling["high_freq_factor"])
+            old_context = float(self.scaling["original_max_position_embeddings"])
+            wavelength = 2 * math.pi / inv_freq
+            scaled = torch.where(wavelength > old_context / low, inv_freq / factor, inv_freq)
+            smooth = (old_context / wavelength - low) / (high - low)
+            blended = (1 - smooth) * scaled / factor + smooth * scaled
+            middle = (wavelength >= old_context / high) & (wavelength <= old_context / low)
+            return torch.where(middle, blended, scaled)
+        raise ValueError(f"rope scaling {kind!r} is not supported (linear, llama3)")
+
+
+def rope_tables(positions: torch.Tensor, head_size: int, rope: Rope | float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin for rotary embeddings at integer `positions` (B, T) -> (B, 1, T, D/2) each."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32)
-                                / head_size))
-    angles = positions.float()[..., None] * inv_freq
+    rope = rope if isinstance(rope, Rope) else Rope(rope)
+    angles = positions.float()[..., None] * rope.frequencies(head_size, positions.device)
     return angles.cos()[:, None], angles.sin()[:, None]
 
 
@@ -86,18 +117,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class SelfAttention(nn.Module):
-    """Causal multi-head self-attention through `F.scaled_dot_product_attention`."""
+    """Multi-head self-attention through `F.scaled_dot_product_attention`, causal unless told otherwise.
+
+    With n_kv_head < n_head (grouped-query attention) each key/value head serves n_head / n_kv_head query
+    heads, and the KV cache holds only the n_kv_head heads. q, k and v come from one fused projection
+    `qkv` whose output is [q (n_head heads) | k (n_kv_head) | v (n_kv_head)].
+    """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 rope_theta: Optional[float] = None, causal: bool = True):
+                 rope_theta: Optional[float] = None, causal: bool = True, *, n_kv_head: Optional[int] = None,
+                 qkv_bias: Optional[bool] = None, rope: Optional[Rope] = None):
         super().__init__()
         self.n_head = n_head
+        self.n_kv_head = n_kv_head or n_head
+        if n_head % self.n_kv_head:
+            raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         self.head_size = n_embd // n_head
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.qkv = nn.Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_size,
+                             bias=bias if qkv_bias is None else qkv_bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
-        self.rope_theta = rope_theta
+        self.rope = rope if rope is not None else (Rope(rope_theta) if rope_theta is not None else None)
         self.causal = causal
         self.record: Optional[list[torch.Tensor]] = None  # a list: attention maps (B, H, T, S) are appended
 
@@ -109,16 +150,23 @@ class SelfAttention(nn.Module):
         may attend; None means plain causal attention over the T tokens (and whatever the cache holds).
         """
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
-        if self.rope_theta is not None:
+        H, Hk, D = self.n_head, self.n_kv_head, self.head_size
+        if Hk == H:
+            q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.qkv(x).split([H * D, Hk * D, Hk * D], dim=-1)
+            q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))
+        if self.rope is not None:
             if positions is None:
                 raise ValueError("RoPE attention needs token positions")
-            cos, sin = rope_tables(positions, self.head_size, self.rope_theta)
+            cos, sin = rope_tables(positions, D, self.rope)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
+        if Hk != H:
+            k, v = k.repeat_interleave(H // Hk, dim=1), v.repeat_interleave(H // Hk, dim=1)
         dropout = self.dropout if self.training else 0.0
         if self.record is not None:
             if mask is None and self.causal and T > 1:

@@ -1,12 +1,18 @@
-"""The Transformer block (pre-norm: x + attn(ln(x)), then x + mlp(ln(x))), shared by every stack in omnigpt."""
+"""The Transformer block (pre-norm: x + attn(norm(x)), then x + mlp(norm(x))), shared by every stack in omnigpt.
+
+Its defaults are GPT-2's layout (LayerNorm, a GELU MLP, multi-head attention, biases everywhere); the options
+give the Llama family's (RMSNorm, a SwiGLU MLP, grouped-query attention, no biases; q/k/v biases alone for
+Qwen2).
+"""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .attention import KVCache, SelfAttention
+from .attention import KVCache, Rope, SelfAttention
 
 
 class MLP(nn.Module):
@@ -23,14 +29,54 @@ class MLP(nn.Module):
         return self.dropout(self.proj(self.act(self.fc(x))))
 
 
+class SwiGLU(nn.Module):
+    """Gated feed-forward: proj(silu(gate(x)) * up(x)) (Shazeer, GLU variants; Llama's MLP)."""
+
+    def __init__(self, n_embd: int, hidden: int, dropout: float = 0.0, bias: bool = False):
+        super().__init__()
+        self.gate = nn.Linear(n_embd, hidden, bias=bias)
+        self.up = nn.Linear(n_embd, hidden, bias=bias)
+        self.proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.silu(self.gate(x)) * self.up(x)))
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, computed in fp32 whatever the input's dtype (as Llama does)."""
+
+    def __init__(self, n_embd: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_embd))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def norm_layer(kind: str, n_embd: int, eps: float, bias: bool) -> nn.Module:
+    """`layernorm` (with a bias unless bias=False) or `rmsnorm` (a gain only)."""
+    return RMSNorm(n_embd, eps) if kind == "rmsnorm" else nn.LayerNorm(n_embd, eps=eps, bias=bias)
+
+
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, mlp_ratio: int = 4, dropout: float = 0.0, bias: bool = True,
-                 norm_eps: float = 1e-5, rope_theta: Optional[float] = None, causal: bool = True):
+                 norm_eps: float = 1e-5, rope_theta: Optional[float] = None, causal: bool = True, *,
+                 norm: str = "layernorm", mlp: str = "gelu", mlp_hidden: Optional[int] = None,
+                 n_kv_head: Optional[int] = None, qkv_bias: Optional[bool] = None, rope: Optional[Rope] = None):
+        """rope_theta: rotary positions with this base (rope: the same with a scaling, for imported models).
+        mlp_hidden: the MLP's inner width (default mlp_ratio * n_embd). n_kv_head: key/value heads for
+        grouped-query attention (default n_head). qkv_bias: biases on q, k, v (default: bias)."""
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd, eps=norm_eps, bias=bias)
-        self.attn = SelfAttention(n_embd, n_head, dropout, bias, rope_theta, causal)
-        self.ln_2 = nn.LayerNorm(n_embd, eps=norm_eps, bias=bias)
-        self.mlp = MLP(n_embd, mlp_ratio * n_embd, dropout, bias)
+        hidden = mlp_hidden or mlp_ratio * n_embd
+        self.ln_1 = norm_layer(norm, n_embd, norm_eps, bias)
+        self.attn = SelfAttention(n_embd, n_head, dropout, bias, rope_theta, causal, n_kv_head=n_kv_head,
+                                  qkv_bias=qkv_bias, rope=rope)
+        self.ln_2 = norm_layer(norm, n_embd, norm_eps, bias)
+        self.mlp = SwiGLU(n_embd, hidden, dropout, bias) if mlp == "swiglu" else MLP(n_embd, hidden, dropout, bias)
 
     def forward(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None) -> torch.Tensor:

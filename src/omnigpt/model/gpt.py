@@ -1,6 +1,8 @@
-"""The decoder-only language model: token (+ position) embeddings, a stack of blocks, a final norm, a tied head.
+"""The decoder-only language model: token (+ position) embeddings, a stack of blocks, a final norm, a head.
 
-With `position: learned`, `bias: true` and `tie_embeddings: true` the parameter layout is GPT-2's.
+With `position: learned`, `bias: true` and `tie_embeddings: true` the parameter layout is GPT-2's; with
+`position: rope`, `norm: rmsnorm`, `mlp: swiglu`, `bias: false` (and `n_kv_head` for grouped-query
+attention) it is Llama's.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import IGNORE_INDEX, ModelConfig
-from .attention import KVCache, sinusoidal_table
-from .block import Block
+from .attention import KVCache, Rope, sinusoidal_table
+from .block import Block, norm_layer
 
 __all__ = ["GPT", "IGNORE_INDEX"]
 
@@ -33,11 +35,13 @@ class GPT(nn.Module):
         elif c.position == "sinusoidal":
             self.register_buffer("sin_table", sinusoidal_table(c.block_size, c.n_embd), persistent=False)
         self.drop = nn.Dropout(c.dropout)
-        rope = c.rope_theta if c.position == "rope" else None
+        rope = Rope(c.rope_theta, c.rope_scaling) if c.position == "rope" else None
         self.blocks = nn.ModuleList(
-            Block(c.n_embd, c.n_head, c.mlp_ratio, c.dropout, c.bias, c.norm_eps, rope) for _ in range(c.n_layer)
+            Block(c.n_embd, c.n_head, c.mlp_ratio, c.dropout, c.bias, c.norm_eps, causal=True, norm=c.norm, mlp=c.mlp,
+                  mlp_hidden=c.mlp_hidden, n_kv_head=c.n_kv_head, qkv_bias=c.qkv_bias, rope=rope)
+            for _ in range(c.n_layer)
         )
-        self.ln_f = nn.LayerNorm(c.n_embd, eps=c.norm_eps, bias=c.bias)
+        self.ln_f = norm_layer(c.norm, c.n_embd, c.norm_eps, c.bias)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -147,7 +151,7 @@ class GPT(nn.Module):
     def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list[KVCache]:
         c = self.config
         p = self.wte.weight
-        return [KVCache(batch, c.n_head, max_len, c.n_embd // c.n_head, dtype or p.dtype, p.device)
+        return [KVCache(batch, c.n_kv_head or c.n_head, max_len, c.n_embd // c.n_head, dtype or p.dtype, p.device)
                 for _ in range(c.n_layer)]
 
 

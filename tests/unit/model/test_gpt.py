@@ -105,3 +105,44 @@ def test_decoding_head_follows_weight_updates():
         reference = model(x)[0][:, -1:]  # the full sequence: the plain F.linear path
     assert not torch.allclose(fast, after)
     torch.testing.assert_close(after, reference, atol=1e-5, rtol=0)
+
+
+LLAMA_STYLE = {"vocab_size": 64, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32, "position": "rope",
+               "norm": "rmsnorm", "mlp": "swiglu", "mlp_hidden": 48, "n_kv_head": 2, "bias": False,
+               "qkv_bias": True, "tie_embeddings": False,
+               "rope_scaling": {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                                "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}
+
+
+def test_llama_style_block_decodes_with_a_cache_of_kv_heads_as_without():
+    from omnigpt.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**LLAMA_STYLE)).eval()
+    names = dict(model.named_parameters())
+    assert names["blocks.0.attn.qkv.weight"].shape == (32 + 2 * 16, 32)  # 4 query heads, 2 key/value heads of 8
+    assert "blocks.0.attn.qkv.bias" in names and "blocks.0.attn.proj.bias" not in names
+    assert {"blocks.0.mlp.gate.weight", "blocks.0.mlp.up.weight", "lm_head.weight"} <= set(names)
+    caches = model.new_caches(1, 20)
+    assert caches[0].k.shape == (1, 2, 20, 8)
+    ids = torch.randint(0, 64, (1, 12))
+    with torch.no_grad():
+        full, _ = model(ids)
+        first, _ = model(ids[:, :6], caches=caches)
+        steps = [model(ids[:, t:t + 1], caches=caches)[0] for t in range(6, 12)]
+    assert torch.allclose(torch.cat([first] + steps, 1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"n_kv_head": 3}, "model.n_kv_head must be a divisor of model.n_head (4)"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_type 'yarn' is not supported (linear, llama3)"),
+    ({"rope_scaling": {"rope_type": "linear"}}, "model.rope_scaling.factor must be a number > 0, got None"),
+    ({"position": "learned"}, "model.rope_scaling needs model.position: rope"),
+    ({"mlp_hidden": 0}, "model.mlp_hidden must be >= 1"),
+])
+def test_llama_style_options_are_checked(change, message):
+    from omnigpt.config import ConfigError, ModelConfig
+
+    with pytest.raises(ConfigError) as exc:
+        ModelConfig(**{**LLAMA_STYLE, **change}).validate()
+    assert message in str(exc.value)

@@ -1,0 +1,86 @@
+"""Decoders imported from Hugging Face folders compute what `transformers` computes: logits within 1e-4 and
+the same 32 greedy tokens, for each supported family (tiny random models saved to a temporary folder)."""
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from omnigpt.generate import GenerationConfig, sample_ids  # noqa: E402
+from omnigpt.hf.decoder import load_decoder  # noqa: E402
+from omnigpt.hf.folder import HFError  # noqa: E402
+
+LLAMA = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=128)
+MODELS = {
+    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
+    "llama-gqa-llama3-rope": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **LLAMA, rope_theta=500000.0, tie_word_embeddings=False,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 16})),
+    "llama-tied-linear-rope": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **{**LLAMA, "num_key_value_heads": 4}, tie_word_embeddings=True,
+        rope_scaling={"rope_type": "linear", "factor": 2.0})),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**LLAMA, tie_word_embeddings=True)),
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA, sliding_window=None)),
+}
+
+
+def saved(name, folder, **save):
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    with torch.no_grad():  # random biases (zero at init) so that every tensor's mapping is exercised
+        for n, p in model.named_parameters():
+            if n.endswith("bias") or "norm" in n or "ln_" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder, **save)
+    return model
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_logits_and_greedy_tokens_match_transformers(name, tmp_path):
+    theirs = saved(name, tmp_path)
+    ours = load_decoder(tmp_path)
+    ids = torch.randint(0, 300, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = theirs(ids).logits
+        got, _ = ours(ids)
+    assert (got - expected).abs().max().item() < 1e-4
+    prompt = ids[0, :8]
+    out = theirs.generate(prompt[None], max_new_tokens=32, min_new_tokens=32, do_sample=False,
+                          pad_token_id=0, eos_token_id=None)[0, 8:].tolist()
+    mine = [int(t) for t in sample_ids(ours, [prompt.tolist()], GenerationConfig(max_new_tokens=32), [], 0)]
+    assert mine == out
+
+
+def test_sharded_safetensors_and_a_plain_bin_load(tmp_path):
+    theirs = saved("llama-gqa-llama3-rope", tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    saved("llama-gqa-llama3-rope", tmp_path / "bin", safe_serialization=False)
+    ids = torch.arange(10)[None]
+    with torch.no_grad():
+        expected = theirs(ids).logits
+        for folder in ("sharded", "bin"):
+            assert (load_decoder(tmp_path / folder)(ids)[0] - expected).abs().max().item() < 1e-4
+
+
+def test_bad_folders_are_named(tmp_path):
+    saved("gpt2", tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "model_type": "bert"}))
+    with pytest.raises(HFError, match="model_type 'bert' is not supported; omnigpt reads gpt2, llama"):
+        load_decoder(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
+    with pytest.raises(HFError, match=r"tensor for wte.weight has shape \(300, 32\), the config gives \(300, 64\)"):
+        load_decoder(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "m" / "model.safetensors").unlink()
+
+    class Code:  # a pickle that would run code: refused, never executed
+        def __reduce__(self):
+            return (print, ("unpickled",))
+    torch.save({"w": Code()}, tmp_path / "m" / "pytorch_model.bin")
+    with pytest.raises(HFError, match="does not load as plain tensors .*never unpickles code"):
+        load_decoder(tmp_path / "m")

@@ -25,6 +25,8 @@ from torch import nn
 from .atomic import is_write_failure, write_error
 from .config import Config, ConfigError
 from .hardware import resolve_device, resolve_dtype
+from .hf.decoder import load_pretrained
+from .hf.folder import HFError, is_hf_folder
 from .model.omni import build_model
 from .tokenizer import Tokenizer, TokenizerError
 
@@ -252,15 +254,22 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if not isinstance(dtype, torch.dtype):
         dtype = resolve_dtype(dtype, device)
+    if is_hf_folder(path) and not (Path(path) / "config.yaml").is_file():  # a Hugging Face model folder
+        try:
+            config, model, tokenizer = load_pretrained(path)
+        except (HFError, TokenizerError) as exc:
+            raise CheckpointError(_one_line(exc)) from None
+        return Checkpoint(Path(path), config, model.to(device=device, dtype=dtype), tokenizer, 0)
     folder = resolve(path)
     try:
         config = Config.load(folder / "config.yaml")
-    except (ConfigError, ValueError, OSError) as exc:
-        raise CheckpointError(f"config.yaml in {folder} is unreadable: {_one_line(exc)}") from None
+    except (ConfigError, ValueError, OSError) as exc:  # the config's message starts with the file's path
+        reason = _one_line(exc).removeprefix(f"{folder / 'config.yaml'}: ")
+        raise CheckpointError(f"config.yaml in {folder} is unreadable: {reason}") from None
     try:
         tokenizer = Tokenizer.load(folder / "tokenizer.json")
-    except TokenizerError as exc:
-        raise CheckpointError(f"{folder}: {exc}") from None
+    except TokenizerError as exc:  # its message names the file
+        raise CheckpointError(_one_line(exc)) from None
     weights = folder / "model.safetensors"
     _, step = _header(weights)
     model = build_model(config, tokenizer.image_id, tokenizer.audio_id, tokenizer)

@@ -47,7 +47,7 @@ def load_trainer_state(folder: str | Path, tensors: bool = True) -> dict[str, An
     try:
         meta = json.loads(text)
     except ValueError as exc:
-        raise CheckpointError(f"{where}: its metadata is not valid JSON ({exc})") from None
+        raise CheckpointError(f"{where} is damaged: its metadata is not valid JSON ({exc})") from None
     problem = _meta_problem(meta) or _tensor_problem(dtypes, loaded)
     if problem:
         raise CheckpointError(f"{where} is damaged: {problem}")

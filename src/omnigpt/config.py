@@ -131,7 +131,7 @@ class ModelConfig:
             raise ConfigError("model.rope_scaling needs model.position: rope")
         needs = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
                                                    "original_max_position_embeddings")}
-        if kind not in needs:
+        if not isinstance(kind, str) or kind not in needs:
             raise ConfigError(f"model.rope_scaling rope_type {kind!r} is not supported (linear, llama3)")
         for key in needs[kind]:
             value = s.get(key)
@@ -770,8 +770,11 @@ def _block(width: int, mlp_ratio: int = 4) -> int:
 def estimate_parameters(cfg: Config) -> dict[str, int]:
     """The parameters (and fixed tables) a config's model would have, by part, estimated without building it."""
     m = cfg.model
+    kv = (m.n_kv_head or m.n_head) * (m.n_embd // m.n_head)  # grouped-query attention: fewer k/v heads
+    hidden = m.mlp_hidden or m.mlp_ratio * m.n_embd
+    layer = 2 * m.n_embd * (m.n_embd + kv) + (3 if m.mlp == "swiglu" else 2) * m.n_embd * hidden + 9 * m.n_embd + hidden
     parts = {"decoder": m.vocab_size * m.n_embd * (1 if m.tie_embeddings else 2) + m.block_size * m.n_embd
-             + m.n_layer * _block(m.n_embd, m.mlp_ratio)}
+             + m.n_layer * layer}
     media = []
     if cfg.vision is not None:
         v = cfg.vision
@@ -829,4 +832,5 @@ def _size_keys(cfg: Config, part: str) -> list[tuple[str, Any]]:
         return [*media, ("model.n_embd", m.n_embd), ("model.n_layer", m.n_layer),
                 ("fusion.cross_every", cfg.fusion.cross_every)]
     return [("model.n_embd", m.n_embd), ("model.n_layer", m.n_layer), ("model.vocab_size", m.vocab_size),
-            ("model.block_size", m.block_size), ("model.mlp_ratio", m.mlp_ratio)]
+            ("model.block_size", m.block_size), ("model.mlp_hidden" if m.mlp_hidden else "model.mlp_ratio",
+                                                 m.mlp_hidden or m.mlp_ratio)]

@@ -286,11 +286,9 @@ def test_a_trainer_state_of_other_parameters(run):
 
 
 # ------------------------------------------------------------------------------ through the trainer and CLI
-TRAINER_READS = ["weights cut short", "weights garbage", "step not a number", "weights all NaN"]
+TRAINER_READS = ["weights cut short", "weights garbage", "step not a number", "weights all NaN"]  # with load_weights
 
 
-@pytest.mark.xfail(reason="train/trainer.py init_weights reads the weights with safetensors directly: it should "
-                          "use checkpoint.load_weights / read_weights / weight_shapes", strict=False)
 @pytest.mark.parametrize("damage", TRAINER_READS)
 def test_init_from_a_damaged_checkpoint(run, trained, tmp_path, damage):
     _, folder = run
@@ -302,8 +300,6 @@ def test_init_from_a_damaged_checkpoint(run, trained, tmp_path, damage):
     check(info.value, f"{W} in {folder} {words}")
 
 
-@pytest.mark.xfail(reason="train/trainer.py resumes with safetensors' load_model: it should use "
-                          "checkpoint.load_weights", strict=False)
 @pytest.mark.parametrize("damage", TRAINER_READS)
 def test_resume_from_damaged_weights(run, trained, damage):
     run_dir, folder = run

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, load_model
 from torch import nn
 from tqdm.auto import tqdm
 
 from .. import hardware
 from ..atomic import write_atomic
-from ..checkpoint import list_checkpoints, resolve, save_checkpoint
+from ..checkpoint import list_checkpoints, load_weights, read_weights, resolve, save_checkpoint, weight_shapes
 from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
 from ..model.omni import build_model
@@ -120,17 +118,18 @@ def run_precision(requested: str, env: distributed.DistEnv, recorded: Optional[d
 
 
 def init_weights(model: nn.Module, source: str | Path) -> None:
-    """Copy weights from a checkpoint: a text GPT's go into the decoder, an omni model's wherever names match."""
+    """Copy weights from a checkpoint: a text GPT's go into the decoder, an omni model's wherever names match.
+    A damaged weights file (cut short, wrong metadata, a tensor of another shape, NaN) is a CheckpointError
+    naming it."""
     weights = resolve(source) / "model.safetensors"
     if hasattr(model, "adopt_pretrained"):  # a classifier: its encoders from the source's
-        parts = model.adopt_pretrained(load_file(str(weights)), str(source))
+        parts = model.adopt_pretrained(read_weights(weights), str(source))
         print(f"init_from {source}: {', '.join(parts)}", file=sys.stderr)
         return
     target = getattr(model, "gpt", model)
-    with safe_open(str(weights), framework="pt") as f:
-        names = list(f.keys())
+    names = list(weight_shapes(weights))
     into = model if any(n.startswith("gpt.") for n in names) else target
-    missing, unexpected = load_model(into, str(weights), strict=False)
+    missing, unexpected = load_weights(into, weights, strict=False)
     wanted = {n for n, _ in target.named_parameters()}
     if into is target:
         missing = [m for m in missing if m in wanted]
@@ -240,7 +239,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     optimizer = build_optimizer(model, tc)
     torch.manual_seed(tc.seed + env.rank)  # then each process draws its own dropout masks
     if state is not None:
-        load_model(model, str(resume_from / "model.safetensors"), device=env.device)
+        load_weights(model, resume_from / "model.safetensors", device=env.device)
         optimizer_from_tensors(optimizer, state["tensors"], state["meta"]["optimizer"])
         set_rng_state(_rank_rng(state["tensors"], env.rank))
     device_type = torch.device(env.device).type

@@ -62,18 +62,22 @@ def _fraction(key: str, value: float) -> None:
     _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
 
 
-def check_numbers(obj: Any, key: str) -> None:
+def check_numbers(obj: Any, key: str, _inside: tuple[int, ...] = ()) -> None:
     """Every number in `obj` (a config section, with its lists, mappings and subsections) is finite and fits in
     64 bits: NaN and infinity pass the type check but break a model or a run, so no key takes them."""
+    if isinstance(obj, (dict, list, tuple)):
+        if id(obj) in _inside:
+            raise ConfigError(f"{key} holds itself (a YAML alias inside its own anchor): give plain values")
+        _inside = (*_inside, id(obj))
     if dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
-            check_numbers(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+            check_numbers(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name, _inside)
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            check_numbers(v, f"{key}.{k}")
+            check_numbers(v, f"{key}.{k}", _inside)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
-            check_numbers(v, f"{key}[{i}]")
+            check_numbers(v, f"{key}[{i}]", _inside)
     elif isinstance(obj, float):
         _require(math.isfinite(obj), key, obj, "a finite number (not NaN or infinity)")
     elif isinstance(obj, int) and not isinstance(obj, bool):

@@ -175,6 +175,10 @@ BAD_FILES = [  # (file bytes, message fragment after the path)
     (b"train:\n  lr: " + b"9" * 5000 + b"\n", "not a config omnigpt can read"),
     (b"train:\n  lr: 1e400\n", "train.lr must be a finite number (not NaN or infinity), got inf"),
     (b"model:\n  n_embd: .nan\n", "'model.n_embd' must be an integer, got nan"),
+    (b"model:\n  position: rope\n  rope_scaling: &a {rope_type: linear, factor: 2, x: *a}\n", "holds itself"),
+    (b"model:\n  rope_scaling: " + b"[" * 3000 + b"]" * 3000 + b"\n", "not a config omnigpt can read"),
+    (b"model:\n  rope_scaling: {rope_type: [linear]}\n", "model.rope_scaling needs model.position: rope"),
+    (b"model:\n  position: rope\n  rope_scaling: {rope_type: [linear]}\n", "rope_type ['linear'] is not supported"),
 ]
 
 

@@ -657,8 +657,11 @@ class Config:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        except (ValueError, RecursionError) as exc:  # an integer too long to read, lists nested too deeply
-            raise ConfigError(f"{path}: not a config omnigpt can read: {exc}") from None
+        except Exception as exc:
+            # PyYAML's constructors fail in their own ways on some input: an integer too long to read
+            # (ValueError), lists nested too deeply (RecursionError), an empty `!!int` or `!!float` (IndexError),
+            # a `!!timestamp` that is not one (AttributeError)
+            raise ConfigError(f"{path}: not a config omnigpt can read: {type(exc).__name__}: {exc}") from None
         if data is None:
             raise ConfigError(f"{path} holds no settings (it is empty or only comments): give a mapping of "
                               f"sections ({', '.join(f.name for f in dataclasses.fields(cls))})")
@@ -806,7 +809,8 @@ def estimate_parameters(cfg: Config) -> dict[str, int]:
         c = cfg.classifier
         n = len(c.modalities)
         lstm = 8 * c.lstm_width * (c.lstm_width + max(m.n_embd, cfg.audio.n_mels if cfg.audio else 0))
-        parts["classifier"] = (n * (max([m.n_embd, *media]) * c.width + c.width ** 2) + c.fusion_layers * _block(c.width)
+        widest = max([m.n_embd, *media])
+        parts["classifier"] = (n * (widest * c.width + c.width ** 2) + c.fusion_layers * _block(c.width)
                                + n * c.width * c.hidden + m.vocab_size * c.lstm_width + 2 * lstm)
     return parts
 

@@ -81,9 +81,8 @@ def _shipped_with_changes(draw: st.DrawFn) -> dict:
     return data
 
 
-CONFIGS = _mostly(st.one_of(_shipped_with_changes(),
-                            st.fixed_dictionaries({}, optional={name: _section(cls) for name, cls in SECTIONS.items()})),
-                  ANYTHING)
+SECTIONED = st.fixed_dictionaries({}, optional={name: _section(cls) for name, cls in SECTIONS.items()})
+CONFIGS = _mostly(st.one_of(_shipped_with_changes(), SECTIONED), ANYTHING)
 
 
 def _load_or_config_error(path) -> None:
@@ -104,8 +103,15 @@ def test_any_config_loads_or_raises_config_error(tmp_path, data):
     _load_or_config_error(path)
 
 
+YAML_PIECES = st.lists(st.sampled_from([
+    "model:", "train:", "vision:", "\n", "  ", "lr:", "n_embd:", "rope_scaling:", "position: rope", "!!float", "!!int",
+    "!!binary", "!!timestamp", "!!set", "!!python/object:os.system", "&a", "*a", "<<:", "? ", "[", "]", "{", "}",
+    ",", "'x'", '"\\x"', ".nan", "-.inf", "1e9999", "0x1f", "1_000", "2001-12-14", "~", "yes", "- ", "#",
+    "---\n", "|\n", "\t", "\x00", "\ufeff", "\u00e9"]), max_size=30).map(lambda parts: "".join(parts).encode())
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.one_of(st.binary(max_size=80), st.text(max_size=80).map(lambda t: t.encode("utf-8", "replace"))))
+@given(content=st.one_of(st.binary(max_size=80), YAML_PIECES, st.text(max_size=80).map(str.encode)))
 def test_any_bytes_load_or_raise_config_error(tmp_path, content):
     path = tmp_path / "fuzz.yaml"
     path.write_bytes(content)

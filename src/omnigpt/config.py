@@ -408,6 +408,9 @@ class DataConfig:
     # a follow-up turn); several per image train question answering faster for little extra compute.
     questions_per_example: int = 1
     on_bad_file: Literal["skip", "error"] = "error"
+    # Every file the data sources name must lie in this folder (../, absolute paths and symbolic links out of
+    # it are refused, without saying whether the file exists): for a shared training service. None: anywhere.
+    media_root: Optional[str] = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     audio_augment: AudioAugmentConfig = field(default_factory=AudioAugmentConfig)
     builtin_utterances: int = 12000  # built-in speech: training utterances synthesized once and cached

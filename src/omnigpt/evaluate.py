@@ -415,7 +415,7 @@ def _evaluate_speech(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
         clips = speech_dataset(split, opts.limit or 500, 0, cache_dir(ckpt.config))
         audio, refs, kinds = [clips.audio(i) for i in range(len(clips))], list(clips.texts), list(clips.kinds)
     else:
-        items = read_audio_source(spec, opts.on_bad_file or "error")[:opts.limit]
+        items = read_audio_source(spec, opts.on_bad_file or "error", root=ckpt.config.data.media_root)[:opts.limit]
         audio, refs, kinds = [it.audio for it in items], [it.text for it in items], None
     result = evaluate_transcripts(ckpt.model, ckpt.tokenizer, audio, refs, kinds, progress=opts.progress)
     transcripts = result.pop("transcripts")
@@ -437,7 +437,7 @@ def _evaluate_images(ckpt: "Checkpoint", opts: EvalOptions, task: str) -> dict:
         result = evaluate_scenes(ckpt.model, ckpt.tokenizer, opts.split, opts.limit or 500, tasks=tasks,
                                  size=builtin_size(ckpt.config), progress=opts.progress)
     else:
-        items = read_source(spec, opts.images, opts.on_bad_file or "error")
+        items = read_source(spec, opts.images, opts.on_bad_file or "error", root=ckpt.config.data.media_root)
         result = {"data": spec}
         captions = [it for it in items if it.question is None]
         questions = [it for it in items if it.question is not None][:opts.limit]
@@ -470,7 +470,8 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
                               "\"label\"} rows")
     if opts.limit is not None and opts.limit < 1:
         raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
-    items = _sample(read_audio_source(opts.data, opts.on_bad_file or "error"), opts.limit)
+    items = _sample(read_audio_source(opts.data, opts.on_bad_file or "error", root=ckpt.config.data.media_root),
+                    opts.limit)
     unlabeled = [it for it in items if it.label is None]
     if unlabeled:
         raise EvaluationError(f"{unlabeled[0].where}: no label; --task classify needs a label for every clip")

@@ -1,14 +1,17 @@
-"""Tokenizers: byte-level BPE trained with Hugging Face `tokenizers`, and a pure byte tokenizer.
+"""Tokenizers: byte-level BPE trained with Hugging Face `tokenizers`, a pure byte tokenizer, and any Hugging
+Face `tokenizer.json` (a pretrained model's).
 
-Both are the same `Tokenizer` class over a `tokenizers.Tokenizer` with a byte-level pre-tokenizer and
-decoder, so any Unicode string round-trips exactly and both save to one `tokenizer.json` format. The byte
-kind is a BPE with no merges whose ids 0..255 are the byte values, followed by the special tokens.
+All are the same `Tokenizer` class over a `tokenizers.Tokenizer`. The byte kind is a BPE with no merges whose
+ids 0..255 are the byte values, followed by the special tokens. A tokenizer is saved as a plain Hugging Face
+`tokenizer.json` (which `tokenizers` and `transformers` load as they are) and, beside it,
+`tokenizer_config.json`: Hugging Face's names for the begin/end/padding tokens and the chat template, plus
+omnigpt's `omnigpt_kind` and `omnigpt_special_tokens` (the token each role uses).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Optional, Sequence
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -24,6 +27,8 @@ FIM_PREFIX = "<|fim_prefix|>"
 FIM_MIDDLE = "<|fim_middle|>"
 FIM_SUFFIX = "<|fim_suffix|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, IMAGE, AUDIO, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
+ROLES = ("bos", "eos", "pad", "image", "audio", "fim_prefix", "fim_middle", "fim_suffix")
+DEFAULT_SPECIALS = dict(zip(ROLES, SPECIAL_TOKENS))  # the token of each role in tokenizers omnigpt makes
 
 
 class TokenizerError(ValueError):
@@ -58,22 +63,29 @@ def _byte_to_char() -> dict[int, str]:
 
 
 class Tokenizer:
-    """Text <-> token ids, with the special tokens every omnigpt model reserves."""
+    """Text <-> token ids, with the special tokens every omnigpt model reserves.
 
-    def __init__(self, backend: HFTokenizer, kind: str):
+    specials: the token of each role in ROLES (default: omnigpt's own, e.g. `<|eos|>`); a pretrained
+    tokenizer keeps its own begin/end tokens (`<|endoftext|>`, `<|begin_of_text|>`, ...).
+    """
+
+    def __init__(self, backend: HFTokenizer, kind: str, specials: Optional[dict[str, str]] = None,
+                 chat_template: Optional[str] = None):
         self.backend = backend
         self.kind = kind
-        missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
+        self.specials = {**DEFAULT_SPECIALS, **(specials or {})}
+        self.chat_template = chat_template
+        missing = [t for t in self.specials.values() if backend.token_to_id(t) is None]
         if missing:
             raise TokenizerError(f"tokenizer lacks the special tokens {missing}")
-        self.bos_id = self.token_id(BOS)
-        self.eos_id = self.token_id(EOS)
-        self.pad_id = self.token_id(PAD)
-        self.image_id = self.token_id(IMAGE)
-        self.audio_id = self.token_id(AUDIO)
-        self.fim_prefix_id = self.token_id(FIM_PREFIX)
-        self.fim_middle_id = self.token_id(FIM_MIDDLE)
-        self.fim_suffix_id = self.token_id(FIM_SUFFIX)
+        self.bos_id = self.token_id(self.specials["bos"])
+        self.eos_id = self.token_id(self.specials["eos"])
+        self.pad_id = self.token_id(self.specials["pad"])
+        self.image_id = self.token_id(self.specials["image"])
+        self.audio_id = self.token_id(self.specials["audio"])
+        self.fim_prefix_id = self.token_id(self.specials["fim_prefix"])
+        self.fim_middle_id = self.token_id(self.specials["fim_middle"])
+        self.fim_suffix_id = self.token_id(self.specials["fim_suffix"])
 
     # construction -------------------------------------------------------------------------------------
     @classmethod
@@ -109,32 +121,61 @@ class Tokenizer:
             return cls.byte_level()
         return cls.train_bpe(texts, vocab_size)
 
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Tokenizer":
+        """A Hugging Face tokenizer folder (`tokenizer.json`, `tokenizer_config.json`): its begin/end/padding
+        tokens and chat template are kept; omnigpt's roles it lacks (padding, `<image>`, `<audio>`, the
+        fill-in-the-middle markers) are added as new special tokens at the end of the vocabulary."""
+        folder = Path(folder)
+        backend = _read_backend(folder / "tokenizer.json")
+        config = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+        specials = dict(config.get("omnigpt_special_tokens") or {})
+        for role in ("bos", "eos", "pad"):
+            token = _token_name(config.get(f"{role}_token"))
+            if role not in specials and token and backend.token_to_id(token) is not None:
+                specials[role] = token
+        if "eos" not in specials:
+            raise TokenizerError(f"{folder / 'tokenizer_config.json'} names no eos_token that tokenizer.json holds")
+        specials.setdefault("bos", specials["eos"])
+        added = [t for r, t in DEFAULT_SPECIALS.items() if r not in specials]
+        backend.add_special_tokens(added)
+        specials.update({r: t for r, t in DEFAULT_SPECIALS.items() if r not in specials})
+        return cls(backend, config.get("omnigpt_kind", "pretrained"), specials, config.get("chat_template"))
+
     # persistence --------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write `tokenizer.json` (a folder path gets that file name inside it)."""
+        """Write `tokenizer.json` (a folder path gets that file name inside it) and its `tokenizer_config.json`
+        beside it (for another name, NAME.json, the side file is NAME_config.json)."""
         path = Path(path)
         if path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
             path = path / "tokenizer.json"
-        data = json.loads(self.backend.to_str())
-        data["omnigpt_kind"] = self.kind
-        write_atomic(path, json.dumps(data, ensure_ascii=False))
+        write_atomic(path, self.backend.to_str())
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.specials["bos"],
+                  "eos_token": self.specials["eos"], "pad_token": self.specials["pad"],
+                  "omnigpt_kind": self.kind, "omnigpt_special_tokens": self.specials}
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        write_atomic(path.with_name(f"{path.stem}_config.json"), json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
+        """A tokenizer.json written by `save` (or by an earlier omnigpt, with its kind inside), or a Hugging
+        Face tokenizer folder."""
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
         if not path.is_file():
             raise TokenizerError(f"tokenizer file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-            kind = data.pop("omnigpt_kind", "bpe")
-            backend = HFTokenizer.from_str(json.dumps(data))
-        except (json.JSONDecodeError, UnicodeDecodeError, Exception) as exc:  # the backend raises plain Exception
-            raise TokenizerError(f"{path}: not a readable tokenizer.json ({exc})") from None
-        return cls(backend, kind)
+        side = path.with_name(f"{path.stem}_config.json")
+        config = _read_json(side) if side.is_file() else {}
+        if path.name == "tokenizer.json" and "omnigpt_special_tokens" not in config and config:
+            return cls.from_pretrained(path.parent)
+        data = _read_json(path)
+        kind = data.pop("omnigpt_kind", config.get("omnigpt_kind", "bpe"))
+        backend = _read_backend(path, json.dumps(data))
+        return cls(backend, kind, config.get("omnigpt_special_tokens"), config.get("chat_template"))
 
     # use ----------------------------------------------------------------------------------------------
     @property
@@ -172,3 +213,29 @@ class Tokenizer:
         text = self.decode(seen)
         if len(text) > len(emitted):
             yield text[len(emitted):]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerError(f"{path}: not a readable {path.name} ({exc})") from None
+    if not isinstance(data, dict):
+        raise TokenizerError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_backend(path: Path, text: Optional[str] = None) -> HFTokenizer:
+    if text is None and not path.is_file():
+        raise TokenizerError(f"tokenizer file not found: {path}")
+    try:
+        return HFTokenizer.from_str(text) if text is not None else HFTokenizer.from_file(str(path))
+    except Exception as exc:  # the backend raises plain Exception
+        raise TokenizerError(f"{path}: not a readable tokenizer.json ({exc})") from None
+
+
+def _token_name(value: object) -> Optional[str]:
+    """A token as tokenizer_config.json names it: a string, or {"content": ...} (an AddedToken)."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None

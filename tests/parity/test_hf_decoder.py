@@ -84,3 +84,53 @@ def test_bad_folders_are_named(tmp_path):
     torch.save({"w": Code()}, tmp_path / "m" / "pytorch_model.bin")
     with pytest.raises(HFError, match="does not load as plain tensors .*never unpickles code"):
         load_decoder(tmp_path / "m")
+
+
+def test_a_hugging_face_folder_is_a_checkpoint_for_every_command(tmp_path, capsys):
+    from test_hf_tokenizer import gpt2_style
+
+    from omnigpt.checkpoint import load_checkpoint
+    from omnigpt.cli import main
+
+    tok = gpt2_style()
+    tok.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    theirs = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+    theirs.save_pretrained(tmp_path)
+    ckpt = load_checkpoint(tmp_path, device="cpu")
+    n = len(tok)
+    assert ckpt.model.config.vocab_size == ckpt.tokenizer.vocab_size == n + 6  # pad, image, audio, 3 fill-in-the-middle
+    rows = ckpt.model.wte.weight
+    assert torch.allclose(rows[n:], theirs.transformer.wte.weight.mean(0).expand(6, -1), atol=1e-6)
+    ids = tok("The quick brown", return_tensors="pt").input_ids
+    expected = theirs.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0,
+                               eos_token_id=None)[0, ids.shape[1]:]
+    main(["generate", "--checkpoint", str(tmp_path), "--prompt", "The quick brown", "--max-new-tokens", "12",
+          "--json", "--device", "cpu"])
+    completion = json.loads(capsys.readouterr().out)[0]["completion"]
+    assert completion == tok.decode(expected)
+
+
+def test_damaged_hugging_face_folders_are_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    saved("qwen2", tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["model.layers.1.mlp.up_proj.weight"][0, 0] = float("nan")
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(HFError, match="non-finite values .* in blocks.1.mlp.up.weight"):
+        load_decoder(tmp_path)
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(HFError, match="lack the tensor 'layers.1.mlp.up_proj.weight' that a qwen2 model needs"):
+        load_decoder(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["hidden_size"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HFError, match="config.json lacks 'hidden_size', which a qwen2 model needs"):
+        load_decoder(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64}))
+    with pytest.raises(HFError, match="the safetensors weights are unreadable"):
+        load_decoder(tmp_path)

@@ -339,7 +339,7 @@ def cache_dir(cfg: Config) -> Path:
 
 def media_root(cfg: Config) -> Optional[str]:
     """data.media_root: the folder every file of the sources must be in (None: anywhere)."""
-    return getattr(cfg.data, "media_root", None)
+    return cfg.data.media_root
 
 
 def builtin_size(cfg: Config) -> int:

@@ -11,8 +11,9 @@ from typing import Callable
 
 import torch
 
-from ..config import ModelConfig
+from ..config import Config, ModelConfig
 from ..model.gpt import GPT
+from ..tokenizer import Tokenizer
 from .folder import HFError, read_config, read_weights
 
 LLAMA_TYPES = ("llama", "mistral", "qwen2")
@@ -112,7 +113,11 @@ STATE: dict[str, Callable[[dict[str, torch.Tensor], ModelConfig], dict[str, torc
 def load_decoder(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
     """The GPT in a Hugging Face folder, with its weights (kept in `dtype`)."""
     hf = read_config(path)
-    cfg = model_config(hf)
+    try:
+        cfg = model_config(hf)
+    except KeyError as exc:
+        raise HFError(f"{Path(path) / 'config.json'} lacks {exc.args[0]!r}, which a {hf.get('model_type')} "
+                      f"model needs") from None
     try:
         state = STATE[model_type(hf)](read_weights(path), cfg)
     except KeyError as exc:
@@ -124,8 +129,23 @@ def load_decoder(path: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
         if tuple(own[name].shape) != tuple(tensor.shape):
             raise HFError(f"{path}: tensor for {name} has shape {tuple(tensor.shape)}, the config gives "
                           f"{tuple(own[name].shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise HFError(f"{path}: the weights hold non-finite values (NaN or infinity) in {name}")
     missing = [n for n in own if n not in state and not (cfg.tie_embeddings and n == "lm_head.weight")]
     if missing:
         raise HFError(f"{path}: no weights for {missing[0]} (and {len(missing) - 1} more)")
     model.load_state_dict(state, strict=False)
     return model.to(dtype).eval()
+
+
+def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Config, GPT, Tokenizer]:
+    """A Hugging Face model folder as omnigpt uses a checkpoint: its config, the GPT and the tokenizer. The
+    special tokens omnigpt adds to the tokenizer get new embedding rows (the mean of the others)."""
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise HFError(f"{path} has no tokenizer.json; omnigpt reads the fast (tokenizer.json) format")
+    model = load_decoder(path, dtype)
+    tokenizer = Tokenizer.from_pretrained(path)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        model.resize_vocab(tokenizer.vocab_size)
+    return Config(model=model.config), model, tokenizer

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 
@@ -47,7 +48,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             for shard in shards:
                 weights.update(load_file(path / shard))
             return weights
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # safetensors reports damage as these
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
         raise HFError(f"{path}: the safetensors weights are unreadable ({type(exc).__name__}: {exc})") from None
     if (path / "pytorch_model.bin").is_file():
         try:

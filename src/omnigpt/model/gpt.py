@@ -148,6 +148,25 @@ class GPT(nn.Module):
             self._head_t_key = key
         return x.to(self._head_t.dtype) @ self._head_t
 
+    @torch.no_grad()
+    def resize_vocab(self, size: int) -> None:
+        """Grow the vocabulary to `size` tokens (tokens added to a pretrained tokenizer): the new rows of the
+        embedding (and of an untied head) start as the mean of the existing rows, a neutral guess that
+        fine-tuning moves."""
+        old = self.wte.weight
+        if size < old.shape[0]:
+            raise ValueError(f"resize_vocab only grows the vocabulary: {old.shape[0]} -> {size}")
+        rows = lambda w: torch.cat([w, w.mean(0, keepdim=True).expand(size - w.shape[0], -1)])  # noqa: E731
+        self.wte = nn.Embedding(size, old.shape[1], device=old.device, dtype=old.dtype)
+        self.wte.weight.copy_(rows(old))
+        head = nn.Linear(old.shape[1], size, bias=False, device=old.device, dtype=old.dtype)
+        if self.config.tie_embeddings:
+            head.weight = self.wte.weight
+        else:
+            head.weight.copy_(rows(self.lm_head.weight))
+        self.lm_head = head
+        self.config.vocab_size = size
+
     def new_caches(self, batch: int, max_len: int, dtype: Optional[torch.dtype] = None) -> list[KVCache]:
         c = self.config
         p = self.wte.weight

@@ -27,7 +27,7 @@ def test_short_run_learns_and_writes_metrics_png_and_checkpoint(tiny, tmp_path):
     assert (tmp_path / "run" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.step == 30 and result.checkpoint.name == "step-00000030"
     assert sorted(p.name for p in result.checkpoint.iterdir()) == [
-        "config.yaml", "model.safetensors", "tokenizer.json", "trainer_state.safetensors"]
+        "config.yaml", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.safetensors"]
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.step == 30 and ckpt.config.model.n_layer == 2
 

@@ -6,6 +6,7 @@ questions about shape scenes, speech), each task scored on its test split, and a
 """
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -63,7 +64,9 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
         rows = []
         for k, sc in enumerate(builtin_scenes.scenes("test", shown, size=builtin_size(cfg))):
             image_png = report_dir / f"scene-{k + 1}.png"
-            sc.image.save(image_png)
+            buf = io.BytesIO()
+            sc.image.save(buf, format="PNG")
+            write_atomic(image_png, buf.getvalue(), what="a report picture")
             row: dict = {"image": image_png.name, "reference": sc.caption}
             if "caption_samples" in ev["scenes"]:  # the caption that was scored (scenes are scored in order)
                 caption = ev["scenes"]["caption_samples"][k]["prediction"]
@@ -86,7 +89,9 @@ def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
         rows = []
         for k in range(min(SHOWN, len(scored))):
             wav = report_dir / f"utterance-{k + 1}.wav"
-            require("soundfile").write(wav, clips.audio(k), SAMPLE_RATE, subtype="PCM_16")
+            buf = io.BytesIO()
+            require("soundfile").write(buf, clips.audio(k), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            write_atomic(wav, buf.getvalue(), what="a report recording")
             rows.append({"audio": wav.name, "voice": clips.voices[k], **scored[k]})
         out["utterances"] = rows
     return out

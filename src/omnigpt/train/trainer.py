@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import hardware
-from ..atomic import write_atomic
+from ..atomic import write_atomic, write_error
 from ..checkpoint import list_checkpoints, load_weights, read_weights, resolve, save_checkpoint, weight_shapes
 from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
@@ -149,8 +149,11 @@ def freeze(model: nn.Module, parts: list[str]) -> None:
 
 
 def _append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as exc:  # a full disk: one line naming the file (the last checkpoint stays loadable)
+        raise write_error("the metrics", path, exc) from exc
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -240,7 +243,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     torch.manual_seed(tc.seed + env.rank)  # then each process draws its own dropout masks
     if state is not None:
         load_weights(model, resume_from / "model.safetensors", device=env.device)
-        optimizer_from_tensors(optimizer, state["tensors"], state["meta"]["optimizer"])
+        optimizer_from_tensors(optimizer, state["tensors"], state["meta"]["optimizer"],
+                               resume_from / "trainer_state.safetensors")
         set_rng_state(_rank_rng(state["tensors"], env.rank))
     device_type = torch.device(env.device).type
     # fp16 gradients underflow without loss scaling; with other precisions the scaler passes values through.

@@ -69,7 +69,7 @@ def test_errors_are_one_clear_line(tmp_path, capsys, run_dir):
     for name in ("config.yaml", "tokenizer.json"):
         (broken / name).write_bytes((run_dir / "checkpoints" / "step-00000006" / name).read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x00garbage")
-    assert "model.safetensors: not a readable safetensors file" in fail(capsys, "evaluate", "--checkpoint", broken,
+    assert "is not a readable safetensors file" in fail(capsys, "evaluate", "--checkpoint", broken,
                                                                         code=1)
     err = fail(capsys, "generate", "--checkpoint", run_dir, "--prompt", "x" * 40, "--max-new-tokens", "5")
     assert "prompt of 40 tokens + max_new_tokens 5 exceeds the model's context of 32 tokens" in err

@@ -75,7 +75,7 @@ def test_the_demo_refuses_a_folder_of_another_model(tmp_path, corpus_file, capsy
     with pytest.raises(DemoError, match="no image or audio encoder"):
         run_demo(tmp_path / "old", minutes=1)
     for argv, message in ((["--out", str(tmp_path / "old")], "give another --out"),
-                          (["--minutes", "0"], "--minutes must be above 0")):
+                          (["--minutes", "0"], "--minutes: must be a finite number above 0, got 0")):
         with pytest.raises(SystemExit) as exc:
             main(["demo", *argv])
         assert exc.value.code == 2 and message in capsys.readouterr().err

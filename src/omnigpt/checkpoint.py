@@ -259,7 +259,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
             config, model, tokenizer = load_pretrained(path)
         except (HFError, TokenizerError) as exc:
             raise CheckpointError(_one_line(exc)) from None
-        return Checkpoint(Path(path), config, model.to(device=device, dtype=dtype), tokenizer, 0)
+        return Checkpoint(Path(path), config, model.to(device=device, dtype=dtype).eval(), tokenizer, 0)
     folder = resolve(path)
     try:
         config = Config.load(folder / "config.yaml")
@@ -277,5 +277,5 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
     if missing or unexpected:
         raise CheckpointError(f"{_named(weights)} does not match config.yaml: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
-    model.to(device=device, dtype=dtype)
+    model.to(device=device, dtype=dtype).eval()  # for inference: dropout off (a trainer calls .train())
     return Checkpoint(folder, config, model, tokenizer, step)

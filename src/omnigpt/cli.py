@@ -395,6 +395,17 @@ def cmd_classify(args: argparse.Namespace) -> None:
                       "inputs": [m for m in model.modalities if given[m] is not None]}))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .hf.export import export
+
+    ckpt = load_checkpoint(args.checkpoint, "cpu", "fp32")
+    if ckpt.model.predicts != "tokens":
+        raise CommandError(f"{ckpt.path} is a classifier; export writes language models")
+    out = export(ckpt.model, ckpt.tokenizer, args.out, ckpt.config.to_yaml())
+    print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))}))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .recipes.demo import DemoError, run_demo
 
@@ -524,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--config", required=True, help="YAML file with a classifier section, or a shipped config name")
     cf.add_argument("--out", required=True, help="folder: one run per strategy, results.md/json, fusion.png")
     cf.add_argument("--strategies", help="comma-separated (default: concat,weighted_sum,gated,product,attention,early)")
-    cf.add_argument("--minutes", type=number(0, above=True), help="training budget per strategy (default: the config's)")
+    cf.add_argument("--minutes", type=number(0, above=True),
+                    help="training budget per strategy (default: the config's)")
     cf.add_argument("--test", help="test manifest (default: the built-in task's test split)")
     cf.add_argument("--init-from", help="a trained run (omni model or text GPT) every strategy's encoders start from")
     cf.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -537,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--audio", help="audio file")
     _device_arguments(k)
     k.set_defaults(func=cmd_classify)
+
+    x = sub.add_parser("export", help="write a run's language model as a Hugging Face folder (transformers' "
+                                      "AutoModelForCausalLM and AutoTokenizer load it)")
+    x.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    x.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and the tokenizer to")
+    x.set_defaults(func=cmd_export)
 
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
     sd.add_argument("--out", required=True)
@@ -602,6 +620,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .hardware import HardwareError
     from .tokenizer import TokenizerError
     from .checkpoint import CheckpointError
+    from .hf.folder import HFError
 
     args = build_parser().parse_args(argv)
     try:
@@ -609,7 +628,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except (CommandError, ConfigError, GenerationError, HardwareError, EvaluationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(USAGE_ERROR) from None
-    except (DataError, TokenizerError, CheckpointError, SpeechError, FloatingPointError, MissingExtraError) as exc:
+    except (DataError, TokenizerError, CheckpointError, SpeechError, FloatingPointError, MissingExtraError,
+            HFError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(FAILURE) from None
     except OSError as exc:  # a full disk, a read-only folder, an output path under a file

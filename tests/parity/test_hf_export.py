@@ -54,3 +54,27 @@ def test_a_layout_without_a_hugging_face_twin_is_refused_before_writing(tmp_path
     assert exc.value.code == 1
     assert "has no Hugging Face architecture with the same computation" in capsys.readouterr().err
     assert not (tmp_path / "hf").exists()
+
+
+def test_a_multimodal_model_exports_its_decoder_and_keeps_its_encoders_beside_it(tmp_path):
+    from safetensors.torch import load_file
+
+    from conftest import tiny_omni_config
+    from omnigpt.hf.export import export
+    from omnigpt.model.omni import build_model
+    from omnigpt.tokenizer import Tokenizer
+
+    cfg = tiny_omni_config()
+    for key, value in LAYOUTS["llama"].items():
+        setattr(cfg.model, key, value)
+    tok = Tokenizer.byte_level()
+    model = build_model(cfg, tok.image_id, tok.audio_id, tok).eval()
+    export(model, tok, tmp_path, cfg.to_yaml())
+    media = load_file(tmp_path / "omnigpt_media.safetensors")
+    assert media and not any(k.startswith("gpt.") for k in media)
+    assert all(torch.equal(media[k], v) for k, v in model.state_dict().items() if not k.startswith("gpt."))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([tok.encode("a red circle")])
+    with torch.no_grad():
+        assert (model.gpt(ids)[0] - theirs(ids).logits).abs().max().item() < 1e-4
+    assert (tmp_path / "omnigpt_config.yaml").read_text() == cfg.to_yaml()

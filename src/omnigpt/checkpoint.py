@@ -241,6 +241,12 @@ def load_weights(model: nn.Module, weights: str | Path, strict: bool = True,
     return list(missing), list(unexpected)
 
 
+def is_pretrained_folder(path: str | Path) -> bool:
+    """A Hugging Face model folder (config.json, weights, no omnigpt config.yaml): loadable as a checkpoint,
+    and usable as train.init_from."""
+    return is_hf_folder(path) and not (Path(path) / "config.yaml").is_file()
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
                     ) -> Checkpoint:
     """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint).
@@ -254,7 +260,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if not isinstance(dtype, torch.dtype):
         dtype = resolve_dtype(dtype, device)
-    if is_hf_folder(path) and not (Path(path) / "config.yaml").is_file():  # a Hugging Face model folder
+    if is_pretrained_folder(path):
         try:
             config, model, tokenizer = load_pretrained(path)
         except (HFError, TokenizerError) as exc:

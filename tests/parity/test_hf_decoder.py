@@ -134,3 +134,30 @@ def test_damaged_hugging_face_folders_are_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_size": 64}))
     with pytest.raises(HFError, match="the safetensors weights are unreadable"):
         load_decoder(tmp_path)
+
+
+def test_finetune_from_a_hugging_face_language_model(tmp_path, capsys):
+    """LLaVA's first stage on built-in scenes: a Llama-style LM from its folder as the decoder, frozen, with
+    a new image encoder and projector trained in front of it."""
+    from conftest import tiny_omni_config
+    from test_hf_tokenizer import llama_style
+
+    from omnigpt.checkpoint import load_checkpoint
+    from omnigpt.cli import main
+    from omnigpt.hf.decoder import load_pretrained
+
+    tok = llama_style()
+    tok.save_pretrained(tmp_path / "lm")
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**LLAMA, "vocab_size": len(tok)})).save_pretrained(
+        tmp_path / "lm")
+    tiny_omni_config(max_steps=3, save_interval=3).save(tmp_path / "c.yaml")
+    main(["finetune", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--init-from",
+          str(tmp_path / "lm"), "--freeze", "decoder", "--quiet"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
+    run = load_checkpoint(tmp_path / "run", device="cpu")
+    _, lm, tokenizer = load_pretrained(tmp_path / "lm")
+    assert run.config.model.norm == "rmsnorm" and run.config.model.n_kv_head == 2
+    assert run.tokenizer.encode("a red circle") == tokenizer.encode("a red circle")
+    for name, tensor in lm.state_dict().items():  # frozen: still the pretrained weights
+        assert torch.equal(run.model.gpt.state_dict()[name], tensor), name

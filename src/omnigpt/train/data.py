@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import write_atomic
-from ..checkpoint import resolve
+from ..checkpoint import is_pretrained_folder, resolve
 from ..config import Config, ConfigError
 from ..data.examples import Concat, SpeechExamples, hold_out, read_sources
 from ..data.text import DataError, prepare_tokens, read_corpus
@@ -22,7 +22,9 @@ def load_or_create_tokenizer(cfg: Config, run_dir: Path, texts: Callable[[], lis
     tok_path = run_dir / "tokenizer.json"
     if tok_path.is_file():
         return Tokenizer.load(tok_path)
-    if cfg.train.init_from:
+    if cfg.train.init_from and is_pretrained_folder(cfg.train.init_from):
+        tokenizer = Tokenizer.from_pretrained(cfg.train.init_from)
+    elif cfg.train.init_from:
         tokenizer = Tokenizer.load(resolve(cfg.train.init_from) / "tokenizer.json")
     elif cfg.data.tokenizer_path:
         tokenizer = Tokenizer.load(cfg.data.tokenizer_path)

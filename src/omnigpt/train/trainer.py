@@ -21,7 +21,11 @@ from tqdm.auto import tqdm
 
 from .. import hardware
 from ..atomic import write_atomic, write_error
-from ..checkpoint import list_checkpoints, load_weights, read_weights, resolve, save_checkpoint, weight_shapes
+from ..checkpoint import (is_pretrained_folder, list_checkpoints, load_weights, read_weights, resolve, save_checkpoint,
+                          weight_shapes)
+from ..hf.decoder import load_pretrained, model_config
+from ..hf.folder import read_config
+from ..tokenizer import Tokenizer
 from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
 from ..model.omni import build_model
@@ -121,6 +125,13 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
     """Copy weights from a checkpoint: a text GPT's go into the decoder, an omni model's wherever names match.
     A damaged weights file (cut short, wrong metadata, a tensor of another shape, NaN) is a CheckpointError
     naming it."""
+    if is_pretrained_folder(source):  # a Hugging Face language model: the decoder
+        target = getattr(model, "gpt", model)
+        _, pretrained, _ = load_pretrained(source)
+        target.load_state_dict(pretrained.state_dict())
+        print(f"init_from {source}: the decoder ({pretrained.config.n_layer} layers, "
+              f"{sum(p.numel() for p in pretrained.parameters()) / 1e6:.1f}M parameters)", file=sys.stderr)
+        return
     weights = resolve(source) / "model.safetensors"
     if hasattr(model, "adopt_pretrained"):  # a classifier: its encoders from the source's
         parts = model.adopt_pretrained(read_weights(weights), str(source))
@@ -173,6 +184,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def _adopt_model_config(cfg: Config, source: str) -> None:
     """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, if it has one, image encoder; a
     classifier also its audio encoder)."""
+    if is_pretrained_folder(source):  # a Hugging Face language model: its decoder, its tokenizer's vocabulary
+        cfg.model = model_config(read_config(source))
+        cfg.model.vocab_size = max(cfg.model.vocab_size, Tokenizer.from_pretrained(source).vocab_size)
+        cfg.validate()
+        return
     folder = resolve(source)
     start = Config.load(folder / "config.yaml")
     cfg.model = start.model

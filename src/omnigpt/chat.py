@@ -119,6 +119,10 @@ def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out:
                 if not arg:
                     print(f"usage: {command} PATH", file=out)
                     continue
+                if command[1:] not in session.model.accepts:
+                    print(f"error: this model does not take {command[1:]} (it reads "
+                          f"{', '.join(sorted(session.model.accepts))})", file=out)
+                    continue
                 try:
                     if command == "/image":
                         images.append(load_image(Path(arg)))

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -47,6 +48,8 @@ class _Parser(argparse.ArgumentParser):
 
 MAX_SEED = 2 ** 63 - 1
 MAX_BEAMS = 64  # omnigpt.generate.MAX_BEAMS (not imported: the parser loads no torch)
+MAX_VOCAB = 2 ** 20  # far above any tokenizer in use (256k); beyond it the trainer's tables exhaust memory
+MAX_UTTERANCES = 10 ** 6  # about 1,000 hours of built-in speech
 
 
 def number(low: Optional[float] = None, high: Optional[float] = None, above: bool = False):
@@ -162,6 +165,9 @@ def _load_run_config(args: argparse.Namespace):
         cfg.train.precision = args.precision
     if args.device:
         cfg.train.device = args.device
+    if args.stop_at_step is not None and args.stop_at_step > cfg.train.max_steps:
+        raise CommandError(f"--stop-at-step {args.stop_at_step} is past the run's end (train.max_steps "
+                           f"{cfg.train.max_steps}): give a step up to it, or raise --max-steps")
     return cfg.validate()
 
 
@@ -191,7 +197,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .generate import generate, stream
     from .checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype))
     gen = _generation_config(args)
     prompts = list(args.prompt)
     images = _media_per_prompt(prompts, list(args.image or []), "image")
@@ -212,6 +218,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     else:
         for p, o in zip(prompts, outs):
             print(p + o)
+
+
+def _generator(ckpt):
+    """The checkpoint, if its model writes text (a classifier's has no decoder to generate with)."""
+    if ckpt.model.predicts == "classes":
+        raise CommandError(f"{ckpt.path} is a classifier: use omnigpt classify")
+    return ckpt
 
 
 def _media_per_prompt(prompts: list[str], files: list[str], kind: str) -> Optional[list[list[str]]]:
@@ -235,7 +248,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from .data.image import load_image
     from .generate import generate
 
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype))
     if "image" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
@@ -269,7 +282,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from .subtitles import render_all, write_transcript
     from .transcribe import WHISPER_TEMPERATURES, transcribe
 
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype))
     if "audio" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
     if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.output_dir:
@@ -281,6 +294,8 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if args.output_dir and clash:
         raise CommandError(f"two inputs are named {clash!r}: their --output-dir files would overwrite each other")
+    if not args.overlap < args.window / 2:
+        raise CommandError(f"--overlap ({args.overlap:g} s) must be less than half of --window ({args.window:g} s)")
     temperatures = [0.0] if args.no_fallback else (args.temperatures or list(WHISPER_TEMPERATURES))
     options = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, window_seconds=args.window,
                    overlap_seconds=args.overlap, temperatures=temperatures)
@@ -299,7 +314,7 @@ def _temperatures(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.2,0.4, got {text!r}") from None
     if not values or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"temperatures must be >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"temperatures must be finite numbers >= 0, got {text!r}")
     return values
 
 
@@ -318,6 +333,8 @@ def cmd_speech_data(args: argparse.Namespace) -> None:
     from .data.builtin.speech import hours_to_count, write_speech_dataset
 
     count = args.count or hours_to_count(args.hours)
+    if count > MAX_UTTERANCES:
+        raise CommandError(f"--hours {args.hours:g} means {count} utterances; at most {MAX_UTTERANCES} are written")
     path = write_speech_dataset(args.out, args.split, count, args.seed)
     print(json.dumps({"manifest": str(path), "split": args.split, "utterances": count}))
 
@@ -340,7 +357,7 @@ def cmd_compare_fusion(args: argparse.Namespace) -> None:
 
     cfg = Config.load(_config_path(args.config))
     if cfg.classifier is None:
-        raise CommandError("compare-fusion needs a config with a 'classifier' section (see configs/classify-builtin_scenes.yaml)")
+        raise CommandError("compare-fusion needs a config with a 'classifier' section (see the shipped config classify-builtin)")
     if args.init_from:
         cfg.train.init_from = args.init_from
     strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
@@ -363,6 +380,8 @@ def _classifier_inputs(args: argparse.Namespace, modalities: Sequence[str]) -> d
     if all(given[m] is None for m in modalities):
         raise CommandError(f"give at least one input: {', '.join('--' + m for m in modalities)}")
     for m in ("image", "audio"):
+        if given[m] is not None and Path(given[m]).is_dir():
+            raise CommandError(f"--{m} {given[m]} is a folder; give a file")
         if given[m] is not None and not Path(given[m]).is_file():
             raise CommandError(f"{m} file not found: {given[m]}")
     if given["text"] is not None and not given["text"].strip():
@@ -442,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = t.add_subparsers(dest="tokenizer_command", required=True)
     tt = tsub.add_parser("train", help="train a byte-level BPE (or write the byte tokenizer)")
     tt.add_argument("--input", nargs="+", default=["builtin"], help="text files, or 'builtin'")
-    tt.add_argument("--vocab-size", type=whole(1), default=4096)
+    tt.add_argument("--vocab-size", type=whole(1, MAX_VOCAB), default=4096)
     tt.add_argument("--kind", choices=["bpe", "byte"], default="bpe")
     tt.add_argument("--errors", choices=["strict", "replace"], default="strict",
                     help="what to do with bytes that are not UTF-8")
@@ -559,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
     sd.add_argument("--out", required=True)
     sd.add_argument("--hours", type=number(0, above=True), default=1.0)
-    sd.add_argument("--count", type=whole(1), help="utterances (instead of --hours)")
+    sd.add_argument("--count", type=whole(1, MAX_UTTERANCES), help="utterances (instead of --hours)")
     sd.add_argument("--split", choices=["train", "val", "test"], default="train")
     sd.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     sd.set_defaults(func=cmd_speech_data)
@@ -623,6 +642,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .hf.folder import HFError
 
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         args.func(args)
     except (CommandError, ConfigError, GenerationError, HardwareError, EvaluationError) as exc:
@@ -647,6 +667,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 "compare-fusion": ": run the same command again to resume"}.get(args.command, "")
         print(f"\ninterrupted{hint}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr: what it says, not the source line that raised it."""
+    print(f"warning: {message}", file=file or sys.stderr)
 
 
 def _os_error(exc: OSError) -> str:

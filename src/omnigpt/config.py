@@ -659,7 +659,10 @@ class Config:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
         except Exception as exc:
             # PyYAML's constructors fail in their own ways on some input: an integer too long to read
             # (ValueError), lists nested too deeply (RecursionError), an empty `!!int` or `!!float` (IndexError),

@@ -362,9 +362,14 @@ def evaluate_checkpoint(ckpt: "Checkpoint", opts: Optional[EvalOptions] = None) 
     command prints as JSON."""
     opts = opts or EvalOptions()
     if ckpt.model.predicts == "classes":
+        if opts.task not in (None, "classify"):
+            raise EvaluationError(f"{ckpt.path} is a classifier: it is scored on its classes (--task classify, "
+                                  f"the default), not --task {opts.task}")
         return {**_evaluate_classifier(ckpt, opts), "checkpoint": str(ckpt.path)}
     sees, hears = ("image" in ckpt.model.accepts, "audio" in ckpt.model.accepts)
     task = opts.task or ("all" if sees and hears else "caption+vqa" if sees else "transcribe" if hears else "text")
+    if opts.plot and task != "classify":
+        raise EvaluationError(f"--plot draws a confusion matrix of classes; --task {task} has none")
     if task == "all":
         result = _evaluate_all(ckpt, opts)
     elif task == "transcribe":

@@ -1,6 +1,5 @@
 """Bad input through the real CLI entry point: every case gives one clear line naming the flag, file or value
 and what is allowed, exit status 2 for a usage error and 1 for a failure at work, and never a traceback."""
-import json
 
 import pytest
 
@@ -57,7 +56,7 @@ CASES = [  # (arguments, exit status, what the message must say)
      "--window: must be a finite number above 0, got inf"),
     (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--window", "nan"], 2, "--window: must be a finite number"),
     (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--overlap", "-1"], 2, "--overlap: must be a finite number"),
-    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--temperatures", "0,nan"], 2, "temperatures must be >= 0"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--temperatures", "0,nan"], 2, "temperatures must be finite numbers >= 0"),
     (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "nan"], 2,
      "--minutes: must be a finite number above 0, got nan"),
     (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "0"], 2,
@@ -74,8 +73,8 @@ CASES = [  # (arguments, exit status, what the message must say)
     (["demo", "--scenes", "0"], 2, "--scenes: must be a whole number >= 1, got 0"),
     (["demo", "--out", "{tmp}/afile"], 1, "afile"),
     (["speech-data", "--out", "{tmp}/sd", "--hours", "-1"], 2, "--hours: must be a finite number above 0, got -1"),
-    (["speech-data", "--out", "{tmp}/sd", "--count", "-5"], 2, "--count: must be a whole number >= 1, got -5"),
-    (["speech-data", "--out", "{tmp}/sd", "--count", "0"], 2, "--count: must be a whole number >= 1, got 0"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", "-5"], 2, "--count: must be a whole number >= 1 and <= 1000000, got -5"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", "0"], 2, "--count: must be a whole number >= 1 and <= 1000000, got 0"),
     (["speech-data", "--out", "{tmp}/afile", "--count", "1"], 1, "afile"),
     (["evaluate", "--checkpoint", "{ckpt}", "--limit", "0"], 2, "--limit: must be a whole number >= 1, got 0"),
     (["tokenizer", "train", "--kind", "byte", "--out", "{tmp}/afile/tok.json"], 1, "afile"),
@@ -85,6 +84,18 @@ CASES = [  # (arguments, exit status, what the message must say)
     (["pretrain", "--config", "nosuch", "--out", "{tmp}/r"], 2,
      "--config nosuch: no such file, and omnigpt ships no config of that name (asr-speech, caption-shapes"),
     (["pretrain", "--config", "{tmp}/nosuch.yaml", "--out", "{tmp}/r"], 2, "config file not found"),
+    (["tokenizer", "train", "--vocab-size", str(10 ** 12), "--out", "{tmp}/t"], 2,
+     "--vocab-size: must be a whole number >= 1 and <= 1048576"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", str(10 ** 20)], 2, "--count: must be a whole number >= 1"),
+    (["speech-data", "--out", "{tmp}/sd", "--hours", "1e9"], 2, "at most 1000000 are written"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--window", "2", "--overlap", "1"], 2,
+     "has no audio encoder"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--temperatures", "0,1e400"], 2, "must be finite numbers"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--data", "{tmp}"], 1,
+     "is a folder; give text files"),
+    (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--max-steps", "2", "--stop-at-step", "5"],
+     2, "--stop-at-step 5 is past the run's end"),
+    (["evaluate", "--checkpoint", "{ckpt}", "--plot", "{tmp}/p.png"], 2, "--plot draws a confusion matrix"),
     (["compare-fusion", "--config", "text-tiny", "--out", "{tmp}/cf", "--minutes", "-2"], 2, "--minutes: must be"),
 ]
 
@@ -177,3 +188,45 @@ def test_generation_config_raises_only_its_own_error(values):
         GenerationConfig(**values).validate()
     except GenerationError:
         pass
+
+
+def test_a_classifier_is_refused_by_the_commands_that_write_text(tmp_path, capsys):
+    from conftest import tiny_classifier_config
+    from omnigpt.checkpoint import save_checkpoint
+    from omnigpt.model.omni import build_model
+    from omnigpt.tokenizer import Tokenizer
+
+    cfg = tiny_classifier_config()
+    tok = Tokenizer.byte_level()
+    save_checkpoint(tmp_path / "cls", 1, build_model(cfg, tok.image_id, tok.audio_id, tok), cfg, tok)
+    for argv in (["generate", "--prompt", "hi"], ["caption", "x.png"], ["transcribe", "a.wav"]):
+        err = fail(capsys, argv + ["--checkpoint", tmp_path / "cls"], 2)
+        assert "is a classifier: use omnigpt classify" in err
+    assert "it is scored on its classes" in fail(capsys, ["evaluate", "--checkpoint", tmp_path / "cls", "--task",
+                                                         "caption"], 2)
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_place(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  n_layer: [2\ntrain:\n  lr: 1\n")
+    err = fail(capsys, ["pretrain", "--config", bad, "--out", tmp_path / "r"], 2)
+    assert len(err.strip().splitlines()) == 1 and f"{bad}: not valid YAML at line" in err
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads(tmp_path):
+    from PIL import Image
+
+    from omnigpt.data.sources import read_source
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    (tmp_path / "m.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"image": "a.png", "text": "red"}\n')
+    assert [row.text for row in read_source(str(tmp_path / "m.jsonl"))] == ["red"]
+
+
+def test_chat_refuses_media_the_model_cannot_take_when_attached(ckpt, monkeypatch, capsys):
+    said = iter(["/audio a.wav", "/image b.png", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(said))
+    main(["chat", "--checkpoint", str(ckpt)])
+    out = capsys.readouterr().out
+    assert "error: this model does not take audio (it reads text)" in out
+    assert "error: this model does not take image" in out and "attached" not in out

@@ -8,6 +8,7 @@ validation part when no `data.val_sources` are given.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -392,8 +393,26 @@ def _labeled_source(cfg: Config, spec: str, split: str, labels: Optional[Sequenc
 
 
 def _is_audio_source(spec: str, cfg: Config) -> bool:
-    """librispeech:/audiofolder: sources, and manifests when the model hears but does not see."""
-    return spec.startswith(("librispeech:", "audiofolder:")) or (cfg.audio is not None and cfg.vision is None)
+    """librispeech:/audiofolder: sources, and manifests when the model hears but does not see, or, for a model
+    that does both, a manifest whose first row names an "audio" file and no "image"."""
+    if spec.startswith(("librispeech:", "audiofolder:")) or (cfg.audio is not None and cfg.vision is None):
+        return True
+    return cfg.audio is not None and _first_row_keys(spec) >= {"audio"} and "image" not in _first_row_keys(spec)
+
+
+def _first_row_keys(spec: str) -> set[str]:
+    """The keys of a JSONL manifest's first row (none when the source is not a readable manifest: its reader
+    then says what is wrong)."""
+    path = Path(spec)
+    if path.suffix != ".jsonl" or not path.is_file():
+        return set()
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            first = next((line for line in fh if line.strip()), "")
+        row = json.loads(first) if first else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    return set(row) if isinstance(row, dict) else set()
 
 
 def hold_out(sets: Sequence[ExampleSet], names: Sequence[str], fraction: float) -> tuple[list, list]:

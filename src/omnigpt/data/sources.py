@@ -238,7 +238,7 @@ def _media_path(row: object, key: str, other: str, reader: str) -> Path:
     if not isinstance(row, dict):
         raise DataError(f"expected a JSON object, got {type(row).__name__}")
     if key not in row:
-        hint = f" (this row has '{other}': read {other} manifests with {reader})" if other in row else ""
+        hint = f" (this row has '{other}': an {other} manifest, given where {key} rows are read)" if other in row else ""
         raise DataError(f"missing key '{key}'{hint}")
     return Path(_string_field(row, key))
 
@@ -269,7 +269,7 @@ def _manifest_lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: invalid UTF-8 at byte offset {exc.start}") from None
     found = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
@@ -323,7 +323,7 @@ def _load_json(path: Path) -> object:
     if not path.is_file():
         raise DataError(f"COCO captions file not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except UnicodeDecodeError as exc:
@@ -412,8 +412,8 @@ def read_source(spec: str, images: Optional[str] = None, on_error: OnError = "er
                             f"the folder cannot be guessed from the JSON's name")
         return read_coco_captions(spec[len("coco:"):], images, on_error, check_images, root)
     if prefix in AUDIO_READERS:
-        raise DataError(f"source {spec!r} is an audio source: read it with read_audio_source; "
-                        f"accepted image sources: {accepted}")
+        raise DataError(f"source {spec!r} is an audio source, where image sources are read "
+                        f"(accepted: {accepted})")
     if prefix:
         raise DataError(f"unknown source prefix {prefix!r} in {spec!r}; accepted: {accepted}")
     if spec.lower().endswith(".jsonl"):
@@ -462,7 +462,7 @@ LIBRISPEECH_LINE = re.compile(r"(\d+-\d+-\d+)\s+(\S.*)")  # "1272-128104-0000 MI
 def _librispeech_transcript(path: Path, problems: _Problems) -> tuple[list[AudioText], int]:
     """The examples of one SPEAKER-CHAPTER.trans.txt, and how many it should have given (non-blank lines)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         problems.report(f"{path}: invalid UTF-8 at byte offset {exc.start}")
         return [], 1
@@ -588,8 +588,8 @@ def read_audio_source(spec: str, on_error: OnError = "error", check_audio: bool 
     if prefix in AUDIO_READERS:
         return AUDIO_READERS[prefix](spec[len(prefix) + 1:], on_error=on_error, check_audio=check_audio, media=root)
     if prefix == "coco":
-        raise DataError(f"source {spec!r} is an image source: read it with read_source; accepted audio sources: "
-                        f"{accepted}")
+        raise DataError(f"source {spec!r} is an image source, where audio sources are read (accepted: "
+                        f"{accepted})")
     if prefix:
         raise DataError(f"unknown audio source prefix {prefix!r} in {spec!r}; accepted: {accepted}")
     if spec.lower().endswith(".jsonl"):

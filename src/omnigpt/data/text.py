@@ -36,6 +36,8 @@ def read_text_file(path: str | Path, errors: str = "strict") -> str:
     """Read a UTF-8 text file. Invalid bytes are an error naming the file and byte offset, unless
     errors='replace', which substitutes U+FFFD."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"corpus {path} is a folder; give text files (e.g. --data {path}/*.txt)")
     if not path.is_file():
         raise DataError(f"corpus file not found: {path}")
     raw = path.read_bytes()

@@ -223,6 +223,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     resume_from: Optional[Path] = None
     if resume:
         found = list_checkpoints(run_dir)
+        if not found and env.is_main:
+            print(f"nothing to resume in {run_dir}: starting a new run there", file=sys.stderr)
         if found:
             resume_from = found[-1]
             state = load_trainer_state(resume_from)

@@ -192,7 +192,7 @@ def test_an_image_too_large_to_decode_is_reported_before_training(tmp_path, monk
 
 def test_an_audio_row_in_an_image_manifest_is_pointed_to_the_audio_reader(tmp_path):
     path = jsonl(tmp_path / "m.jsonl", {"audio": "a.wav", "text": "hello"})
-    with pytest.raises(DataError, match=r"line 1: missing key 'image' \(this row has 'audio': .*read_audio_source"):
+    with pytest.raises(DataError, match=r"line 1: missing key 'image' \(this row has 'audio': an audio manifest, given where image rows"):
         read_manifest(path)
 
 
@@ -235,7 +235,7 @@ def test_audio_manifest_resolves_paths_against_its_folder_and_reads_labels(clips
 BAD_AUDIO_ROWS = [
     ('{"audio": "clips/a.wav", "text": "unclosed', r"line 2: not valid JSON"),
     ({"text": "no audio"}, r"line 2: missing key 'audio'$"),
-    ({"image": "a.png", "text": "x"}, r"line 2: missing key 'audio' \(this row has 'image': .*read_source\)"),
+    ({"image": "a.png", "text": "x"}, r"line 2: missing key 'audio' \(this row has 'image': an image manifest, given where audio rows are read\)"),
     ({"audio": "clips/a.wav"}, r"line 2: missing key 'text' \(a transcript\) or 'label' \(a class\)"),
     ({"audio": "clips/a.wav", "text": ["x"]}, r"line 2: 'text' must be a string, got list"),
     ({"audio": "clips/a.wav", "label": 3}, r"line 2: 'label' must be a string, got int 3"),
@@ -416,9 +416,9 @@ def test_read_audio_source_dispatches_and_explains_what_it_accepts(libri, classe
     with pytest.raises(DataError, match=r"unknown audio source prefix 'builtin'.*accepted: PATH\.jsonl.*"
                                         r"librispeech:FOLDER.*audiofolder:FOLDER"):
         read_audio_source("builtin:speech")
-    with pytest.raises(DataError, match=r"'coco:c\.json' is an image source: read it with read_source"):
+    with pytest.raises(DataError, match=r"'coco:c\.json' is an image source, where audio sources are read"):
         read_audio_source("coco:c.json")
     with pytest.raises(DataError, match=r"unknown audio source '.*clips'; accepted"):
         read_audio_source(str(clips / "clips"))
-    with pytest.raises(DataError, match=r"is an audio source: read it with read_audio_source"):
+    with pytest.raises(DataError, match=r"is an audio source, where image sources are read"):
         read_source(f"librispeech:{libri}")

@@ -70,15 +70,23 @@ def model_config(hf: dict) -> ModelConfig:
                        qkv_bias=True if kind == "qwen2" else bool(hf.get("attention_bias", False)))
 
 
+# The per-layer tensors both ways (import and export), as (omnigpt name, Hugging Face name) under blocks.i. and
+# h.i. / layers.i.; GPT-2's Conv1D layers (True) keep their weights as (in, out). q, k and v are mapped apart:
+# omnigpt fuses them.
+GPT2_LAYER = (("ln_1", "ln_1", False), ("ln_2", "ln_2", False), ("attn.qkv", "attn.c_attn", True),
+              ("attn.proj", "attn.c_proj", True), ("mlp.fc", "mlp.c_fc", True), ("mlp.proj", "mlp.c_proj", True))
+LLAMA_LAYER = (("attn.proj.weight", "self_attn.o_proj.weight"), ("ln_1.weight", "input_layernorm.weight"),
+               ("ln_2.weight", "post_attention_layernorm.weight"), ("mlp.gate.weight", "mlp.gate_proj.weight"),
+               ("mlp.up.weight", "mlp.up_proj.weight"), ("mlp.proj.weight", "mlp.down_proj.weight"))
+
+
 def _gpt2_state(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     w = {k.removeprefix("transformer."): v for k, v in weights.items()}
     out = {"wte.weight": w["wte.weight"], "wpe.weight": w["wpe.weight"],
            "ln_f.weight": w["ln_f.weight"], "ln_f.bias": w["ln_f.bias"]}
     for i in range(cfg.n_layer):
         h, b = f"h.{i}.", f"blocks.{i}."
-        for ours, theirs, conv in (("ln_1", "ln_1", False), ("ln_2", "ln_2", False), ("attn.qkv", "attn.c_attn", True),
-                                   ("attn.proj", "attn.c_proj", True), ("mlp.fc", "mlp.c_fc", True),
-                                   ("mlp.proj", "mlp.c_proj", True)):
+        for ours, theirs, conv in GPT2_LAYER:
             weight = w[f"{h}{theirs}.weight"]
             out[f"{b}{ours}.weight"] = weight.t() if conv else weight  # Conv1D keeps (in, out)
             out[f"{b}{ours}.bias"] = w[f"{h}{theirs}.bias"]
@@ -96,11 +104,8 @@ def _llama_state(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str
         out[b + "attn.qkv.weight"] = torch.cat([w[f"{attn}{p}_proj.weight"] for p in "qkv"])
         if cfg.qkv_bias:
             out[b + "attn.qkv.bias"] = torch.cat([w[f"{attn}{p}_proj.bias"] for p in "qkv"])
-        out[b + "attn.proj.weight"] = w[attn + "o_proj.weight"]
-        out[b + "ln_1.weight"] = w[h + "input_layernorm.weight"]
-        out[b + "ln_2.weight"] = w[h + "post_attention_layernorm.weight"]
-        for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("proj", "down_proj")):
-            out[f"{b}mlp.{ours}.weight"] = w[f"{h}mlp.{theirs}.weight"]
+        for ours, theirs in LLAMA_LAYER:
+            out[b + ours] = w[h + theirs]
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = weights["lm_head.weight"]
     return out

@@ -19,6 +19,7 @@ from ..atomic import write_atomic
 from ..config import ModelConfig
 from ..model.gpt import GPT
 from ..tokenizer import Tokenizer
+from .decoder import GPT2_LAYER, LLAMA_LAYER
 from .folder import HFError
 
 
@@ -66,9 +67,7 @@ def hf_state(model: GPT) -> dict[str, torch.Tensor]:
                     "transformer.ln_f.weight": w["ln_f.weight"], "transformer.ln_f.bias": w["ln_f.bias"]})
         for i in range(cfg.n_layer):
             h, b = f"transformer.h.{i}.", f"blocks.{i}."
-            for ours, theirs, conv in (("ln_1", "ln_1", False), ("ln_2", "ln_2", False),
-                                       ("attn.qkv", "attn.c_attn", True), ("attn.proj", "attn.c_proj", True),
-                                       ("mlp.fc", "mlp.c_fc", True), ("mlp.proj", "mlp.c_proj", True)):
+            for ours, theirs, conv in GPT2_LAYER:
                 weight = w[f"{b}{ours}.weight"]
                 out[f"{h}{theirs}.weight"] = weight.t() if conv else weight  # Conv1D keeps (in, out)
                 out[f"{h}{theirs}.bias"] = w[f"{b}{ours}.bias"]
@@ -81,11 +80,8 @@ def hf_state(model: GPT) -> dict[str, torch.Tensor]:
                 q, k, v = w[f"{b}attn.qkv.{suffix}"].split([H * D, Hk * D, Hk * D])
                 for name, t in zip("qkv", (q, k, v)):
                     out[f"{h}self_attn.{name}_proj.{suffix}"] = t
-            out[h + "self_attn.o_proj.weight"] = w[b + "attn.proj.weight"]
-            out[h + "input_layernorm.weight"] = w[b + "ln_1.weight"]
-            out[h + "post_attention_layernorm.weight"] = w[b + "ln_2.weight"]
-            for ours, theirs in (("gate", "gate_proj"), ("up", "up_proj"), ("proj", "down_proj")):
-                out[f"{h}mlp.{theirs}.weight"] = w[f"{b}mlp.{ours}.weight"]
+            for ours, theirs in LLAMA_LAYER:
+                out[h + theirs] = w[b + ours]
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = w["lm_head.weight"]
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}

@@ -494,8 +494,11 @@ def _evaluate_classifier(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
 
     if opts.limit is not None and opts.limit < 1:
         raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
-    spec = opts.data or BUILTIN_MATCHING
     cfg = ckpt.config
+    if not opts.data and BUILTIN_MATCHING not in (cfg.data.sources or []):
+        raise EvaluationError(f"{ckpt.path} was not trained on {BUILTIN_MATCHING}: give its test data with --data "
+                              f"(a JSONL manifest with labels, or audiofolder:DIR)")
+    spec = opts.data or BUILTIN_MATCHING
     if opts.on_bad_file:
         cfg.data.on_bad_file = opts.on_bad_file
     if spec == BUILTIN_MATCHING:

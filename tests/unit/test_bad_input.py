@@ -56,7 +56,8 @@ CASES = [  # (arguments, exit status, what the message must say)
      "--window: must be a finite number above 0, got inf"),
     (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--window", "nan"], 2, "--window: must be a finite number"),
     (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--overlap", "-1"], 2, "--overlap: must be a finite number"),
-    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--temperatures", "0,nan"], 2, "temperatures must be finite numbers >= 0"),
+    (["transcribe", "--checkpoint", "{ckpt}", "a.wav", "--temperatures", "0,nan"], 2,
+     "temperatures must be finite numbers >= 0"),
     (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "nan"], 2,
      "--minutes: must be a finite number above 0, got nan"),
     (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--minutes", "0"], 2,
@@ -73,8 +74,10 @@ CASES = [  # (arguments, exit status, what the message must say)
     (["demo", "--scenes", "0"], 2, "--scenes: must be a whole number >= 1, got 0"),
     (["demo", "--out", "{tmp}/afile"], 1, "afile"),
     (["speech-data", "--out", "{tmp}/sd", "--hours", "-1"], 2, "--hours: must be a finite number above 0, got -1"),
-    (["speech-data", "--out", "{tmp}/sd", "--count", "-5"], 2, "--count: must be a whole number >= 1 and <= 1000000, got -5"),
-    (["speech-data", "--out", "{tmp}/sd", "--count", "0"], 2, "--count: must be a whole number >= 1 and <= 1000000, got 0"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", "-5"], 2,
+     "--count: must be a whole number >= 1 and <= 1000000, got -5"),
+    (["speech-data", "--out", "{tmp}/sd", "--count", "0"], 2,
+     "--count: must be a whole number >= 1 and <= 1000000, got 0"),
     (["speech-data", "--out", "{tmp}/afile", "--count", "1"], 1, "afile"),
     (["evaluate", "--checkpoint", "{ckpt}", "--limit", "0"], 2, "--limit: must be a whole number >= 1, got 0"),
     (["tokenizer", "train", "--kind", "byte", "--out", "{tmp}/afile/tok.json"], 1, "afile"),
@@ -204,6 +207,8 @@ def test_a_classifier_is_refused_by_the_commands_that_write_text(tmp_path, capsy
         assert "is a classifier: use omnigpt classify" in err
     assert "it is scored on its classes" in fail(capsys, ["evaluate", "--checkpoint", tmp_path / "cls", "--task",
                                                          "caption"], 2)
+    assert "was not trained on builtin:matching: give its test data with --data" in fail(
+        capsys, ["evaluate", "--checkpoint", tmp_path / "cls"], 2)
 
 
 def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_place(tmp_path, capsys):
@@ -230,3 +235,12 @@ def test_chat_refuses_media_the_model_cannot_take_when_attached(ckpt, monkeypatc
     out = capsys.readouterr().out
     assert "error: this model does not take audio (it reads text)" in out
     assert "error: this model does not take image" in out and "attached" not in out
+
+
+def test_chat_says_how_to_fit_a_message_longer_than_the_context(ckpt, monkeypatch, capsys):
+    said = iter(["x" * 40, "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(said))
+    main(["chat", "--checkpoint", str(ckpt), "--max-new-tokens", "4"])
+    out = capsys.readouterr().out
+    assert "exceeds the model's context of 32 tokens; shorten the message or lower --max-new-tokens" in out
+    assert "--truncate" not in out

@@ -3,6 +3,7 @@ the example sets for fine-tuning and classification, with their validation parts
 work that writes files or synthesizes speech; the others wait for it, then read the same."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -69,7 +70,11 @@ def prepare_examples(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> Ex
     if env.is_main:  # synthesize (or find in the cache) the built-in speech once, before the other processes
         for s in train_sets + val_sets:
             if isinstance(s, SpeechExamples):
-                s.load()
+                longest = float(s.load().durations.max(initial=0.0))
+                if cfg.audio is not None and longest > cfg.audio.max_seconds:
+                    raise DataError(f"builtin:speech ({s.split}) holds clips of up to {longest:.1f} s, longer than "
+                                    f"audio.max_seconds ({cfg.audio.max_seconds:g}): raise it to at least "
+                                    f"{math.ceil(longest)}")
     distributed.barrier(env)
 
     def texts() -> list[str]:

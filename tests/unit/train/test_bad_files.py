@@ -132,3 +132,16 @@ def test_a_generator_skips_a_truncated_jpeg_of_an_image_manifest(tmp_path):
     cfg.data.on_bad_file = "error"
     with pytest.raises(DataError, match=r"train\.jsonl line 2: .*cut\.jpg: cannot decode image"):
         train(cfg, tmp_path / "run2", progress=False)
+
+
+def test_built_in_speech_longer_than_the_encoder_takes_is_refused_before_training(tmp_path, speech_cache):
+    from conftest import tiny_asr_config
+
+    from omnigpt.data.text import DataError
+    from omnigpt.recipes.train import train
+
+    cfg = tiny_asr_config(speech_cache, max_steps=2)
+    cfg.audio.max_seconds = 1.0
+    with pytest.raises(DataError, match=r"builtin:speech \(train\) holds clips of up to .* longer than "
+                                        r"audio.max_seconds \(1\): raise it to at least"):
+        train(cfg, tmp_path / "run", progress=False)

@@ -25,8 +25,8 @@ from torch import nn
 from .atomic import is_write_failure, write_error
 from .config import Config, ConfigError
 from .hardware import resolve_device, resolve_dtype
-from .hf.decoder import load_pretrained
-from .hf.folder import HFError, is_hf_folder
+from .interop.decoder import load_pretrained
+from .interop.folder import HFError, is_hf_folder
 from .model.omni import build_model
 from .tokenizer import Tokenizer, TokenizerError
 

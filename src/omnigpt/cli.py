@@ -416,7 +416,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
-    from .hf.export import export
+    from .interop.export import export
 
     ckpt = load_checkpoint(args.checkpoint, "cpu", "fp32")
     if ckpt.model.predicts != "tokens":
@@ -639,7 +639,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from .hardware import HardwareError
     from .tokenizer import TokenizerError
     from .checkpoint import CheckpointError
-    from .hf.folder import HFError
+    from .interop.folder import HFError
 
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning

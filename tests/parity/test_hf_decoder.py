@@ -8,8 +8,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from omnigpt.generate import GenerationConfig, sample_ids  # noqa: E402
-from omnigpt.hf.decoder import load_decoder  # noqa: E402
-from omnigpt.hf.folder import HFError  # noqa: E402
+from omnigpt.interop.decoder import load_decoder  # noqa: E402
+from omnigpt.interop.folder import HFError  # noqa: E402
 
 LLAMA = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=128)
@@ -144,7 +144,7 @@ def test_finetune_from_a_hugging_face_language_model(tmp_path, capsys):
 
     from omnigpt.checkpoint import load_checkpoint
     from omnigpt.cli import main
-    from omnigpt.hf.decoder import load_pretrained
+    from omnigpt.interop.decoder import load_pretrained
 
     tok = llama_style()
     tok.save_pretrained(tmp_path / "lm")

@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 from conftest import tiny_config  # noqa: E402
 from omnigpt.checkpoint import load_checkpoint  # noqa: E402
 from omnigpt.cli import main  # noqa: E402
-from omnigpt.hf.decoder import load_decoder  # noqa: E402
+from omnigpt.interop.decoder import load_decoder  # noqa: E402
 from omnigpt.recipes.train import train  # noqa: E402
 
 LAYOUTS = {
@@ -60,7 +60,7 @@ def test_a_multimodal_model_exports_its_decoder_and_keeps_its_encoders_beside_it
     from safetensors.torch import load_file
 
     from conftest import tiny_omni_config
-    from omnigpt.hf.export import export
+    from omnigpt.interop.export import export
     from omnigpt.model.omni import build_model
     from omnigpt.tokenizer import Tokenizer
 

@@ -23,8 +23,8 @@ from .. import hardware
 from ..atomic import write_atomic, write_error
 from ..checkpoint import (is_pretrained_folder, list_checkpoints, load_weights, read_weights, resolve, save_checkpoint,
                           weight_shapes)
-from ..hf.decoder import load_pretrained, model_config
-from ..hf.folder import read_config
+from ..interop.decoder import load_pretrained, model_config
+from ..interop.folder import read_config
 from ..tokenizer import Tokenizer
 from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision

@@ -244,3 +244,20 @@ def test_chat_says_how_to_fit_a_message_longer_than_the_context(ckpt, monkeypatc
     out = capsys.readouterr().out
     assert "exceeds the model's context of 32 tokens; shorten the message or lower --max-new-tokens" in out
     assert "--truncate" not in out
+
+
+def test_transcribe_names_the_flags_when_the_overlap_does_not_fit_the_window(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from conftest import tiny_asr_config
+    from omnigpt.checkpoint import save_checkpoint
+    from omnigpt.model.omni import build_model
+    from omnigpt.tokenizer import Tokenizer
+
+    cfg, tok = tiny_asr_config(str(tmp_path)), Tokenizer.byte_level()
+    save_checkpoint(tmp_path / "asr", 1, build_model(cfg, tok.image_id, tok.audio_id, tok), cfg, tok)
+    sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
+    err = fail(capsys, ["transcribe", "--checkpoint", tmp_path / "asr", tmp_path / "a.wav", "--window", "2",
+                        "--overlap", "1"], 2)
+    assert "--overlap (1 s) must be less than half of --window (2 s)" in err

@@ -99,6 +99,8 @@ CASES = [  # (arguments, exit status, what the message must say)
     (["pretrain", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/r", "--max-steps", "2", "--stop-at-step", "5"],
      2, "--stop-at-step 5 is past the run's end"),
     (["evaluate", "--checkpoint", "{ckpt}", "--plot", "{tmp}/p.png"], 2, "--plot draws a confusion matrix"),
+    (["compare-fusion", "--config", "{ckpt}/config.yaml", "--out", "{tmp}/cf"], 2,
+     "needs a config with a 'classifier' section (see the shipped config classify-builtin)"),
     (["compare-fusion", "--config", "text-tiny", "--out", "{tmp}/cf", "--minutes", "-2"], 2, "--minutes: must be"),
 ]
 
@@ -209,6 +211,14 @@ def test_a_classifier_is_refused_by_the_commands_that_write_text(tmp_path, capsy
                                                          "caption"], 2)
     assert "was not trained on builtin:matching: give its test data with --data" in fail(
         capsys, ["evaluate", "--checkpoint", tmp_path / "cls"], 2)
+    assert f"--image {tmp_path} is a folder; give a file" in fail(
+        capsys, ["classify", "--checkpoint", tmp_path / "cls", "--image", tmp_path], 2)
+
+
+def test_resume_with_nothing_to_resume_says_so_and_starts(ckpt, tmp_path, capsys):
+    main(["pretrain", "--config", str(ckpt / "config.yaml"), "--out", str(tmp_path / "new"), "--max-steps", "1",
+          "--resume", "--quiet"])
+    assert f"nothing to resume in {tmp_path / 'new'}: starting a new run there" in capsys.readouterr().err
 
 
 def test_a_yaml_syntax_error_is_one_line_naming_the_file_and_place(tmp_path, capsys):

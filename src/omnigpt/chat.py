@@ -73,9 +73,8 @@ class ChatSession:
                 first = next(pieces, "")
                 break
             except PromptTooLongError as exc:
-                if not turns:  # the message alone does not fit: the command-line hint is not chat's
-                    raise PromptTooLongError(str(exc).split("; ")[0] + "; shorten the message or lower "
-                                             "--max-new-tokens") from None
+                if not turns:  # the message alone does not fit: chat has its own advice
+                    raise PromptTooLongError(exc.problem, "shorten the message or lower --max-new-tokens") from None
                 turns.pop(0)  # the oldest turn goes whole, images and clips with it
         self.history = turns
         reply = first

@@ -31,7 +31,12 @@ class GenerationError(ValueError):
 
 
 class PromptTooLongError(GenerationError):
-    """The prompt plus the tokens to generate do not fit the model's context."""
+    """The prompt plus the tokens to generate do not fit the model's context: `problem` says by how much,
+    `advice` what the command line can do about it (a caller with other means, like chat, gives its own)."""
+
+    def __init__(self, problem: str, advice: str):
+        super().__init__(f"{problem}; {advice}")
+        self.problem = problem
 
 
 MAX_BEAMS = 64  # each beam is a row of the batch, with its own KV cache
@@ -133,15 +138,15 @@ def fit_prompt(ids: list[int], context: int, max_new_tokens: int, truncate: bool
     room = context - max_new_tokens + 1  # the last new token is never fed back, so it needs no position
     if room < 1:
         raise PromptTooLongError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
-                                 f"context of {context} tokens; use at most {context - 1}")
+                                 f"context of {context} tokens", f"use at most {context - 1}")
     if len(ids) <= room:
         return ids
     if truncate:
         return ids[-room:]
     raise PromptTooLongError(
         f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the model's context of "
-        f"{context} tokens; shorten the prompt, lower max_new_tokens, or truncate the prompt from the left "
-        f"(--truncate)")
+        f"{context} tokens", "shorten the prompt, lower max_new_tokens, or truncate the prompt from the left "
+        "(--truncate)")
 
 
 def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,8 +320,8 @@ def prepare_prompts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[st
         fitted = fit_prompt(ids, context, cfg.max_new_tokens, cfg.truncate)
         for ph, what in ((tokenizer.image_id, "an image"), (tokenizer.audio_id, "an audio clip")):
             if fitted.count(ph) != ids.count(ph):
-                raise PromptTooLongError(f"truncating the prompt to fit the context would cut into {what}: "
-                                         f"shorten the text or lower max_new_tokens")
+                raise PromptTooLongError(f"truncating the prompt to fit the context would cut into {what}",
+                                         "shorten the text or lower max_new_tokens")
         out.append(fitted)
     return out
 

@@ -397,7 +397,10 @@ def _is_audio_source(spec: str, cfg: Config) -> bool:
     that does both, a manifest whose first row names an "audio" file and no "image"."""
     if spec.startswith(("librispeech:", "audiofolder:")) or (cfg.audio is not None and cfg.vision is None):
         return True
-    return cfg.audio is not None and _first_row_keys(spec) >= {"audio"} and "image" not in _first_row_keys(spec)
+    if cfg.audio is None:
+        return False
+    keys = _first_row_keys(spec)
+    return "audio" in keys and "image" not in keys
 
 
 def _first_row_keys(spec: str) -> set[str]:

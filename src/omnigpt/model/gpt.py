@@ -156,7 +156,9 @@ class GPT(nn.Module):
         old = self.wte.weight
         if size < old.shape[0]:
             raise ValueError(f"resize_vocab only grows the vocabulary: {old.shape[0]} -> {size}")
-        rows = lambda w: torch.cat([w, w.mean(0, keepdim=True).expand(size - w.shape[0], -1)])  # noqa: E731
+        def rows(w: torch.Tensor) -> torch.Tensor:
+            return torch.cat([w, w.mean(0, keepdim=True).expand(size - w.shape[0], -1)])
+
         self.wte = nn.Embedding(size, old.shape[1], device=old.device, dtype=old.dtype)
         self.wte.weight.copy_(rows(old))
         head = nn.Linear(old.shape[1], size, bias=False, device=old.device, dtype=old.dtype)

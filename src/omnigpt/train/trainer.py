@@ -23,7 +23,7 @@ from .. import hardware
 from ..atomic import write_atomic, write_error
 from ..checkpoint import (is_pretrained_folder, list_checkpoints, load_weights, read_weights, resolve, save_checkpoint,
                           weight_shapes)
-from ..interop.decoder import load_pretrained, model_config
+from ..interop.decoder import load_decoder, model_config
 from ..interop.folder import read_config
 from ..tokenizer import Tokenizer
 from ..config import Config, ConfigError, TrainConfig
@@ -127,7 +127,9 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
     naming it."""
     if is_pretrained_folder(source):  # a Hugging Face language model: the decoder
         target = getattr(model, "gpt", model)
-        _, pretrained, _ = load_pretrained(source)
+        pretrained = load_decoder(source)
+        if target.config.vocab_size > pretrained.config.vocab_size:  # rows for the tokens omnigpt added
+            pretrained.resize_vocab(target.config.vocab_size)
         target.load_state_dict(pretrained.state_dict())
         print(f"init_from {source}: the decoder ({pretrained.config.n_layer} layers, "
               f"{sum(p.numel() for p in pretrained.parameters()) / 1e6:.1f}M parameters)", file=sys.stderr)

@@ -36,15 +36,20 @@ def hf_config(cfg: ModelConfig) -> dict:
             "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 
 
+def _names(cfg: ModelConfig):
+    """(omnigpt name, Hugging Face name without `transformer.`, whether the tensor is transposed) per tensor."""
+    for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
+        yield n, n, False
+    for i in range(cfg.n_layer):
+        for ours, theirs, conv in LAYER:
+            yield f"blocks.{i}.{ours}.weight", f"h.{i}.{theirs}.weight", conv
+            yield f"blocks.{i}.{ours}.bias", f"h.{i}.{theirs}.bias", False
+
+
 def from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Hugging Face tensors (with or without the `transformer.` prefix) -> omnigpt's GPT state dict."""
     w = {k.removeprefix("transformer."): v for k, v in weights.items()}
-    out = {n: w[n] for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")}
-    for i in range(cfg.n_layer):
-        for ours, theirs, conv in LAYER:
-            weight = w[f"h.{i}.{theirs}.weight"]
-            out[f"blocks.{i}.{ours}.weight"] = weight.t() if conv else weight
-            out[f"blocks.{i}.{ours}.bias"] = w[f"h.{i}.{theirs}.bias"]
+    out = {ours: w[theirs].t() if conv else w[theirs] for ours, theirs, conv in _names(cfg)}
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = weights["lm_head.weight"]
     return out
@@ -52,12 +57,7 @@ def from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, tor
 
 def to_hf(w: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """omnigpt's GPT state dict -> the tensors GPT2LMHeadModel loads."""
-    out = {f"transformer.{n}": w[n] for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")}
-    for i in range(cfg.n_layer):
-        for ours, theirs, conv in LAYER:
-            weight = w[f"blocks.{i}.{ours}.weight"]
-            out[f"transformer.h.{i}.{theirs}.weight"] = weight.t() if conv else weight
-            out[f"transformer.h.{i}.{theirs}.bias"] = w[f"blocks.{i}.{ours}.bias"]
+    out = {f"transformer.{theirs}": w[ours].t() if conv else w[ours] for ours, theirs, conv in _names(cfg)}
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = w["lm_head.weight"]
     return out

@@ -217,7 +217,18 @@ class VisionConfig:
 class AudioConfig:
     """Log-mel features and the audio encoder: two stride-2 1-D convs (4x fewer frames), the shared
     Transformer block (bidirectional), then average pooling by `pool`. At hop 160 and 16 kHz that is
-    100 / (4 * pool) vectors per second of audio."""
+    100 / (4 * pool) vectors per second of audio.
+
+    encoder `whisper` is Whisper's layout, to hold its pretrained weights (`interop.whisper`): the first conv
+    keeps the frame rate (2x fewer frames in all: 50 / pool vectors per second), a fixed position table of
+    max_frames / 2 rows kept with the weights (`position` stays sinusoidal), exact (erf) GELU in the MLP.
+
+    pad_to_window: every clip is padded with silence to `max_seconds` before its log-mel and the encoder reads
+    the whole window, as Whisper always does (30 s, 3000 frames): a Whisper encoder's states are then exactly
+    Whisper's, and every clip costs the window's vectors. False: a clip keeps its length and the encoder masks
+    a batch's padding, which is cheaper, but Whisper's weights then read a short clip as they never did in
+    training (no silence after it), so its states differ from Whisper's. `interop.whisper` sets it.
+    """
     sample_rate: int = 16000
     n_mels: int = 80
     n_fft: int = 400
@@ -230,11 +241,17 @@ class AudioConfig:
     pool: int = 1
     max_seconds: float = 30.0  # longer audio is cut into windows by the caller
     dropout: float = 0.0
+    encoder: Literal["omnigpt", "whisper"] = "omnigpt"
+    mlp_hidden: Optional[int] = None  # the blocks' MLP width; None: 4 * width
+    pad_to_window: bool = False
 
     def tokens_for_frames(self, frames: int) -> int:
-        """Encoder vectors for a clip of `frames` feature frames."""
-        after_convs = -(-(-(-frames // 2)) // 2)  # ceil(ceil(frames / 2) / 2)
-        return -(-after_convs // self.pool)
+        """Encoder vectors for a clip of `frames` feature frames (with pad_to_window: the window's)."""
+        if self.pad_to_window:
+            frames = self.max_frames
+        for _ in range(1 if self.encoder == "whisper" else 2):  # stride-2 convs: ceil(frames / 2) each
+            frames = -(-frames // 2)
+        return -(-frames // self.pool)
 
     @property
     def max_frames(self) -> int:
@@ -256,6 +273,18 @@ class AudioConfig:
         _require(self.n_fft < longest, "audio.n_fft", self.n_fft,
                  f"fewer samples than audio.max_seconds holds ({self.max_seconds:g} s = {longest:g} samples)")
         _fraction("audio.dropout", self.dropout)
+        if self.mlp_hidden is not None:
+            _require(self.mlp_hidden >= 1, "audio.mlp_hidden", self.mlp_hidden, ">= 1 (or unset: 4 * width)")
+        if self.encoder == "whisper":
+            _require(self.position == "sinusoidal", "audio.position", self.position,
+                     "sinusoidal with audio.encoder whisper (its fixed position table)")
+            _require(self.width % 2 == 0 and self.width >= 4, "audio.width", self.width,
+                     "even and >= 4 with audio.encoder whisper (its position table pairs sines and cosines)")
+        if self.pad_to_window:
+            hops = self.max_seconds * self.sample_rate / self.hop_length
+            _require(float(hops).is_integer(), "audio.max_seconds", self.max_seconds,
+                     f"a whole number of hops ({self.hop_length} samples at {self.sample_rate} Hz) with "
+                     f"audio.pad_to_window: the window is that many feature frames")
 
 
 @dataclass
@@ -803,7 +832,8 @@ def estimate_parameters(cfg: Config) -> dict[str, int]:
     if cfg.audio is not None:
         a = cfg.audio
         table = (a.tokens_for_frames(a.max_frames) * a.pool + 1) * a.width if a.position == "sinusoidal" else 0
-        parts["audio"] = 3 * a.n_mels * a.width + 3 * a.width ** 2 + a.n_layer * _block(a.width) + table
+        mlp = 2 * a.width * (a.mlp_hidden - 4 * a.width) if a.mlp_hidden else 0
+        parts["audio"] = 3 * a.n_mels * a.width + 3 * a.width ** 2 + a.n_layer * (_block(a.width) + mlp) + table
         media.append(a.width)
     if cfg.classifier is None:
         parts["projector"] = sum(d * m.n_embd + (m.n_embd ** 2 if cfg.fusion.projector == "mlp" else 0)

@@ -34,8 +34,10 @@ class InputError(DataError):
 
 
 def mel_config(audio: AudioConfig) -> MelConfig:
-    """The log-mel settings of an audio encoder (no fixed padding: clips keep their length)."""
-    return MelConfig(audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels, log=audio.log)
+    """The log-mel settings of an audio encoder: clips keep their length, or with `audio.pad_to_window` are
+    padded with silence to `audio.max_seconds` (as Whisper pads to 30 s)."""
+    return MelConfig(audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels, log=audio.log,
+                     pad_to_seconds=audio.max_seconds if audio.pad_to_window else None)
 
 
 class Inputs:
@@ -101,6 +103,9 @@ class Inputs:
                 raise InputError("audio samples are empty (0 samples)")
             if not torch.isfinite(wave).all():
                 raise InputError("audio samples hold NaN or infinite values")
+            if self.mel.pad_samples is not None and wave.numel() > self.mel.pad_samples:  # never cut silently
+                raise InputError(f"audio of {wave.numel() / self.mel.sample_rate:.2f} s is longer than the "
+                                 f"window of audio.max_seconds ({self.cfg.audio.max_seconds:g} s): cut it into windows")
         wave = pad_short(wave, self.mel)
         if rng is not None and self.noise_snr_db:
             wave = add_noise(wave, rng.uniform(*self.noise_snr_db), rng)

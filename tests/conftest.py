@@ -87,10 +87,30 @@ def tiny_classifier_config(fusion="concat", **classifier) -> Config:
     })
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def speech_cache(tmp_path_factory):
-    """A folder for the built-in utterances, synthesized once per test module."""
+    """A folder for the built-in utterances, synthesized once per test session (a file there is named by all
+    that makes it, so tests share it safely; the 256 validation utterances alone take seconds)."""
     return str(tmp_path_factory.mktemp("speech-cache"))
+
+
+@pytest.fixture(scope="session")
+def recognizer_run(tmp_path_factory, speech_cache):
+    """fusion -> the folder of a tiny recognizer that knows the 8 training utterances by heart (250 steps),
+    trained once per test session."""
+    from omnigpt import train
+
+    runs = {}
+
+    def get(fusion: str = "cross_attention"):
+        if fusion not in runs:
+            cfg = tiny_asr_config(speech_cache, max_steps=250, batch_size=8, lr=3e-3, warmup_steps=10,
+                                  eval_interval=250, save_interval=250)
+            cfg.fusion.mode = fusion
+            runs[fusion] = tmp_path_factory.mktemp("recognizer") / fusion
+            train(cfg, runs[fusion], progress=False)
+        return runs[fusion]
+    return get
 
 
 def speechlike(seconds: float, seed: int, loudness: float = 1.0) -> np.ndarray:

@@ -3,7 +3,7 @@ audio classification by prompt from class folders."""
 import pytest
 
 from conftest import tiny_asr_config
-from omnigpt import generate, load_checkpoint, train
+from omnigpt import generate, load_checkpoint
 from omnigpt.data.prompts import CLASSIFY_PROMPT, TRANSCRIBE_PROMPT
 from omnigpt.data.builtin import speech
 
@@ -11,12 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])
-def test_a_tiny_recognizer_learns_eight_utterances_by_heart(tmp_path, speech_cache, fusion):
-    cfg = tiny_asr_config(speech_cache, max_steps=250, batch_size=8, lr=3e-3, warmup_steps=10,
-                          eval_interval=250, save_interval=250)
-    cfg.fusion.mode = fusion
-    train(cfg, tmp_path / "asr", progress=False)
-    ck = load_checkpoint(tmp_path / "asr")
+def test_a_tiny_recognizer_learns_eight_utterances_by_heart(recognizer_run, speech_cache, fusion):
+    ck = load_checkpoint(recognizer_run(fusion))
     clips = speech.speech_dataset("train", 8, 0, speech_cache)
     out = generate(ck.model, ck.tokenizer, [TRANSCRIBE_PROMPT] * 8, audio=[clips.audio(i) for i in range(8)],
                    max_new_tokens=30)

@@ -23,8 +23,8 @@ def omni_config(tmp_path, cache, **train_kw) -> Config:
     return Config.from_dict(d)
 
 
-def test_the_demo_scores_every_task_and_writes_its_report(tmp_path, capsys):
-    cfg = omni_config(tmp_path, tmp_path / "cache", max_steps=3, save_interval=3, eval_interval=3)
+def test_the_demo_scores_every_task_and_writes_its_report(tmp_path, speech_cache, capsys):
+    cfg = omni_config(tmp_path, speech_cache, max_steps=3, save_interval=3, eval_interval=3)
     run = tmp_path / "run"
     summary = run_demo(run, minutes=5, scenes=4, utterances=3, progress=False, config=cfg)
     report = json.loads((run / "report.json").read_text())

@@ -215,33 +215,44 @@ def test_a_model_loads_in_bf16_on_the_cpu_and_generates(text_run):
     assert next(fp32.model.parameters()).dtype == torch.float32
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "omnigpt.cli", *args], capture_output=True, text=True)
+def run_cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (a subprocess would import torch again): its exit status and output."""
+    from omnigpt.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["omnigpt", *args], code, out, err)
 
 
-def test_generate_takes_device_and_dtype_flags(text_run):
-    done = run_cli("generate", "--checkpoint", str(text_run), "--prompt", "The quick", "--max-new-tokens", "8",
-                   "--device", "cpu", "--dtype", "bf16", "--json")
+def test_generate_takes_device_and_dtype_flags(text_run, capsys):
+    done = run_cli(capsys, "generate", "--checkpoint", str(text_run), "--prompt", "The quick", "--max-new-tokens",
+                   "8", "--device", "cpu", "--dtype", "bf16", "--json")
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     assert row["prompt"] == "The quick" and len(row["completion"]) > 0
 
 
-@pytest.mark.slow  # over 5 s
-def test_exit_status_2_for_usage_errors_and_1_for_failures(text_run, tmp_path):
-    bad_device = run_cli("generate", "--checkpoint", str(text_run), "--prompt", "x", "--device", "tpu")
+def test_exit_status_2_for_usage_errors_and_1_for_failures(text_run, tmp_path, capsys):
+    bad_device = run_cli(capsys, "generate", "--checkpoint", str(text_run), "--prompt", "x", "--device", "tpu")
     assert bad_device.returncode == 2 and "unknown device 'tpu'" in bad_device.stderr
-    assert run_cli("generate", "--checkpoint", str(text_run), "--prompt", "x", "--dtype", "int4").returncode == 2
-    missing = run_cli("generate", "--checkpoint", str(tmp_path / "nothing"), "--prompt", "x")
+    bad_dtype = run_cli(capsys, "generate", "--checkpoint", str(text_run), "--prompt", "x", "--dtype", "int4")
+    assert bad_dtype.returncode == 2
+    missing = run_cli(capsys, "generate", "--checkpoint", str(tmp_path / "nothing"), "--prompt", "x")
     assert missing.returncode == 1 and "checkpoint not found" in missing.stderr
 
 
-def test_version_and_help_with_defaults():
+def test_version_and_help_with_defaults(capsys):
     from omnigpt import __version__
 
-    version = run_cli("--version")
+    # the installed entry point, once, in its own process
+    version = subprocess.run([sys.executable, "-m", "omnigpt.cli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip() == f"omnigpt {__version__}"
-    helped = run_cli("generate", "--help")
+    helped = run_cli(capsys, "generate", "--help")
     assert "(default: 50)" in helped.stdout and "(default: auto)" in helped.stdout
 
 
@@ -305,11 +316,10 @@ def test_bad_precision_settings_name_the_key_and_the_value(tmp_path):
         choose_precision("fp64", "cpu")
 
 
-@pytest.mark.slow  # over 5 s
-def test_bad_precision_flags_are_usage_errors(text_run):
-    done = run_cli("pretrain", "--config", "text-tiny", "--out", str(text_run), "--precision", "fp8")
+def test_bad_precision_flags_are_usage_errors(text_run, capsys):
+    done = run_cli(capsys, "pretrain", "--config", "text-tiny", "--out", str(text_run), "--precision", "fp8")
     assert done.returncode == 2 and "invalid choice: 'fp8'" in done.stderr
-    demo = run_cli("demo", "--precision", "half")
+    demo = run_cli(capsys, "demo", "--precision", "half")
     assert demo.returncode == 2 and "invalid choice: 'half'" in demo.stderr
-    gpu = run_cli("pretrain", "--config", "text-tiny", "--out", str(text_run), "--device", "cuda:7")
+    gpu = run_cli(capsys, "pretrain", "--config", "text-tiny", "--out", str(text_run), "--device", "cuda:7")
     assert gpu.returncode == 2 and "cuda:7" in gpu.stderr

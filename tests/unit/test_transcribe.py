@@ -6,8 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import tiny_asr_config
-from omnigpt import generate, load_checkpoint, train
+from omnigpt import generate, load_checkpoint
 from omnigpt.data.prompts import TRANSCRIBE_PROMPT
 from omnigpt.data.builtin import speech
 from omnigpt.generate import GenerationError
@@ -18,19 +17,14 @@ RATE = 16000
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("speech-cache"))
+def cache(speech_cache):
+    return speech_cache
 
 
 @pytest.fixture(scope="module")
-def recognizer(tmp_path_factory, cache):
+def recognizer(recognizer_run):
     """A tiny recognizer that knows 8 training utterances by heart (cross-attention fusion: quick to train)."""
-    cfg = tiny_asr_config(cache, max_steps=250, batch_size=8, lr=3e-3, warmup_steps=10, eval_interval=250,
-                          save_interval=250)
-    cfg.fusion.mode = "cross_attention"
-    run = tmp_path_factory.mktemp("recognizer") / "asr"
-    train(cfg, run, progress=False)
-    return load_checkpoint(run)
+    return load_checkpoint(recognizer_run("cross_attention"))
 
 
 def _recording(clips, indices, gaps, total=None):

@@ -148,13 +148,15 @@ class ModelConfig:
 
 @dataclass
 class VisionConfig:
-    """The image encoder: `cnn` (strided conv stages) or `vit` (patches + the shared Transformer block).
+    """The image encoder: `cnn` (strided conv stages), `vit` (patches + the shared Transformer block), or the
+    layout of a pretrained tower, `clip` or `siglip` (see `model.vision.TowerEncoder`; `interop.clip`
+    writes this section from a Hugging Face folder).
 
-    Its output is a grid of vectors, `tokens` per image, with 2-D learned positions. Token reduction keeps
+    Its output is a grid of vectors, `tokens` per image, with learned positions. Token reduction keeps
     a large image from flooding the context: `pool` averages the grid down to `grid` x `grid` tokens,
     `pixel_shuffle` folds each `reduce_factor` x `reduce_factor` patch of tokens into one wider token.
     """
-    encoder: Literal["cnn", "vit"] = "cnn"
+    encoder: Literal["cnn", "vit", "clip", "siglip"] = "cnn"
     image_size: int = 64  # images are resized (and center cropped) to image_size x image_size pixels
     width: int = 256  # the encoder's output width (ViT width; CNN channels of the last stage)
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # CNN: one stride-2 stage each
@@ -167,12 +169,35 @@ class VisionConfig:
     dropout: float = 0.0
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # How an image becomes image_size x image_size: `crop` scales the centre square; `pad` letterboxes with
+    # the mean colour; `stretch` scales each side (SigLIP's processor); `shortest_edge` scales the shorter
+    # side to resize_to (default image_size) and cuts the centre square out, rounding as CLIP's processor.
+    resize: Literal["crop", "pad", "stretch", "shortest_edge"] = "crop"
+    resize_to: Optional[int] = None
+    # Transformer layers (vit, clip, siglip): the MLP's inner width (default 4 * width), LayerNorm's eps,
+    # the MLP's GELU (gelu_tanh, gelu: exact, quick_gelu: CLIP's x * sigmoid(1.702 x)).
+    mlp_hidden: Optional[int] = None
+    norm_eps: float = 1e-5
+    activation: Literal["gelu_tanh", "gelu", "quick_gelu"] = "gelu_tanh"
+    # clip, siglip: the hidden state handed on, as an index into Hugging Face's hidden_states (-1: the last
+    # layer's output, -2: the one before, as LLaVA takes; layers after it are not built), and whether the
+    # tower's post_layernorm is applied to it (SigLIP's last_hidden_state has it; CLIP's has not).
+    feature_layer: int = -1
+    post_norm: bool = False
+
+    TOWERS = ("clip", "siglip")
 
     def feature_side(self) -> int:
         """Tokens per side of the encoder's grid before reduction."""
-        if self.encoder == "vit":
+        if self.encoder == "vit" or self.encoder in self.TOWERS:
             return self.image_size // self.patch_size
         return math.ceil(self.image_size / 2 ** len(self.channels))
+
+    def layers_used(self) -> int:
+        """Transformer layers the encoder runs (clip, siglip: up to feature_layer)."""
+        if self.encoder in self.TOWERS:
+            return self.feature_layer if self.feature_layer > 0 else self.n_layer + 1 + self.feature_layer
+        return self.n_layer
 
     def token_side(self) -> int:
         side = self.feature_side()
@@ -198,7 +223,7 @@ class VisionConfig:
         _require(len(self.mean) == 3, "vision.mean", self.mean, "three numbers (R, G, B)")
         _require(len(self.std) == 3 and all(v > 0 for v in self.std), "vision.std", self.std,
                  "three numbers > 0 (R, G, B): pixels are divided by them")
-        if self.encoder == "vit":
+        if self.encoder == "vit" or self.encoder in self.TOWERS:
             if self.image_size % self.patch_size:
                 raise ConfigError(f"vision.image_size ({self.image_size}) must be a multiple of vision.patch_size "
                                   f"({self.patch_size})")
@@ -211,6 +236,27 @@ class VisionConfig:
                               f"({self.feature_side()})")
         if self.reduce == "pool" and self.grid < 1:
             raise ConfigError(f"vision.grid must be >= 1, got {self.grid}")
+        self._check_layers_and_resize()
+
+    def _check_layers_and_resize(self) -> None:
+        if self.mlp_hidden is not None:
+            _require(self.mlp_hidden >= 1, "vision.mlp_hidden", self.mlp_hidden, ">= 1 (or unset: 4 * width)")
+        _require(self.norm_eps > 0, "vision.norm_eps", self.norm_eps, "> 0 (LayerNorm divides by sqrt(var + eps))")
+        if self.encoder in self.TOWERS:
+            n = self.n_layer
+            _require(1 <= self.feature_layer <= n or -n <= self.feature_layer <= -1, "vision.feature_layer",
+                     self.feature_layer, f"a layer of the {n}-layer tower: -1 (the last) to -{n}, or 1 to {n}")
+        else:
+            _require(self.feature_layer == -1, "vision.feature_layer", self.feature_layer,
+                     f"-1 for the {self.encoder} encoder (it applies to clip and siglip towers)")
+            _require(not self.post_norm, "vision.post_norm", self.post_norm,
+                     f"false for the {self.encoder} encoder (it applies to clip and siglip towers)")
+        if self.resize_to is not None:
+            _require(self.resize == "shortest_edge", "vision.resize_to", self.resize_to,
+                     "unset unless vision.resize is shortest_edge")
+            _require(self.image_size <= self.resize_to <= MAX_IMAGE_SIZE, "vision.resize_to", self.resize_to,
+                     f"at least vision.image_size ({self.image_size}) and at most {MAX_IMAGE_SIZE} pixels: "
+                     f"the shorter side is scaled to it, then the centre image_size square is cut out")
 
 
 @dataclass
@@ -820,14 +866,20 @@ def estimate_parameters(cfg: Config) -> dict[str, int]:
     media = []
     if cfg.vision is not None:
         v = cfg.vision
-        side = v.image_size // v.patch_size if v.encoder == "vit" else -(-v.image_size // 2 ** min(len(v.channels), 64))
+        side = v.image_size // v.patch_size if v.encoder in ("vit", *v.TOWERS) \
+            else -(-v.image_size // 2 ** min(len(v.channels), 64))
         out = v.width * (v.reduce_factor ** 2 if v.reduce == "pixel_shuffle" else 1)
-        if v.encoder == "vit":
-            encoder = 3 * v.patch_size ** 2 * v.width + v.n_layer * _block(v.width)
+        mlp = 2 * v.width * (v.mlp_hidden - 4 * v.width) if v.mlp_hidden else 0
+        positions = 2 * side * out  # a row and a column table
+        if v.encoder in v.TOWERS:  # a position for every patch (and CLIP's class token)
+            encoder = 3 * v.patch_size ** 2 * v.width + v.layers_used() * (_block(v.width) + mlp)
+            positions = (side * side + 1) * v.width
+        elif v.encoder == "vit":
+            encoder = 3 * v.patch_size ** 2 * v.width + v.n_layer * (_block(v.width) + mlp)
         else:
             widths = [3, *v.channels]
             encoder = sum(9 * a * b + 9 * b * b for a, b in zip(widths, widths[1:])) + widths[-1] * v.width
-        parts["vision"] = encoder + 2 * side * out
+        parts["vision"] = encoder + positions
         media.append(out)
     if cfg.audio is not None:
         a = cfg.audio
@@ -855,7 +907,7 @@ def _size_keys(cfg: Config, part: str) -> list[tuple[str, Any]]:
     """The keys that set a part's size, with their values, for an error message."""
     if part == "vision" and cfg.vision is not None:
         v = cfg.vision
-        if v.encoder == "vit":
+        if v.encoder in ("vit", *v.TOWERS):
             return [("vision.width", v.width), ("vision.n_layer", v.n_layer), ("vision.patch_size", v.patch_size),
                     ("vision.image_size", v.image_size)]
         return [("vision.channels", v.channels), ("vision.width", v.width), ("vision.image_size", v.image_size)]

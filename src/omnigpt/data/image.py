@@ -34,7 +34,7 @@ ImageOps = optional("PIL.ImageOps")
 MAX_PIXELS = 40_000_000  # width * height; a 40-megapixel photo decodes to 120 MB of RGB
 MAX_FILE_BYTES = 50 * 2**20
 
-RESIZE_MODES = ("crop", "pad", "stretch")
+RESIZE_MODES = ("crop", "pad", "stretch", "shortest_edge")
 _EXIF_ORIENTATION = 0x0112
 _WHITE = (255, 255, 255)
 
@@ -185,17 +185,28 @@ class ImageTransform:
 
     resize: "crop" scales the shorter side to `size` and keeps the centre square (loses the ends of a
     long image); "pad" scales the longer side to `size` and letterboxes the rest with the `mean` colour,
-    which normalizes to 0 (keeps the whole image); "stretch" scales each side to `size` (distorts shapes).
-    Resampling is bicubic, antialiased when shrinking.
+    which normalizes to 0 (keeps the whole image); "stretch" scales each side to `size` (distorts shapes),
+    as SigLIP's processor does; "shortest_edge" scales the shorter side to `resize_to` (default `size`),
+    the longer one to int(resize_to * long / short), then cuts the centre `size` square out at whole pixels:
+    CLIP's processor, pixel for pixel. Resampling is bicubic, antialiased when shrinking.
+
+    draft: a large JPEG may be decoded at a reduced DCT scale first (`preprocess`; faster, pixels differ
+    slightly); False decodes every file at full size, as Hugging Face's processors do.
     """
     size: int = 224
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    resize: Literal["crop", "pad", "stretch"] = "crop"
+    resize: Literal["crop", "pad", "stretch", "shortest_edge"] = "crop"
+    resize_to: Optional[int] = None
+    draft: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 1:
             raise ValueError(f"ImageTransform.size must be a positive int, got {self.size!r}")
+        if self.resize_to is not None and (self.resize != "shortest_edge" or not isinstance(self.resize_to, int)
+                                           or self.resize_to < self.size):
+            raise ValueError(f"ImageTransform.resize_to must be an int >= size ({self.size}) with resize "
+                             f"shortest_edge, got {self.resize_to!r} with resize {self.resize!r}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"ImageTransform.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -216,6 +227,16 @@ class ImageTransform:
         w, h = img.size
         if self.resize == "stretch":
             return img.resize((S, S), Image.Resampling.BICUBIC)
+        if self.resize == "shortest_edge":
+            short = self.resize_to or S
+            long = int(short * max(w, h) / min(w, h))
+            nw, nh = (short, long) if w <= h else (long, short)
+            left, top = (nw - S) // 2, (nh - S) // 2
+            if nw * nh > MAX_PIXELS:  # a sliver scaled up: resample the kept square alone (the same sampling)
+                sx, sy = w / nw, h / nh
+                box = (left * sx, top * sy, (left + S) * sx, (top + S) * sy)
+                return img.resize((S, S), Image.Resampling.BICUBIC, box=box)
+            return img.resize((nw, nh), Image.Resampling.BICUBIC).crop((left, top, left + S, top + S))
         if self.resize == "crop":
             # Resizing only the centre square of the source equals resize-then-centre-crop, without
             # resampling pixels that would be thrown away.
@@ -334,7 +355,8 @@ def preprocess(img_or_path: ImageSource, transform: ImageTransform, augment: Opt
         raise ValueError("preprocess: an active Augment needs rng=random.Random(seed) "
                          "(every augmentation is drawn from a seeded generator)")
     min_scale = augment.random_crop_scale[0] if augmenting else 1.0
-    img = load_image(img_or_path, min_size=math.ceil(transform.size / math.sqrt(min_scale)))
+    side = transform.resize_to or transform.size
+    img = load_image(img_or_path, min_size=math.ceil(side / math.sqrt(min_scale)) if transform.draft else None)
     if augmenting:
         img = augment.apply(img, rng)
     return transform(img)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..config import MODALITIES, AudioConfig, Config, ConfigError
+from ..config import MODALITIES, AudioConfig, Config, ConfigError, VisionConfig
 from ..tokenizer import Tokenizer
 from .audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel, pad_short
 from .batch import Batch, Features, collate, collate_classes, expand_placeholders
@@ -33,6 +33,13 @@ class InputError(DataError):
     """A tensor or array given as an input (a preprocessed image, samples) has the wrong shape."""
 
 
+def image_transform(vision: VisionConfig) -> ImageTransform:
+    """The resize and normalization of an image encoder. A pretrained tower (clip, siglip) decodes every file at
+    full size, as its Hugging Face processor does, so that it sees the very pixels it was trained on."""
+    return ImageTransform(vision.image_size, tuple(vision.mean), tuple(vision.std), vision.resize, vision.resize_to,
+                          draft=vision.encoder not in vision.TOWERS)
+
+
 def mel_config(audio: AudioConfig) -> MelConfig:
     """The log-mel settings of an audio encoder: clips keep their length, or with `audio.pad_to_window` are
     padded with silence to `audio.max_seconds` (as Whisper pads to 30 s)."""
@@ -47,7 +54,7 @@ class Inputs:
     def __init__(self, cfg: Config, tokenizer: Optional[Tokenizer] = None):
         self.cfg, self.tokenizer = cfg, tokenizer
         v, a = cfg.vision, cfg.audio
-        self.transform = ImageTransform(v.image_size, tuple(v.mean), tuple(v.std)) if v is not None else None
+        self.transform = image_transform(v) if v is not None else None
         self.mel = mel_config(a) if a is not None else None
         g = cfg.data.augment
         self.augment = Augment(tuple(g.random_crop_scale), hflip=g.hflip, rotate_degrees=g.rotate_degrees,

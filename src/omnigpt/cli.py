@@ -132,15 +132,20 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 def _load_run_config(args: argparse.Namespace):
     from .config import Config
 
-    from .checkpoint import list_checkpoints
+    from .checkpoint import is_pretrained_folder, list_checkpoints, resolve
 
     found = list_checkpoints(args.out) if args.resume else []
     if found:  # a checkpoint's own config: written atomically with it, so never cut short
         cfg = Config.load(found[-1] / "config.yaml")
     elif args.config:
         cfg = Config.load(_config_path(args.config))
+    elif getattr(args, "init_from", None) and not is_pretrained_folder(args.init_from):
+        # the run it starts from (an assembled model, an earlier stage): its data and settings, nothing frozen
+        cfg = Config.load(resolve(args.init_from) / "config.yaml")
+        cfg.train.freeze = []
     else:
-        raise CommandError("--config is required (or --resume with a run folder that has a checkpoint)")
+        raise CommandError("--config is required (or --resume with a run folder that has a checkpoint, or "
+                           "--init-from an omnigpt run, whose config is then used)")
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
     if args.minutes is not None:
@@ -425,6 +430,19 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))}))
 
 
+def cmd_assemble(args: argparse.Namespace) -> None:
+    from .config import Config
+    from .interop.assemble import write_assembled
+
+    if args.vision is None and args.audio is None:
+        raise CommandError("assemble needs --vision, --audio or both besides --lm")
+    base = Config.load(_config_path(args.config)) if args.config else None
+    folder = write_assembled(args.out, args.lm, args.vision, args.audio, base, args.seed)
+    print(json.dumps({"checkpoint": str(folder), "next": f"omnigpt finetune --init-from {args.out} --freeze "
+                      f"{','.join(p for p, given in (('vision', args.vision), ('audio', args.audio)) if given)},"
+                      f"decoder --out RUN"}))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .recipes.demo import DemoError, run_demo
 
@@ -482,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--images", help="image folder of a COCO captions file")
     f.add_argument("--on-bad-file", choices=["skip", "error"], help="a missing or unreadable image: skip it "
                                                                       "(with a warning) or stop")
-    f.add_argument("--init-from", help="checkpoint to start from (a text GPT, or a multimodal model)")
-    f.add_argument("--freeze", help="comma-separated parts to keep fixed: vision,projector,decoder,"
+    f.add_argument("--init-from", help="checkpoint to start from (a text GPT, a multimodal model, a Hugging Face "
+                                       "folder); an omnigpt run's config is used when --config is not given")
+    f.add_argument("--freeze", help="comma-separated parts to keep fixed: vision,audio,projector,decoder,"
                                     "cross_attention ('' for none)")
     f.set_defaults(func=cmd_train, errors=None)
     _run_arguments(f)
@@ -574,6 +593,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
     x.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and the tokenizer to")
     x.set_defaults(func=cmd_export)
+
+    a = sub.add_parser("assemble", help="an omni model from pretrained parts (Hugging Face folders): a language "
+                                        "model, a CLIP/SigLIP vision tower, a Whisper encoder, new projectors")
+    a.add_argument("--lm", required=True, help="language model folder (gpt2, llama, qwen2, mistral)")
+    a.add_argument("--vision", help="CLIP or SigLIP folder")
+    a.add_argument("--audio", help="Whisper folder")
+    a.add_argument("--config", help="base config: data, training, fusion, and token reduction (vision.reduce, "
+                                    "vision.feature_layer, audio.pool)")
+    a.add_argument("--seed", type=whole(0, MAX_SEED), default=0, help="for the new projectors")
+    a.add_argument("--out", required=True, help="new run folder (its step-0 checkpoint)")
+    a.set_defaults(func=cmd_assemble)
 
     sd = sub.add_parser("speech-data", help="write the built-in speech set to disk (WAV + JSONL manifest)")
     sd.add_argument("--out", required=True)

@@ -85,7 +85,7 @@ CASES = [  # (arguments, exit status, what the message must say)
     (["classify", "--checkpoint", "{ckpt}", "--text", "a"], 2, "is not a classifier"),
     (["pretrain", "--config", "{ckpt}", "--out", "{tmp}/r"], 2, "is a folder; give a YAML file (its config is"),
     (["pretrain", "--config", "nosuch", "--out", "{tmp}/r"], 2,
-     "--config nosuch: no such file, and omnigpt ships no config of that name (asr-speech, caption-shapes"),
+     "--config nosuch: no such file, and omnigpt ships no config of that name (asr-speech, assemble, caption-shapes"),
     (["pretrain", "--config", "{tmp}/nosuch.yaml", "--out", "{tmp}/r"], 2, "config file not found"),
     (["tokenizer", "train", "--vocab-size", str(10 ** 12), "--out", "{tmp}/t"], 2,
      "--vocab-size: must be a whole number >= 1 and <= 1048576"),

@@ -184,8 +184,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _adopt_model_config(cfg: Config, source: str) -> None:
-    """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, if it has one, image encoder; a
-    classifier also its audio encoder)."""
+    """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, where the run has them too, its image
+    and audio encoders)."""
     if is_pretrained_folder(source):  # a Hugging Face language model: its decoder, its tokenizer's vocabulary
         cfg.model = model_config(read_config(source))
         cfg.model.vocab_size = max(cfg.model.vocab_size, Tokenizer.from_pretrained(source).vocab_size)
@@ -198,7 +198,7 @@ def _adopt_model_config(cfg: Config, source: str) -> None:
         cfg.vision = start.vision
         if cfg.classifier is None:
             cfg.fusion = start.fusion
-    if cfg.classifier is not None and start.audio is not None and cfg.audio is not None:
+    if start.audio is not None and cfg.audio is not None:
         cfg.audio = start.audio
     cfg.validate()
 

@@ -27,6 +27,7 @@ from .config import Config, ConfigError
 from .hardware import resolve_device, resolve_dtype
 from .interop.decoder import load_pretrained
 from .interop.folder import HFError, is_hf_folder
+from .interop.hub import local_folder
 from .model.omni import build_model
 from .tokenizer import Tokenizer, TokenizerError
 
@@ -249,7 +250,8 @@ def is_pretrained_folder(path: str | Path) -> bool:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
                     ) -> Checkpoint:
-    """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint).
+    """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint), a
+    Hugging Face model folder, or `hf:ORG/NAME[@REVISION]` (see `interop.hub`).
 
     device: auto (the GPU when there is one), cpu, cuda, cuda:N or mps. dtype: auto (bf16 on a GPU that has
     it, else fp32), fp32, bf16 or fp16, or a torch dtype: the model's weights are held in it, and its float
@@ -260,6 +262,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if not isinstance(dtype, torch.dtype):
         dtype = resolve_dtype(dtype, device)
+    try:
+        path = local_folder(path)  # hf:ORG/NAME: fetched into the Hugging Face cache first
+    except HFError as exc:
+        raise CheckpointError(str(exc)) from None
     if is_pretrained_folder(path):
         try:
             config, model, tokenizer = load_pretrained(path)

@@ -133,13 +133,15 @@ def _load_run_config(args: argparse.Namespace):
     from .config import Config
 
     from .checkpoint import is_pretrained_folder, list_checkpoints, resolve
+    from .interop.hub import is_hub_name
 
     found = list_checkpoints(args.out) if args.resume else []
     if found:  # a checkpoint's own config: written atomically with it, so never cut short
         cfg = Config.load(found[-1] / "config.yaml")
     elif args.config:
         cfg = Config.load(_config_path(args.config))
-    elif getattr(args, "init_from", None) and not is_pretrained_folder(args.init_from):
+    elif getattr(args, "init_from", None) and not is_hub_name(args.init_from) and \
+            not is_pretrained_folder(args.init_from):
         # the run it starts from (an assembled model, an earlier stage): its data and settings, nothing frozen
         cfg = Config.load(resolve(args.init_from) / "config.yaml")
         cfg.train.freeze = []

@@ -19,6 +19,7 @@ EXTRAS = {
     "sacrebleu": ("sacrebleu", "eval"),
     "jiwer": ("jiwer", "eval"),
     "matplotlib": ("matplotlib", "plots"),
+    "huggingface_hub": ("huggingface_hub", "hub"),
 }
 
 

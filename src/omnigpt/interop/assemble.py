@@ -1,5 +1,5 @@
 """An omni model assembled from pretrained parts: a language model, a vision tower (CLIP, SigLIP) and an audio
-encoder (Whisper), each from a local Hugging Face folder, joined by new projectors that start from random
+encoder (Whisper), each from a local Hugging Face folder (or `hf:ORG/NAME`), joined by new projectors that start from random
 weights. It is written as step 0 of a run folder, so every command takes it: `finetune --init-from RUN
 --freeze vision,audio,decoder` trains only the projectors (LLaVA's first stage), and a second `finetune`
 from that run trains more of the model (its second stage).
@@ -26,6 +26,7 @@ from ..model.omni import build_model
 from ..tokenizer import Tokenizer
 from . import clip, whisper
 from .decoder import load_pretrained
+from .hub import local_folder
 
 # Keys of a base config's vision and audio sections that stay the base's (where it sets them); the rest of
 # each section is the pretrained part's own.
@@ -58,6 +59,7 @@ def assemble(lm: str | Path, vision: Optional[str | Path] = None, audio: Optiona
     if vision is None and audio is None:
         raise ValueError("assemble needs a vision tower, an audio encoder or both besides the language model")
     cfg = Config.from_dict(base.to_dict()) if base is not None else Config()
+    lm, vision, audio = (local_folder(p) if p is not None else None for p in (lm, vision, audio))
     _, decoder, tokenizer = load_pretrained(lm)
     cfg.model = decoder.config
     parts: dict[str, nn.Module] = {}

@@ -25,6 +25,7 @@ from ..checkpoint import (is_pretrained_folder, list_checkpoints, load_weights, 
                           weight_shapes)
 from ..interop.decoder import load_decoder, model_config
 from ..interop.folder import read_config
+from ..interop.hub import local_folder
 from ..tokenizer import Tokenizer
 from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
@@ -243,6 +244,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                               f"optimizer state belongs to those parameters; start a new run with "
                               f"--init-from {run_dir} instead")
     elif tc.init_from:
+        tc.init_from = str(local_folder(tc.init_from))  # hf:ORG/NAME: the cached folder, recorded as such
         _adopt_model_config(cfg, tc.init_from)
     precision = run_precision(tc.precision, env, state["meta"].get("precision") if state else None)
     tc.precision = precision.name  # the run folder records what was chosen, and a resume keeps it

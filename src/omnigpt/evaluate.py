@@ -98,12 +98,12 @@ def text_piece_loss(model: nn.Module, tokenizer: Tokenizer, pieces: Sequence[str
     """A multitask model's loss (nats/token) on held-out plain-text pieces, each scored as it was trained (a
     target after an empty prompt, then end-of-text), and the unigram loss of the same tokens under the
     training pieces' token frequencies."""
-    from .data.batch import IGNORE_INDEX, Features, collate
+    from .data.batch import IGNORE_INDEX, EncodedExample, collate
 
     if not pieces or not train_pieces:
         raise DataError(f"text_piece_loss needs held-out and training pieces, got {len(pieces)} and "
                         f"{len(train_pieces)}: the text is too short to hold some out")
-    examples = [Features([], tokenizer.encode(target_text(p))) for p in pieces]
+    examples = [EncodedExample([], tokenizer.encode(target_text(p))) for p in pieces]
     was_training = model.training
     model.eval()
     total, scored = 0.0, []

@@ -14,7 +14,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from omnigpt.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from omnigpt.config import Config, ConfigError, ModelConfig, VisionConfig  # noqa: E402
-from omnigpt.data.batch import Features, collate, expand_placeholders  # noqa: E402
+from omnigpt.data.batch import EncodedExample, collate, expand_placeholders  # noqa: E402
 from omnigpt.data.inputs import Inputs  # noqa: E402
 from omnigpt.interop.clip import from_hf, load_vision, to_hf, vision_config  # noqa: E402
 from omnigpt.interop.folder import HFError, read_weights  # noqa: E402
@@ -205,7 +205,8 @@ def test_an_omnigpt_with_a_pretrained_clip_tower_trains_saves_and_loads(towers, 
     model.vision.load_state_dict(load_vision(towers["clip_vision_model"][0], feature_layer=-2)[1].state_dict())
     inputs = Inputs(cfg, tok)
     prompt = expand_placeholders(tok.encode("<image> caption:"), tok.image_id, model.tokens_per_image)
-    batch = collate([Features(prompt, tok.encode(" bars"), [inputs.image(images[0])])], tok.pad_id, tok.eos_id, 64)
+    row = EncodedExample(prompt, tok.encode(" bars"), [inputs.image(images[0])])
+    batch = collate([row], tok.pad_id, tok.eos_id, 64)
     _, loss = model(**batch.model_inputs())
     loss.backward()
     assert model.tokens_per_image == 4 and model.vision.patch.weight.grad.abs().sum() > 0

@@ -1,5 +1,5 @@
 """The one batch type omnigpt's models take, and the collates that build it from featurized examples
-(`Features`, made by `data.inputs`): `collate` for the generators (token sequences), `collate_classes` for
+(`EncodedExample`, made by `data.inputs`): `collate` for the generators (token sequences), `collate_classes` for
 the multimodal classifier (class labels and a modality mask).
 
 A generator's example is a prompt (no loss), a target (loss) and the images (or audio clips) its `<image>`
@@ -21,7 +21,7 @@ from .text import DataError
 
 
 @dataclass
-class Features:
+class EncodedExample:
     """One example as model inputs. A generator's: `prompt` and `target` token ids, and the images and clips
     its placeholders stand for. A classifier's: `prompt` the text's ids (None: no text), at most one image
     and one clip, and `label` the class index."""
@@ -104,7 +104,7 @@ def expand_placeholders(ids: Sequence[int], placeholder: int, n: int) -> list[in
     return out
 
 
-def collate(examples: Sequence[Features], pad_id: int, eos_id: int, block_size: int,
+def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_size: int,
             loss_average: str = "token") -> Batch:
     """Examples -> one right-padded Batch of at most block_size positions.
 
@@ -166,7 +166,7 @@ def pad_features(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 
 # ------------------------------------------------------------------------------------------ classification
-def collate_classes(examples: Sequence[Features], modalities: Sequence[str], pad_id: int,
+def collate_classes(examples: Sequence[EncodedExample], modalities: Sequence[str], pad_id: int,
                     image_size: Optional[int] = None, n_mels: Optional[int] = None,
                     class_weights: Optional[torch.Tensor] = None) -> Batch:
     """Stack examples; a missing modality gets a placeholder the model masks out (one pad token, a zero image,

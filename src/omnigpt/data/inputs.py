@@ -18,7 +18,7 @@ import torch
 from ..config import MODALITIES, AudioConfig, Config, ConfigError, VisionConfig
 from ..tokenizer import Tokenizer
 from .audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel, pad_short
-from .batch import Batch, Features, collate, collate_classes, expand_placeholders
+from .batch import Batch, EncodedExample, collate, collate_classes, expand_placeholders
 from .image import Augment, ImageSource, ImageTransform, preprocess
 from .prompts import target_text
 from .text import DataError
@@ -139,7 +139,7 @@ class Inputs:
                 self._ids[text] = ids
         return ids
 
-    def features(self, ex: "Example", rng: Optional[random.Random] = None) -> Features:
+    def features(self, ex: "Example", rng: Optional[random.Random] = None) -> EncodedExample:
         """An example as model inputs: a generator's (text + target) or, when the config has a classifier, a
         classifier's (its inputs + class). rng: this row's generator, for augmentation (None: none) and a
         classifier's modality dropout."""
@@ -155,10 +155,10 @@ class Inputs:
             prompt = expand_placeholders(prompt, self.tokenizer.audio_id, self.tokens_per_clip(features.shape[-1]))
             clips.append(features)
         turns = [(self.encode(p), self.encode(target_text(t))) for p, t in ex.turns]
-        return Features(prompt, self.encode(target_text(ex.target or "")), images=images, task=ex.task,
+        return EncodedExample(prompt, self.encode(target_text(ex.target or "")), images=images, task=ex.task,
                         turns=turns, audio=clips)
 
-    def _classifier_features(self, ex: "Example", rng: Optional[random.Random]) -> Features:
+    def _classifier_features(self, ex: "Example", rng: Optional[random.Random]) -> EncodedExample:
         if ex.label not in self.class_index:
             raise DataError(f"label {ex.label!r} is not one of the classes {list(self.class_index)}")
         given = {"text": ex.text is not None, "image": ex.image is not None, "audio": ex.audio is not None}
@@ -172,11 +172,11 @@ class Inputs:
             raise DataError(f"an example has none of the inputs this classifier reads ({', '.join(self.modalities)})")
         text = (self.tokenizer.encode(ex.text)[: self.text_budget] or [self.tokenizer.pad_id]) \
             if keep.get("text") else None
-        return Features(text, images=[self.image(ex.image)] if keep.get("image") else [],
+        return EncodedExample(text, images=[self.image(ex.image)] if keep.get("image") else [],
                         audio=[self.audio(ex.audio)] if keep.get("audio") else [], task=ex.task,
                         label=self.class_index[ex.label])
 
-    def collate(self, rows: Sequence[Features], class_weights: Optional[torch.Tensor] = None) -> Batch:
+    def collate(self, rows: Sequence[EncodedExample], class_weights: Optional[torch.Tensor] = None) -> Batch:
         """Featurized rows -> one Batch for the model of the config."""
         if self.cfg.classifier is not None:
             return collate_classes(rows, self.modalities, self.tokenizer.pad_id,

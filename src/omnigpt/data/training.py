@@ -24,7 +24,7 @@ import torch
 from ..config import Config
 from ..tokenizer import Tokenizer
 from .audio import AudioError
-from .batch import Batch, Features
+from .batch import Batch, EncodedExample
 from .examples import VAL_SEED, Concat, Example, ExampleSet
 from .image import ImageError
 from .inputs import Inputs
@@ -91,7 +91,7 @@ class ExampleData:
         batch.skipped = skipped
         return batch
 
-    def _row(self, examples: ExampleSet, seed: int, step: int, r: int, augment: bool) -> tuple[Features, int]:
+    def _row(self, examples: ExampleSet, seed: int, step: int, r: int, augment: bool) -> tuple[EncodedExample, int]:
         """Row r of step `step`, and 1 if it had to be drawn again because a file could not be decoded (else 0).
         The first draw's generator is (seed, step, r); draw k > 0 takes (seed, step, r, k), so the outcome never
         depends on what a failed draw consumed or on which bad rows this process has already met."""

@@ -61,7 +61,7 @@ def test_too_long_audio_and_bad_config_are_errors():
 
 def test_audio_fills_its_placeholders_in_a_multimodal_gpt():
     from omnigpt.config import Config
-    from omnigpt.data.batch import Features, collate
+    from omnigpt.data.batch import EncodedExample, collate
     from omnigpt.model.omni import OmniGPT
     from omnigpt.tokenizer import Tokenizer
 
@@ -74,7 +74,7 @@ def test_audio_fills_its_placeholders_in_a_multimodal_gpt():
     n = [model.tokens_for_audio(c.shape[1]) for c in clips]
     assert n == [15, 8]
     prompts = [[tok.audio_id] * n[0] + tok.encode(" transcript:"), [tok.audio_id] * n[1] + tok.encode(" t:")]
-    batch = collate([Features(p, tok.encode(" hi")) for p in prompts], tok.pad_id, tok.eos_id, 96)
+    batch = collate([EncodedExample(p, tok.encode(" hi")) for p in prompts], tok.pad_id, tok.eos_id, 96)
     feats = torch.zeros(2, 16, 120)
     feats[0], feats[1, :, :60] = clips[0], clips[1]
     inputs = dict(batch.model_inputs(), audio=feats, audio_lengths=torch.tensor([120, 60]),

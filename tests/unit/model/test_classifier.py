@@ -4,7 +4,7 @@ import torch
 
 from conftest import tiny_classifier_config
 from omnigpt.config import Config
-from omnigpt.data.batch import MODALITIES, Features, collate_classes
+from omnigpt.data.batch import MODALITIES, EncodedExample, collate_classes
 from omnigpt.model.classifier import MultimodalClassifier
 from omnigpt.model.heads import GatedFusion, WeightedSumFusion
 
@@ -15,7 +15,7 @@ def _examples(n=4, seed=0, missing=()):
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(n):
-        out.append(Features(
+        out.append(EncodedExample(
             None if "text" in missing else torch.randint(3, 250, (3 + i,), generator=g).tolist(),
             images=[] if "image" in missing else [torch.randn(3, 32, 32, generator=g)],
             audio=[] if "audio" in missing else [torch.randn(16, 40 + 10 * i, generator=g)],

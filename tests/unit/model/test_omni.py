@@ -4,7 +4,7 @@ import torch
 
 from conftest import tiny_omni_config
 from omnigpt.data.builtin import scenes as builtin_scenes
-from omnigpt.data.batch import IGNORE_INDEX, Features, collate, expand_placeholders
+from omnigpt.data.batch import IGNORE_INDEX, EncodedExample, collate, expand_placeholders
 from omnigpt.generate import generate
 from omnigpt.model.gpt import GPT
 from omnigpt.model.omni import OmniGPT
@@ -27,7 +27,7 @@ def _model(fusion="prefix", encoder="cnn", seed=0):
 def _example(model, prompt, target, n_images, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = expand_placeholders(TOK.encode(prompt), TOK.image_id, model.tokens_per_image)
-    return Features(ids, TOK.encode(target), [torch.randn(3, 32, 32, generator=g) for _ in range(n_images)])
+    return EncodedExample(ids, TOK.encode(target), [torch.randn(3, 32, 32, generator=g) for _ in range(n_images)])
 
 
 @pytest.mark.parametrize("fusion", ["prefix", "cross_attention"])

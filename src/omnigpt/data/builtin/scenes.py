@@ -11,16 +11,12 @@ every scene of the "compositional" split shows at least one of them.
 """
 from __future__ import annotations
 
-import io
-import json
 import random
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from ...atomic import write_atomic
 from ...extras import optional
 
 Image = optional("PIL.Image")
@@ -250,35 +246,3 @@ def scene(seed: int, index: int, split: str = "train", size: int = 64, n_objects
 def scenes(split: str, count: int, seed: int = 0, size: int = 64, start: int = 0) -> list[Scene]:
     """Scenes start .. start+count-1 of a split."""
     return [scene(seed, i, split, size) for i in range(start, start + count)]
-
-
-@dataclass
-class SceneArrays:
-    images: np.ndarray  # (N, size, size, 3) uint8
-    captions: list[str]
-    qas: list[list[QA]]
-
-
-def scene_arrays(split: str, count: int, seed: int = 0, size: int = 64,
-                 cache_dir: Optional[str | Path] = None) -> SceneArrays:
-    """The first `count` scenes of a split as one uint8 array plus their texts. With `cache_dir`, they are
-    read from (or written once to) a .npz file there named by the arguments and GENERATOR_VERSION."""
-    _check_split(split)
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"shapes-{split}-seed{seed}-n{count}-{size}px-v{GENERATOR_VERSION}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as f:
-                texts = json.loads(str(f["texts"]))
-                return SceneArrays(f["images"], texts["captions"],
-                                   [[QA(**q) for q in qs] for qs in texts["qas"]])
-    items = scenes(split, count, seed, size)
-    arrays = SceneArrays(np.stack([np.asarray(s.image) for s in items]) if items
-                         else np.zeros((0, size, size, 3), np.uint8),
-                         [s.caption for s in items], [s.qas for s in items])
-    if path is not None:
-        texts = json.dumps({"captions": arrays.captions, "qas": [[asdict(q) for q in qs] for qs in arrays.qas]})
-        buf = io.BytesIO()
-        np.savez(buf, images=arrays.images, texts=np.array(texts))
-        write_atomic(path, buf.getvalue())
-    return arrays

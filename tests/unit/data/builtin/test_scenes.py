@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from omnigpt.data.builtin.scenes import (CELLS, COLORS, HELD_OUT, SPLITS, Obj, answer_matches, caption_matches,
-                                         caption_of, cell_bounds, parse_caption, scene,
-                                         scene_arrays, scenes)
+                                         caption_of, cell_bounds, parse_caption, scene, scenes)
 from scene_files import load_scene_manifest, write_scene_dataset
 from omnigpt.data.prompts import CAPTION_PROMPT, target_text, vqa_prompt
 
@@ -161,17 +160,6 @@ def test_manifest_round_trip(tmp_path):
         ref = scene(2, i, "test")
         assert s.image.tobytes() == ref.image.tobytes()
         assert (s.caption, s.objects, s.qas) == (ref.caption, ref.objects, ref.qas)
-
-
-def test_scene_arrays_match_scenes_and_are_cached(tmp_path):
-    arrays = scene_arrays("val", 6, seed=1, cache_dir=tmp_path)
-    assert arrays.images.shape == (6, 64, 64, 3) and arrays.images.dtype == np.uint8
-    ref = scenes("val", 6, seed=1)
-    assert (arrays.images == np.stack([np.asarray(s.image) for s in ref])).all()
-    assert arrays.captions == [s.caption for s in ref] and arrays.qas == [s.qas for s in ref]
-    (cache,) = tmp_path.glob("*.npz")
-    again = scene_arrays("val", 6, seed=1, cache_dir=tmp_path)
-    assert (again.images == arrays.images).all() and again.captions == arrays.captions and again.qas == arrays.qas
 
 
 def test_bad_arguments_name_the_value():

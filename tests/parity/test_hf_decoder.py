@@ -13,6 +13,8 @@ from omnigpt.interop.folder import HFError  # noqa: E402
 
 LLAMA = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=128)
+NEOX = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=64)  # Pythia's defaults otherwise: parallel residual, a quarter rotated, erf GELU
 MODELS = {
     "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
         vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4)),
@@ -25,6 +27,8 @@ MODELS = {
         rope_scaling={"rope_type": "linear", "factor": 2.0})),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**LLAMA, tie_word_embeddings=True)),
     "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**LLAMA, sliding_window=None)),
+    "gpt_neox-sequential-full-rotary": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+        **NEOX, use_parallel_residual=False, rotary_pct=1.0, rotary_emb_base=500.0, hidden_act="gelu_new")),
 }
 
 
@@ -53,6 +57,21 @@ def test_logits_and_greedy_tokens_match_transformers(name, tmp_path):
                           pad_token_id=0, eos_token_id=None)[0, 8:].tolist()
     mine = [int(t) for t in sample_ids(ours, [prompt.tolist()], GenerationConfig(max_new_tokens=32), [], 0)]
     assert mine == out
+
+
+def test_gpt_neox_settings_omnigpt_does_not_compute_are_refused_by_name(tmp_path):
+    transformers.GPTNeoXConfig(**NEOX).save_pretrained(tmp_path)  # Pythia-style; refused before weights are read
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    with pytest.raises(HFError, match="use_parallel_residual true .* not supported"):
+        load_decoder(tmp_path)
+    cfg["use_parallel_residual"] = False
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HFError, match=r"rotary_pct \(rope_parameters.partial_rotary_factor\) 0.25 is not supported"):
+        load_decoder(tmp_path)
+    cfg["rope_parameters"]["partial_rotary_factor"] = 1.0
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HFError, match="gpt_neox hidden_act 'gelu' is not supported"):
+        load_decoder(tmp_path)
 
 
 def test_sharded_safetensors_and_a_plain_bin_load(tmp_path):

@@ -18,6 +18,7 @@ LAYOUTS = {
     "llama": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "n_kv_head": 1,
               "mlp_hidden": 40, "tie_embeddings": False},
     "qwen2": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "qkv_bias": True},
+    "gpt_neox": {"position": "rope"},  # the shipped configs' layout: RoPE, LayerNorm, GELU (tanh), biases
 }
 
 
@@ -47,7 +48,7 @@ def test_an_exported_run_loads_in_transformers_with_the_same_logits(name, tmp_pa
 
 def test_a_layout_without_a_hugging_face_twin_is_refused_before_writing(tmp_path, corpus_file, capsys):
     cfg = tiny_config(str(corpus_file), max_steps=2, save_interval=2)
-    cfg.model.position = "rope"  # rope with LayerNorm and GELU: no Hugging Face architecture computes that
+    cfg.model.position = "sinusoidal"  # fixed sine/cosine positions: no Hugging Face decoder computes that
     train(cfg, tmp_path / "run", progress=False)
     with pytest.raises(SystemExit) as exc:
         main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")])
@@ -56,7 +57,8 @@ def test_a_layout_without_a_hugging_face_twin_is_refused_before_writing(tmp_path
     assert not (tmp_path / "hf").exists()
 
 
-def test_a_multimodal_model_exports_its_decoder_and_keeps_its_encoders_beside_it(tmp_path):
+@pytest.mark.parametrize("name", ["llama", "gpt_neox"])
+def test_a_multimodal_model_exports_its_decoder_and_keeps_its_encoders_beside_it(name, tmp_path):
     from safetensors.torch import load_file
 
     from conftest import tiny_omni_config
@@ -64,12 +66,13 @@ def test_a_multimodal_model_exports_its_decoder_and_keeps_its_encoders_beside_it
     from omnigpt.model.omni import build_model
     from omnigpt.tokenizer import Tokenizer
 
-    cfg = tiny_omni_config()
-    for key, value in LAYOUTS["llama"].items():
+    cfg = tiny_omni_config()  # omni-tiny's decoder layout; the head untied so that it travels as its own tensor
+    for key, value in {**LAYOUTS[name], "tie_embeddings": False}.items():
         setattr(cfg.model, key, value)
     tok = Tokenizer.byte_level()
     model = build_model(cfg, tok.image_id, tok.audio_id, tok).eval()
     export(model, tok, tmp_path, cfg.to_yaml())
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == name
     media = load_file(tmp_path / "omnigpt_media.safetensors")
     assert media and not any(k.startswith("gpt.") for k in media)
     assert all(torch.equal(media[k], v) for k, v in model.state_dict().items() if not k.startswith("gpt."))
@@ -77,4 +80,6 @@ def test_a_multimodal_model_exports_its_decoder_and_keeps_its_encoders_beside_it
     ids = torch.tensor([tok.encode("a red circle")])
     with torch.no_grad():
         assert (model.gpt(ids)[0] - theirs(ids).logits).abs().max().item() < 1e-4
+    again = load_decoder(tmp_path).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in model.gpt.state_dict().items())
     assert (tmp_path / "omnigpt_config.yaml").read_text() == cfg.to_yaml()

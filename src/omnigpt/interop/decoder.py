@@ -1,5 +1,5 @@
 """Decoder-only language models from Hugging Face folders, as omnigpt GPTs with the same outputs. Each family
-(`gpt2`, `llama`) maps its config and tensors both ways; this module picks the family by `model_type`."""
+(`gpt2`, `llama`, `neox`) maps its config and tensors both ways; this module picks the family by `model_type`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +10,10 @@ import torch
 from ..config import Config, ModelConfig
 from ..model.gpt import GPT
 from ..tokenizer import Tokenizer
-from . import gpt2, llama
+from . import gpt2, llama, neox
 from .folder import HFError, read_config, read_weights
 
-FAMILIES: dict[str, ModuleType] = {kind: family for family in (gpt2, llama) for kind in family.TYPES}
+FAMILIES: dict[str, ModuleType] = {kind: family for family in (gpt2, llama, neox) for kind in family.TYPES}
 SUPPORTED = tuple(FAMILIES)
 
 

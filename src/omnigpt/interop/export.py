@@ -1,8 +1,9 @@
 """An omnigpt GPT written as a Hugging Face folder that `transformers.AutoModelForCausalLM` and `AutoTokenizer`
 load: config.json, model.safetensors, tokenizer.json and tokenizer_config.json.
 
-Two layouts, chosen from the model's config: GPT-2's (learned positions, LayerNorm, GELU MLP, biases) and the
-Llama family's (RoPE, RMSNorm, SwiGLU, no biases; Qwen2's when only q/k/v have biases). A multimodal model
+Three layouts, chosen from the model's config: GPT-2's (learned positions, LayerNorm, GELU MLP, biases),
+GPT-NeoX's (the same with RoPE: the shipped configs) and the Llama family's (RoPE, RMSNorm, SwiGLU, no biases;
+Qwen2's when only q/k/v have biases). A multimodal model
 exports its decoder so, and its encoders and projectors beside it (`omnigpt_media.safetensors` with the
 run's config as `omnigpt_config.yaml`), which only omnigpt reads.
 """
@@ -20,19 +21,19 @@ from ..atomic import write_atomic
 from ..config import ModelConfig
 from ..model.gpt import GPT
 from ..tokenizer import Tokenizer
-from . import gpt2, llama
+from . import gpt2, llama, neox
 from .folder import HFError
 
 
 def family_for(cfg: ModelConfig) -> ModuleType:
     """The Hugging Face family that computes what this GPT does, or an HFError."""
-    for family in (gpt2, llama):
+    for family in (gpt2, neox, llama):
         if family.matches(cfg):
             return family
     raise HFError(f"this model (position {cfg.position}, norm {cfg.norm}, mlp {cfg.mlp}, bias {cfg.bias}) has no "
                   f"Hugging Face architecture with the same computation; export writes GPT-2's layout "
-                  f"(position: learned, layernorm, gelu, bias) and Llama's (position: rope, norm: rmsnorm, "
-                  f"mlp: swiglu, bias: false)")
+                  f"(position: learned, layernorm, gelu, bias), GPT-NeoX's (the same with position: rope) and "
+                  f"Llama's (position: rope, norm: rmsnorm, mlp: swiglu, bias: false)")
 
 
 def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict:

@@ -79,6 +79,24 @@ class Rope:
     def __init__(self, theta: float = 10000.0, scaling: Optional[dict] = None):
         self.theta = theta
         self.scaling = dict(scaling) if scaling else None
+        # The tables of the last positions seen: every layer of a stack shares this Rope and gets the same
+        # positions tensor, so they are computed once per forward pass instead of once per layer (decoding
+        # one token through 30 layers spent ~1 ms a token on them).
+        self._tables_key: Optional[tuple] = None
+        self._tables: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def tables(self, positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rope_tables(positions, head_size, self)`, reused while the same positions tensor comes back (and,
+        outside inference mode, is unchanged in place); not under autograd or torch.compile, where the
+        tensors are not to be kept."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return rope_tables(positions, head_size, self)
+        key = (positions, None if positions.is_inference() else positions._version, head_size)
+        cached = self._tables_key
+        if cached is None or cached[0] is not positions or cached[1:] != key[1:]:
+            self._tables = rope_tables(positions, head_size, self)
+            self._tables_key = key  # holds the tensor itself, so its id cannot be reused by another
+        return self._tables
 
     def frequencies(self, head_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(D/2,) angular frequencies of the rotated pairs."""
@@ -151,22 +169,26 @@ class SelfAttention(nn.Module):
         """
         B, T, C = x.shape
         H, Hk, D = self.n_head, self.n_kv_head, self.head_size
-        if Hk == H:
+        if self.rope is not None:
+            if positions is None:
+                raise ValueError("RoPE attention needs token positions")
+            # q and k rotated together: one set of elementwise operations instead of two.
+            heads = self.qkv(x).view(B, T, H + 2 * Hk, D).transpose(1, 2)
+            qk = apply_rope(heads[:, :H + Hk], *self.rope.tables(positions, D))
+            q, k, v = qk[:, :H], qk[:, H:], heads[:, H + Hk:]
+        elif Hk == H:
             q, k, v = self.qkv(x).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
         else:
             q, k, v = self.qkv(x).split([H * D, Hk * D, Hk * D], dim=-1)
             q, k, v = (t.view(B, T, -1, D).transpose(1, 2) for t in (q, k, v))
-        if self.rope is not None:
-            if positions is None:
-                raise ValueError("RoPE attention needs token positions")
-            cos, sin = rope_tables(positions, D, self.rope)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
-        if Hk != H:
+        if Hk != H and not (T == 1 and self.record is None and x.device.type == "cpu"):
             k, v = k.repeat_interleave(H // Hk, dim=1), v.repeat_interleave(H // Hk, dim=1)
+        # else decoding one token on a CPU: `attend` reads the cache of Hk heads as it is, instead of a copy
+        # of it G times over at every step (the same numbers: the kernel maps each query head to its kv head)
         dropout = self.dropout if self.training else 0.0
         if self.record is not None:
             if mask is None and self.causal and T > 1:
@@ -193,10 +215,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[tor
            causal: bool = False) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v as `F.scaled_dot_product_attention` computes it: q (B, H, T, D), k and v
     (B, H, S, D), mask (B or 1, 1, T, S) boolean, True where a query may attend; causal: the T queries are
-    the last T of the S keys' positions."""
+    the last T of the S keys' positions. k and v may have fewer heads than q (grouped-query attention: query
+    head h reads key/value head h // (H / Hk))."""
     S = k.shape[-2]
+    grouped = k.shape[1] != q.shape[1]
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16) or S > SHORT_KEYS:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal,
+                                              enable_gqa=grouped)
+    if grouped:
+        k, v = k.repeat_interleave(q.shape[1] // k.shape[1], 1), v.repeat_interleave(q.shape[1] // k.shape[1], 1)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     if causal:
         mask = causal_mask(q.shape[-2], S - q.shape[-2], q.device)

@@ -1,8 +1,11 @@
 """An interactive session with a trained model: text turns with history, images and audio attached to a
 turn, streamed replies.
 
-Each turn's prompt is the history (earlier messages and replies, each reply closed by the end-of-text
-token's text) followed by the new message. An attached image (audio clip) goes where the message says
+A model whose tokenizer has a chat template (a run trained on conversations, or a pretrained chat model)
+is asked through it: the history as user and assistant messages (after an optional system message), then
+the new message, with the template's generation prompt (see `data.conversations`). Other models continue
+plain text: each turn's prompt is the history (earlier messages and replies, each reply closed by the
+end-of-text token's text) followed by the new message. An attached image (audio clip) goes where the message says
 `<image>` (`<audio>`), else in front of it. When the history no longer fits the context with the reply,
 the oldest turns are dropped whole, so no image or clip is ever cut in half.
 """
@@ -16,6 +19,7 @@ from typing import Callable, Iterator, Optional, TextIO
 from torch import nn
 
 from .data.audio import AudioError, load_audio
+from .data.conversations import ChatTemplate
 from .data.image import ImageError, load_image
 from .extras import MissingExtraError
 from .generate import GenerationConfig, GenerationError, PromptTooLongError, stream
@@ -38,11 +42,14 @@ class Turn:
 
 
 class ChatSession:
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer, config: Optional[GenerationConfig] = None):
+    def __init__(self, model: nn.Module, tokenizer: Tokenizer, config: Optional[GenerationConfig] = None,
+                 system: Optional[str] = None):
         self.model, self.tokenizer = model, tokenizer
         self.config = config or GenerationConfig(max_new_tokens=64)
         self.history: list[Turn] = []
         self.separator = tokenizer.decode([tokenizer.eos_id]) if tokenizer.eos_id is not None else "\n"
+        self.template = ChatTemplate.of(tokenizer) if tokenizer.chat_template or system else None
+        self.system = system
 
     def reset(self) -> None:
         self.history.clear()
@@ -57,7 +64,10 @@ class ChatSession:
         return message
 
     def _prompt(self, turns: list[Turn], message: str) -> str:
-        return "".join(f"{t.message}{t.reply}{self.separator}" for t in turns) + message
+        if self.template is None:
+            return "".join(f"{t.message}{t.reply}{self.separator}" for t in turns) + message
+        return self.template.prompt(chat_messages([(t.message, t.reply.strip()) for t in turns], message,
+                                                  self.system))
 
     def send(self, message: str, images: Optional[list] = None, audio: Optional[list] = None) -> Iterator[str]:
         """Stream the reply to a message (with attached images / audio clips); the turn joins the history."""
@@ -83,6 +93,14 @@ class ChatSession:
             reply += piece
             yield piece
         self.history.append(Turn(message, reply, images, audio))
+
+
+def chat_messages(turns: list[tuple[str, str]], message: str, system: Optional[str] = None) -> list[dict]:
+    """(message, reply) turns and a new message as the messages a chat template renders."""
+    out = [{"role": "system", "content": system}] if system else []
+    for asked, replied in turns:
+        out += [{"role": "user", "content": asked}, {"role": "assistant", "content": replied}]
+    return out + [{"role": "user", "content": message}]
 
 
 def repl(session: ChatSession, read: Optional[Callable[[str], str]] = None, out: Optional[TextIO] = None) -> None:

@@ -209,10 +209,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
     prompts = list(args.prompt)
     images = _media_per_prompt(prompts, list(args.image or []), "image")
     audio = _media_per_prompt(prompts, list(args.audio or []), "audio")
+    shown = prompts
+    if args.chat:
+        from .chat import chat_messages
+        from .data.conversations import ChatTemplate
+
+        template = ChatTemplate.of(ckpt.tokenizer)
+        prompts = [template.prompt(chat_messages([], p, args.system)) for p in prompts]
+    elif args.system:
+        raise CommandError("--system needs --chat")
     if args.stream:
         if len(prompts) != 1:
             raise CommandError("--stream takes exactly one --prompt")
-        sys.stdout.write(prompts[0])
+        sys.stdout.write("" if args.chat else prompts[0])
         for piece in stream(ckpt.model, ckpt.tokenizer, prompts[0], gen, images=images[0] if images else None,
                             audio=audio[0] if audio else None):
             sys.stdout.write(piece)
@@ -221,10 +230,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
         return
     outs = generate(ckpt.model, ckpt.tokenizer, prompts, gen, images=images, audio=audio)
     if args.json:
-        print(json.dumps([{"prompt": p, "completion": o} for p, o in zip(prompts, outs)], ensure_ascii=False))
+        print(json.dumps([{"prompt": p, "completion": o.strip() if args.chat else o} for p, o in zip(shown, outs)],
+                         ensure_ascii=False))
     else:
-        for p, o in zip(prompts, outs):
-            print(p + o)
+        for p, o in zip(shown, outs):
+            print(o.strip() if args.chat else p + o)
 
 
 def _generator(ckpt):
@@ -333,7 +343,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     if ckpt.model.predicts == "classes":
         raise CommandError(f"{ckpt.path} is a classifier: use omnigpt classify")
     gen = _generation_config(args)
-    repl(ChatSession(ckpt.model, ckpt.tokenizer, gen))
+    repl(ChatSession(ckpt.model, ckpt.tokenizer, gen, system=args.system))
 
 
 def cmd_speech_data(args: argparse.Namespace) -> None:
@@ -523,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--truncate", action="store_true", help="cut a too-long prompt from the left")
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
+    g.add_argument("--chat", action="store_true", help="each prompt is a user message, asked through the chat "
+                                                       "template (the tokenizer's, else the built-in one)")
+    g.add_argument("--system", type=text(), help="with --chat: a system message before each prompt")
     g.add_argument("--image", action="append", help="image file for the prompts' <image> placeholders, in "
                                                      "order (repeatable)")
     g.add_argument("--audio", action="append", help="audio file for the prompts' <audio> placeholders, in "
@@ -568,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--top-p", type=number(0, 1, above=True))
     ch.add_argument("--repetition-penalty", type=number(0, above=True), default=1.0)
     ch.add_argument("--seed", type=whole(0, MAX_SEED))
+    ch.add_argument("--system", type=text(), help="a system message before the conversation (asks through the "
+                                                  "chat template: the tokenizer's, else the built-in one)")
     _device_arguments(ch)
     ch.set_defaults(func=cmd_chat, num_beams=1, stop=None, truncate=False)
 

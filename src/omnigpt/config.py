@@ -644,9 +644,11 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
-        if self.data.sources and self.vision is None and self.audio is None and self.classifier is None:
-            raise ConfigError("data.sources holds multimodal data but the config has no 'vision' or 'audio' "
-                              "section")
+        if self.classifier is None:  # file manifests are checked as they are read: a text GPT takes conversations
+            needs = {"builtin:scenes": ("vision", self.vision), "builtin:speech": ("audio", self.audio)}
+            for spec in self.data.sources + self.data.val_sources:
+                if spec in needs and needs[spec][1] is None:
+                    raise ConfigError(f"data.sources holds {spec} but the config has no '{needs[spec][0]}' section")
         # The parts an omni model has (the names train.freeze and train.lr_scale take); a text GPT has none.
         parts: set[str] = set()
         if self.vision is not None or self.audio is not None:

@@ -20,6 +20,7 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..extras import optional
 from .builtin import matching, speech
+from .conversations import Conversation, read_conversations
 from .builtin import scenes as builtin_scenes
 from .labeled import LabeledRow, read_labeled_manifest
 from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, vqa_prompt
@@ -53,6 +54,9 @@ class Example:
     audio: Optional[np.ndarray | Path] = None  # mono samples at the model's sample rate, or a file
     label: Optional[str] = None
     where: str = ""  # the manifest and line it was read from, for messages about its files ("" if built in)
+    # A conversation ({"role", "content"} dicts): the chat template writes its prompts and replies, in place
+    # of text, target and turns (see `data.conversations`).
+    messages: list[dict] = field(default_factory=list)
 
 
 class ExampleSet(Protocol):
@@ -238,6 +242,28 @@ class RowExamples:
         return RowExamples([self.rows[i] for i in rest]), RowExamples([self.rows[i] for i in val])
 
 
+class ChatExamples:
+    """Conversations read from a JSONL file (`data.conversations`): the model learns the assistant's replies."""
+
+    def __init__(self, items: Sequence[Conversation]):
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        c = self.items[index]
+        return Example(None, task="chat", image=c.image, audio=c.audio, where=c.where, messages=c.messages)
+
+    def texts(self) -> list[str]:
+        return [f"{m['role']}: {m['content']}" for c in self.items for m in c.messages]
+
+    def split_off(self, fraction: float) -> tuple["ChatExamples", "ChatExamples"]:
+        """(train, validation): the last `fraction` of the conversations are held out."""
+        n_val = max(1, int(len(self) * fraction))
+        return ChatExamples(self.items[:-n_val]), ChatExamples(self.items[-n_val:])
+
+
 class TextExamples:
     """Plain text for the language-model task in a multitask run: pieces of about `chars` characters of the
     corpus, cut at whitespace, each a target with an empty prompt."""
@@ -372,6 +398,12 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
         elif spec.startswith("builtin:"):
             raise ConfigError(f"unknown built-in source {spec!r}: the built-in sources are {BUILTIN_SCENES!r} "
                               f"and {BUILTIN_SPEECH!r} (and text:builtin, Python's own help text)")
+        elif "messages" in _first_row_keys(spec):
+            sets.append(ChatExamples(read_conversations(spec, d.on_bad_file, root=media_root(cfg))))
+        elif cfg.vision is None and cfg.audio is None:
+            raise ConfigError(f"source {spec}: a text model fine-tunes on conversations (JSONL rows of "
+                              f"{{\"messages\": [...]}}) or text:FILE; for image or audio manifests the config "
+                              f"needs a 'vision' or 'audio' section")
         elif _is_audio_source(spec, cfg):
             sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file, root=media_root(cfg))))
         else:
@@ -423,7 +455,7 @@ def hold_out(sets: Sequence[ExampleSet], names: Sequence[str], fraction: float) 
     validation split, file and text sets give up about `fraction` of their examples (see each split_off)."""
     train, val = [], []
     for s, name in zip(sets, names):
-        if isinstance(s, (FileExamples, AudioFileExamples)) and len(s) < 2:
+        if isinstance(s, (FileExamples, AudioFileExamples, ChatExamples)) and len(s) < 2:
             raise DataError(f"source {name} has {len(s)} example(s): too few to hold out validation examples; "
                             f"give data.val_sources")
         kept, held = s.split_off(fraction)

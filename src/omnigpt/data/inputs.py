@@ -19,6 +19,7 @@ from ..config import MODALITIES, AudioConfig, Config, ConfigError, VisionConfig
 from ..tokenizer import Tokenizer
 from .audio import MelConfig, SpecAugment, add_noise, load_audio, log_mel, pad_short
 from .batch import Batch, EncodedExample, collate, collate_classes, expand_placeholders
+from .conversations import ChatTemplate
 from .image import Augment, ImageSource, ImageTransform, preprocess
 from .prompts import target_text
 from .text import DataError
@@ -64,6 +65,7 @@ class Inputs:
         self.noise_snr_db = tuple(aa.noise_snr_db)
         self.augmenting = self.augment.active or self.spec_augment.active or bool(self.noise_snr_db)
         self._ids: dict[str, list[int]] = {}
+        self._chat: Optional[ChatTemplate] = None
         c = cfg.classifier
         if c is not None:
             self.modalities = [m for m in MODALITIES if m in c.modalities]
@@ -145,18 +147,30 @@ class Inputs:
         classifier's modality dropout."""
         if self.cfg.classifier is not None:
             return self._classifier_features(ex, rng)
-        prompt = self.encode(ex.text or "")
+        if ex.messages:  # a conversation: the chat template's prompts and replies, verbatim
+            pieces = [(self.encode(p), self.encode(r)) for p, r in self.chat.pieces(ex.messages)]
+        else:
+            pieces = [(self.encode(ex.text or ""), self.encode(target_text(ex.target or "")))]
+            pieces += [(self.encode(p), self.encode(target_text(t))) for p, t in ex.turns]
         images, clips = [], []
         if ex.image is not None:
-            prompt = expand_placeholders(prompt, self.tokenizer.image_id, self.tokens_per_image())
+            n = self.tokens_per_image()
+            pieces = [(expand_placeholders(p, self.tokenizer.image_id, n), t) for p, t in pieces]
             images.append(self.image(ex.image, rng))
         if ex.audio is not None:
             features = self.audio(ex.audio, rng)
-            prompt = expand_placeholders(prompt, self.tokenizer.audio_id, self.tokens_per_clip(features.shape[-1]))
+            n = self.tokens_per_clip(features.shape[-1])
+            pieces = [(expand_placeholders(p, self.tokenizer.audio_id, n), t) for p, t in pieces]
             clips.append(features)
-        turns = [(self.encode(p), self.encode(target_text(t))) for p, t in ex.turns]
-        return EncodedExample(prompt, self.encode(target_text(ex.target or "")), images=images, task=ex.task,
-                        turns=turns, audio=clips)
+        (prompt, target), turns = pieces[0], pieces[1:]
+        return EncodedExample(prompt, target, images=images, task=ex.task, turns=turns, audio=clips)
+
+    @property
+    def chat(self) -> ChatTemplate:
+        """The tokenizer's chat template (or the built-in one), made on first use."""
+        if self._chat is None:
+            self._chat = ChatTemplate.of(self.tokenizer)
+        return self._chat
 
     def _classifier_features(self, ex: "Example", rng: Optional[random.Random]) -> EncodedExample:
         if ex.label not in self.class_index:

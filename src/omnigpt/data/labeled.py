@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .sources import (OnError, Root, _json_line, _Problems, _string_field, _within, audio_problem, confine,
-                      image_problem, resolve_root)
+from .sources import (OnError, Root, _json_line, _Problems, _string_field, _within, confine, media_problem,
+                      resolve_root)
 from .text import DataError
 
 INPUTS = ("text", "image", "audio")
@@ -123,12 +123,7 @@ def read_labeled_manifest(path: str | Path, on_error: OnError = "error", labels:
             continue
         if not _within([row], lambda r: [r.image, r.audio], folder_root, problems):
             continue
-        bad = None
-        for file, check in ((row.image, image_problem), (row.audio, audio_problem)):
-            if file is not None and check_files:
-                if file not in checked:
-                    checked[file] = check(file)
-                bad = bad or checked[file]
+        bad = media_problem(row, checked) if check_files else None
         if bad:
             problems.report(f"{where}: {bad}")
             continue

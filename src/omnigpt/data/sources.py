@@ -177,6 +177,31 @@ def _check_audio(examples: list[AudioText], problems: _Problems) -> list[AudioTe
     return _keep_usable(examples, lambda ex: ex.audio, audio_problem, problems)
 
 
+def media_problem(item, checked: dict[Path, Optional[str]]) -> Optional[str]:
+    """Why the image or the audio file of `item` (its `.image` and `.audio`, None for none) cannot be used, or
+    None; each file is checked once across calls sharing `checked`."""
+    for file, check in ((item.image, image_problem), (item.audio, audio_problem)):
+        if file is not None:
+            if file not in checked:
+                checked[file] = check(file)
+            if checked[file]:
+                return checked[file]
+    return None
+
+
+def _check_media(items: list, problems: _Problems) -> list:
+    """The items (with `.image`, `.audio` and `.where`) whose files are usable."""
+    checked: dict[Path, Optional[str]] = {}
+    kept = []
+    for it in items:
+        bad = media_problem(it, checked)
+        if bad is None:
+            kept.append(it)
+        else:
+            problems.report(f"{it.where}: {bad}")
+    return kept
+
+
 def _string_field(row: dict, key: str) -> str:
     value = row[key]
     if not isinstance(value, str):

@@ -10,16 +10,19 @@ from typing import Callable
 from ..atomic import write_atomic
 from ..checkpoint import is_pretrained_folder, resolve
 from ..config import Config, ConfigError
-from ..data.examples import Concat, SpeechExamples, hold_out, read_sources
+from ..data.conversations import BUILTIN_TEMPLATE
+from ..data.examples import ChatExamples, Concat, SpeechExamples, hold_out, read_sources
 from ..data.text import DataError, prepare_tokens, read_corpus
 from ..data.training import ExampleData, TextData, TrainingData
 from ..tokenizer import Tokenizer
 from . import distributed
 
 
-def load_or_create_tokenizer(cfg: Config, run_dir: Path, texts: Callable[[], list[str]]) -> Tokenizer:
+def load_or_create_tokenizer(cfg: Config, run_dir: Path, texts: Callable[[], list[str]],
+                             chat: bool = False) -> Tokenizer:
     """The run's tokenizer: kept in run_dir, else from train.init_from, data.tokenizer_path, or trained on
-    texts() with data.tokenizer and model.vocab_size."""
+    texts() with data.tokenizer and model.vocab_size. chat: the run learns conversations, so a tokenizer
+    without a chat template keeps the built-in one it trains with (which `chat` then uses too)."""
     tok_path = run_dir / "tokenizer.json"
     if tok_path.is_file():
         return Tokenizer.load(tok_path)
@@ -31,6 +34,8 @@ def load_or_create_tokenizer(cfg: Config, run_dir: Path, texts: Callable[[], lis
         tokenizer = Tokenizer.load(cfg.data.tokenizer_path)
     else:
         tokenizer = Tokenizer.create(cfg.data.tokenizer, texts(), cfg.model.vocab_size)
+    if chat and tokenizer.chat_template is None:
+        tokenizer.chat_template = BUILTIN_TEMPLATE
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
                           f"{cfg.model.vocab_size}: raise model.vocab_size")
@@ -82,7 +87,7 @@ def prepare_examples(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> Ex
         return out or ["-"]
 
     if env.is_main:
-        load_or_create_tokenizer(cfg, run_dir, texts)
+        load_or_create_tokenizer(cfg, run_dir, texts, chat=any(isinstance(s, ChatExamples) for s in train_sets))
     distributed.barrier(env)
     names = list(d.val_sources or d.sources)
     return ExampleData(cfg, Tokenizer.load(run_dir / "tokenizer.json"),

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from conftest import tiny_asr_config, tiny_config
+from conftest import tiny_asr_config, tiny_config, tiny_omni_config
 from omnigpt import train
 from omnigpt.data.examples import Example, TextExamples, read_sources
 from omnigpt.data.inputs import InputError, Inputs
@@ -195,7 +195,7 @@ def test_media_root_confines_audio_labeled_and_coco_sources_and_the_manifest_its
 def test_data_media_root_is_read_from_the_config(tree):
     root, outside = tree
     manifest = _jsonl(root / "m" / "train.jsonl", {"image": str(outside / "a.png"), "text": "red"})
-    cfg = tiny_config("builtin")
+    cfg = tiny_omni_config()  # a model that reads image manifests
     assert len(read_sources(cfg, [str(manifest)], "train")[0]) == 1  # no media_root: anywhere
     cfg.data.media_root = str(root)
     with pytest.raises(DataError, match=r"train.jsonl line 1: .*a.png is outside data.media_root"):

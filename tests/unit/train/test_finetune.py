@@ -100,7 +100,7 @@ def test_a_jsonl_manifest_trains_and_bad_rows_are_reported(tmp_path):
 
 
 def test_config_errors_name_the_problem():
-    with pytest.raises(ConfigError, match="has no 'vision' or 'audio' section"):
+    with pytest.raises(ConfigError, match="holds builtin:scenes but the config has no 'vision' section"):
         Config.from_dict({"data": {"sources": ["builtin:scenes"]}})
     with pytest.raises(ConfigError, match=r"an image takes 64 tokens, more than model.block_size \(32\)"):
         Config.from_dict({"model": {"block_size": 32}, "vision": {"channels": [8, 8, 8]}})

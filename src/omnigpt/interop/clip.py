@@ -9,7 +9,6 @@ them.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterator, Optional
@@ -19,7 +18,7 @@ from torch import nn
 
 from ..config import ConfigError, VisionConfig
 from ..model.vision import TowerEncoder
-from .folder import HFError, read_config, read_weights
+from .folder import HFError, read_config, read_json, read_weights
 
 TYPES = {"clip": "clip", "clip_vision_model": "clip", "siglip": "siglip", "siglip_vision_model": "siglip"}
 SUPPORTED = tuple(TYPES)
@@ -65,14 +64,9 @@ def _preprocessing(path: Path, family: str, image_size: int) -> dict:
     mean, std = MEAN_STD[family]
     fields = {"resize": "shortest_edge" if family == "clip" else "stretch", "mean": mean, "std": std}
     file = path / "preprocessor_config.json"
-    if not file.is_file():
+    p = read_json(path, file.name)
+    if p is None:
         return fields
-    try:
-        p = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HFError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(p, dict):
-        raise HFError(f"{file}: expected a JSON object, got {type(p).__name__}")
 
     def unsupported(what: str) -> HFError:
         return HFError(f"{file}: {what}; omnigpt reproduces a bicubic resize to the tower's {image_size} x "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors import SafetensorError
@@ -23,16 +24,25 @@ def is_hf_folder(path: str | Path) -> bool:
 
 def read_config(path: str | Path) -> dict:
     """config.json as a dict."""
-    file = Path(path) / "config.json"
-    if not file.is_file():
+    cfg = read_json(path, "config.json")
+    if cfg is None:
         raise HFError(f"{path} is not a Hugging Face model folder: it has no config.json")
+    return cfg
+
+
+def read_json(folder: str | Path, name: str) -> Optional[dict]:
+    """The JSON object in the folder's file `name` (config.json, preprocessor_config.json ...), None when the
+    folder has no such file."""
+    file = Path(folder) / name
+    if not file.is_file():
+        return None
     try:
-        cfg = json.loads(file.read_text(encoding="utf-8"))
+        value = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HFError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise HFError(f"{file}: expected a JSON object, got {type(cfg).__name__}")
-    return cfg
+    if not isinstance(value, dict):
+        raise HFError(f"{file}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -10,14 +10,13 @@ them, with a zero k bias (a bias on the keys adds the same score to every key, w
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..config import AudioConfig, ConfigError
 from ..model.audio import AudioEncoder
-from .folder import HFError, read_config, read_weights
+from .folder import HFError, read_config, read_json, read_weights
 
 TYPES = ("whisper",)
 PREFIXES = ("model.encoder.", "encoder.")  # WhisperForConditionalGeneration / WhisperModel, WhisperEncoder alone
@@ -29,16 +28,7 @@ WHISPER_FEATURES = {"feature_size": 80, "sampling_rate": 16000, "n_fft": 400, "h
 
 def read_features(path: str | Path) -> dict:
     """preprocessor_config.json as a dict ({} when the folder has none)."""
-    file = Path(path) / "preprocessor_config.json"
-    if not file.is_file():
-        return {}
-    try:
-        features = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HFError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(features, dict):
-        raise HFError(f"{file}: expected a JSON object, got {type(features).__name__}")
-    return features
+    return read_json(path, "preprocessor_config.json") or {}
 
 
 def encoder_config(hf: dict, features: dict) -> AudioConfig:

@@ -28,6 +28,7 @@ from .hardware import resolve_device, resolve_dtype
 from .interop.decoder import load_pretrained
 from .interop.folder import HFError, is_hf_folder
 from .interop.hub import local_folder
+from .model.lora import apply_lora, is_adapter_folder, load_adapter
 from .model.omni import build_model
 from .tokenizer import Tokenizer, TokenizerError
 
@@ -248,14 +249,18 @@ def is_pretrained_folder(path: str | Path) -> bool:
     return is_hf_folder(path) and not (Path(path) / "config.yaml").is_file()
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
-                    ) -> Checkpoint:
+def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                    adapter: Optional[str | Path] = None) -> Checkpoint:
     """Load a model, its config and tokenizer from a checkpoint folder or a run folder (latest checkpoint), a
     Hugging Face model folder, or `hf:ORG/NAME[@REVISION]` (see `interop.hub`).
 
     device: auto (the GPU when there is one), cpu, cuda, cuda:N or mps. dtype: auto (bf16 on a GPU that has
     it, else fp32), fp32, bf16 or fp16, or a torch dtype: the model's weights are held in it, and its float
     inputs (images, log-mels) are cast to it.
+
+    adapter: a folder of LoRA adapters (`adapter.safetensors`, `adapter.json`: a LoRA run's checkpoint) put
+    onto this model, which must be the base they were trained on. A LoRA run's own checkpoint loads with its
+    adapters unmerged (`model.lora.merge` folds them in).
 
     A damaged folder raises a CheckpointError naming the file and what is wrong with it (see `load_weights`).
     """
@@ -271,6 +276,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
             config, model, tokenizer = load_pretrained(path)
         except (HFError, TokenizerError) as exc:
             raise CheckpointError(_one_line(exc)) from None
+        if adapter is not None:
+            _put_adapter(model, adapter)
         return Checkpoint(Path(path), config, model.to(device=device, dtype=dtype).eval(), tokenizer, 0)
     folder = resolve(path)
     try:
@@ -285,9 +292,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "auto", dtype
     weights = folder / "model.safetensors"
     _, step = _header(weights)
     model = build_model(config, tokenizer.image_id, tokenizer.audio_id, tokenizer)
+    if config.train.lora is not None:  # a LoRA run: its base weights and its adapters
+        apply_lora(model, config.train.lora)
     missing, unexpected = load_weights(model, weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{_named(weights)} does not match config.yaml: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}")
+    if adapter is not None:
+        _put_adapter(model, adapter)
     model.to(device=device, dtype=dtype).eval()  # for inference: dropout off (a trainer calls .train())
     return Checkpoint(folder, config, model, tokenizer, step)
+
+
+def _put_adapter(model: nn.Module, adapter: str | Path) -> None:
+    """LoRA adapters from a folder (or a LoRA run, meaning its latest checkpoint) onto `model`."""
+    folder = Path(adapter)
+    if not is_adapter_folder(folder):
+        folder = resolve(folder)
+    try:
+        load_adapter(model, folder)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None

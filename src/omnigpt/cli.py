@@ -204,7 +204,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from .generate import generate, stream
     from .checkpoint import load_checkpoint
 
-    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype))
+    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter))
     gen = _generation_config(args)
     prompts = list(args.prompt)
     images = _media_per_prompt(prompts, list(args.image or []), "image")
@@ -265,7 +265,7 @@ def cmd_caption(args: argparse.Namespace) -> None:
     from .data.image import load_image
     from .generate import generate
 
-    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype))
+    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter))
     if "image" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no image encoder to caption with")
     images = [load_image(p) for p in args.images]
@@ -299,7 +299,7 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     from .subtitles import render_all, write_transcript
     from .transcribe import WHISPER_TEMPERATURES, transcribe
 
-    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype))
+    ckpt = _generator(load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter))
     if "audio" not in ckpt.model.accepts:
         raise CommandError(f"{ckpt.path} has no audio encoder to transcribe with")
     if args.format in ("srt", "vtt") and len(args.audio) > 1 and not args.output_dir:
@@ -339,7 +339,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from .chat import ChatSession, repl
     from .checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter)
     if ckpt.model.predicts == "classes":
         raise CommandError(f"{ckpt.path} is a classifier: use omnigpt classify")
     gen = _generation_config(args)
@@ -360,7 +360,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .evaluate import EvalOptions, evaluate_checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter)
     opts = EvalOptions(args.task, args.data, args.images, args.split, args.limit, args.on_bad_file, args.errors,
                        args.plot, progress=not args.quiet)
     print(json.dumps(evaluate_checkpoint(ckpt, opts)))
@@ -415,7 +415,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from .data.examples import Example
     from .data.inputs import Inputs
 
-    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype)
+    ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter)
     model = ckpt.model
     if model.predicts != "classes":
         raise CommandError(f"{ckpt.path} is not a classifier (its config has no 'classifier' section)")
@@ -434,12 +434,27 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .interop.export import export
+    from .model.lora import merge
 
-    ckpt = load_checkpoint(args.checkpoint, "cpu", "fp32")
+    ckpt = load_checkpoint(args.checkpoint, "cpu", "fp32", args.adapter)
     if ckpt.model.predicts != "tokens":
         raise CommandError(f"{ckpt.path} is a classifier; export writes language models")
+    merge(ckpt.model)  # LoRA adapters folded into the weights they adapt
     out = export(ckpt.model, ckpt.tokenizer, args.out, ckpt.config.to_yaml())
     print(json.dumps({"out": str(out), "files": sorted(p.name for p in out.iterdir() if not p.name.startswith("."))}))
+
+
+def cmd_merge_adapter(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .model.lora import LoRALinear, merge
+
+    ckpt = load_checkpoint(args.checkpoint, "cpu", "fp32", args.adapter)
+    if not any(isinstance(m, LoRALinear) for m in ckpt.model.modules()):
+        raise CommandError(f"{ckpt.path} has no LoRA adapters to merge: give a LoRA run, or --adapter DIR")
+    merge(ckpt.model)
+    ckpt.config.train.lora = None
+    folder = save_checkpoint(args.out, ckpt.step, ckpt.model, ckpt.config, ckpt.tokenizer)
+    print(json.dumps({"checkpoint": str(folder)}))
 
 
 def cmd_assemble(args: argparse.Namespace) -> None:
@@ -609,7 +624,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "AutoModelForCausalLM and AutoTokenizer load it)")
     x.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
     x.add_argument("--out", required=True, help="folder to write config.json, model.safetensors and the tokenizer to")
+    x.add_argument("--adapter", help="LoRA adapters to merge into the exported weights")
     x.set_defaults(func=cmd_export)
+
+    mg = sub.add_parser("merge-adapter", help="fold LoRA adapters into their base's weights: a plain checkpoint")
+    mg.add_argument("--checkpoint", required=True, help="a LoRA run, or the base checkpoint (with --adapter)")
+    mg.add_argument("--adapter", help="adapters to put onto --checkpoint first (a LoRA run or an adapter folder)")
+    mg.add_argument("--out", required=True, help="new run folder for the merged checkpoint")
+    mg.set_defaults(func=cmd_merge_adapter)
 
     a = sub.add_parser("assemble", help="an omni model from pretrained parts (Hugging Face folders): a language "
                                         "model, a CLIP/SigLIP vision tower, a Whisper encoder, new projectors")
@@ -659,6 +681,8 @@ def _device_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="the model's weights and activations: auto is bf16 on a GPU that has it, else fp32")
+    parser.add_argument("--adapter", help="LoRA adapters to put onto the checkpoint (a LoRA run, or a folder "
+                                          "with adapter.safetensors and adapter.json)")
 
 
 def _run_arguments(r: argparse.ArgumentParser) -> None:

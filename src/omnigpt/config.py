@@ -530,6 +530,23 @@ class DataConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (`model.lora`): low-rank updates on the linear layers whose module names match `targets`
+    (fnmatch patterns: "*.attn.qkv", "gpt.blocks.*.mlp.*"); every other weight stays fixed."""
+    rank: int = 8
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # on the adapters' input
+    targets: list[str] = field(default_factory=lambda: ["*attn.qkv", "*attn.proj"])
+
+    def validate(self) -> None:
+        _require(isinstance(self.rank, int) and self.rank >= 1, "train.lora.rank", self.rank, "an integer >= 1")
+        _require(self.alpha > 0, "train.lora.alpha", self.alpha, "> 0")
+        _require(0 <= self.dropout < 1, "train.lora.dropout", self.dropout, "in [0, 1)")
+        _require(bool(self.targets) and all(isinstance(t, str) and t for t in self.targets), "train.lora.targets",
+                 self.targets, "a non-empty list of module-name patterns, e.g. ['*attn.qkv', '*mlp.*']")
+
+
+@dataclass
 class TrainConfig:
     seed: int = 1337
     batch_size: int = 16  # sequences per micro-batch on each process
@@ -577,9 +594,16 @@ class TrainConfig:
     # Fine-tuning loss: the mean over all target tokens ("token"), or over examples, each example's tokens
     # sharing one unit of weight ("example": a one-word answer counts as much as a long caption).
     loss_average: Literal["token", "example"] = "token"
+    # LoRA: train low-rank adapters instead of the weights (which stay fixed); null: train the weights.
+    lora: Optional[LoraConfig] = None
 
     def validate(self) -> None:
         check_numbers(self, "train")
+        if self.lora is not None:
+            self.lora.validate()
+            if self.freeze:
+                raise ConfigError(f"train.freeze {self.freeze} with train.lora: LoRA already keeps every weight "
+                                  f"fixed and trains only its adapters; leave train.freeze empty")
         _positive("train", self, ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches",
                                   "save_interval", "keep_checkpoints"))
         _require(0 <= self.seed < SEED_LIMIT, "train.seed", self.seed, f"an integer in [0, {SEED_LIMIT - 1}]")

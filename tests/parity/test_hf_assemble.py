@@ -49,7 +49,7 @@ def parts(tmp_path_factory):
 def base_config(tmp_path, speech_cache, **train) -> Config:
     """Data and training for the tiny parts; audio.pool 4 cuts Whisper's 200 vectors a clip to 50."""
     cfg = Config.from_dict({
-        "audio": {"pool": 4},
+        "vision": {"encoder": "clip"}, "audio": {"pool": 4},  # the towers replace all but these choices
         "data": {"sources": ["builtin:scenes", "builtin:speech"], "tasks": ["caption", "vqa", "transcribe"],
                  "batch_mode": "per_source", "builtin_utterances": 8, "cache_dir": speech_cache},
         "train": {"seed": 3, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-3, "warmup_steps": 0, "eval_interval": 1000,

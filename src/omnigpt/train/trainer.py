@@ -29,6 +29,7 @@ from ..interop.hub import local_folder
 from ..tokenizer import Tokenizer
 from ..config import Config, ConfigError, TrainConfig
 from ..hardware import DTYPES, Precision, choose_precision
+from ..model.lora import apply_lora, save_adapter
 from ..model.omni import build_model
 from . import distributed
 from ..data.training import TrainingData
@@ -260,6 +261,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     model = build_model(cfg, tokenizer.image_id, tokenizer.audio_id, tokenizer).to(env.device)
     if tc.init_from and state is None:
         init_weights(model, tc.init_from)
+    if tc.lora is not None:
+        wrapped = apply_lora(model, tc.lora)
+        if env.is_main and state is None:
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            print(f"lora: rank {tc.lora.rank} adapters on {len(wrapped)} layers, {trainable / 1e6:.3f}M trainable "
+                  f"parameters of {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M", file=sys.stderr)
     freeze(model, tc.freeze)
     optimizer = build_optimizer(model, tc)
     torch.manual_seed(tc.seed + env.rank)  # then each process draws its own dropout masks
@@ -309,8 +316,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                         "val_loss": val_loss, "tokens": at * global_batch * cfg.model.block_size,
                         "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
                         "precision": {"name": precision.name, "device": device_type}}
-        return save_checkpoint(run_dir, at, model, cfg, tokenizer,
-                               lambda folder: save_trainer_state(folder, tensors, trainer_meta), keep=tc.keep_checkpoints)
+        def extra(folder: Path) -> None:
+            save_trainer_state(folder, tensors, trainer_meta)
+            if tc.lora is not None:  # the adapters alone too, to share or load onto the base (--adapter)
+                save_adapter(model, tc.lora, folder)
+
+        return save_checkpoint(run_dir, at, model, cfg, tokenizer, extra, keep=tc.keep_checkpoints)
 
     model.train()
     while step < end_step:

@@ -148,6 +148,8 @@ def _load_run_config(args: argparse.Namespace):
     else:
         raise CommandError("--config is required (or --resume with a run folder that has a checkpoint, or "
                            "--init-from an omnigpt run, whose config is then used)")
+    if getattr(args, "overrides", None):
+        cfg = cfg.with_overrides(args.overrides)
     if args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
     if args.minutes is not None:
@@ -698,6 +700,8 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
     r.add_argument("--device", help="overrides train.device: auto (the GPU when there is one), cpu, cuda or cuda:N")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config settings, e.g. train.lr=3e-4 train.lora.rank=8 (checked like the YAML)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

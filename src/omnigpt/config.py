@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
@@ -735,6 +735,29 @@ class Config:
             return cfg.validate()
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+
+    def with_overrides(self, overrides: Sequence[str]) -> "Config":
+        """A copy with `section.key=value` settings applied (values read as YAML: 3e-4, true, [a, b]), checked
+        as the YAML file is: an unknown key or a bad value names it."""
+        data = self.to_dict()
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key or any(not part for part in key.split(".")):
+                raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.lr=3e-4")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError:
+                value = raw
+            *path, last = key.split(".")
+            node = data
+            for i, part in enumerate(path):
+                if node.get(part) is None:  # a section that is off (vision: null, train.lora: null) turns on
+                    node[part] = {}
+                node = node[part]
+                if not isinstance(node, dict):
+                    raise ConfigError(f"override {item!r}: {'.'.join(path[:i + 1])} is not a section")
+            node[last] = value
+        return Config.from_dict(data, source="the command line")
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":

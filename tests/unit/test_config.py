@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -253,3 +255,22 @@ def test_the_cli_says_error_and_exits_2(tmp_path, capsys, command, base, changes
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}") and fragment in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_command_line_overrides_are_checked_like_the_yaml(tmp_path, capsys):
+    from omnigpt.cli import main
+
+    cfg = Config.load(_config_path("text-tiny")).with_overrides(
+        ["train.lr=3e-4", "train.lora.rank=4", "data.corpus=[a.txt, b.txt]", "model.dropout=0"])
+    assert (cfg.train.lr, cfg.train.lora.rank, cfg.train.lora.alpha) == (3e-4, 4, 16.0)
+    assert cfg.data.corpus == ["a.txt", "b.txt"] and cfg.model.dropout == 0.0
+    for item, message in [("train.lrr=1", "the command line: unknown key 'train.lrr'"),
+                          ("train.lr=fast", "the command line: 'train.lr' must be a number, got 'fast'"),
+                          ("trainlr", "override 'trainlr': expected section.key=value"),
+                          ("model.n_layer.x=1", "override 'model.n_layer.x=1': model.n_layer is not a section"),
+                          ("train.lora.rank=0", "train.lora.rank")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Config.load(_config_path("text-tiny")).with_overrides([item])
+    with pytest.raises(SystemExit) as stopped:
+        main(["pretrain", "--config", "text-tiny", "--out", str(tmp_path / "r"), "train.batch_size=-1"])
+    assert stopped.value.code == 2 and "train.batch_size" in capsys.readouterr().err

@@ -475,6 +475,10 @@ class DataConfig:
     # for the whole batch, so short examples are not padded to the longest source's length.
     batch_mode: Literal["mixed", "per_source"] = "mixed"
     text_chars: int = 400  # "text:" sources are cut (at whitespace) into pieces of about this many characters
+    # Fine-tuning a text model: put a batch's examples one after another into as few rows as hold them, each
+    # with positions from 0 and attention within itself (its loss is what it is alone), so short examples
+    # waste no compute on padding.
+    pack: bool = False
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on
@@ -668,6 +672,9 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
+        if self.data.pack and (self.vision is not None or self.audio is not None or self.classifier is not None):
+            raise ConfigError("data.pack packs text examples for a text model; a model with a 'vision', 'audio' "
+                              "or 'classifier' section places its media by row: set data.pack: false")
         if self.classifier is None:  # file manifests are checked as they are read: a text GPT takes conversations
             needs = {"builtin:scenes": ("vision", self.vision), "builtin:speech": ("audio", self.audio)}
             for spec in self.data.sources + self.data.val_sources:

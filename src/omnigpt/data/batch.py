@@ -56,6 +56,10 @@ class Batch:
     class_weights: Optional[torch.Tensor] = None  # (classes,)
     # Rows whose first draw named a file that could not be decoded, drawn again (data.on_bad_file: skip).
     skipped: int = 0
+    # Packed rows (data.pack): several examples one after another in a row, each with positions from 0 and
+    # attention within itself only.
+    positions: Optional[torch.Tensor] = None  # (B, T)
+    mask: Optional[torch.Tensor] = None  # (B, 1, T, T) boolean, True where a query may attend
 
     def to(self, device: str | torch.device) -> "Batch":
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True)
@@ -81,6 +85,8 @@ class Batch:
                     "labels": self.labels, "images": self.images, "audio": self.audio,
                     "audio_lengths": self.audio_lengths, "class_weights": self.class_weights}
         inputs: dict[str, Any] = {"idx": self.ids, "targets": self.targets}
+        if self.positions is not None:
+            inputs.update(positions=self.positions, mask=self.mask)
         if loss_only:
             inputs["loss_only"] = True
         if self.loss_weights is not None:
@@ -105,18 +111,25 @@ def expand_placeholders(ids: Sequence[int], placeholder: int, n: int) -> list[in
 
 
 def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_size: int,
-            loss_average: str = "token") -> Batch:
+            loss_average: str = "token", pack: bool = False) -> Batch:
     """Examples -> one right-padded Batch of at most block_size positions.
 
     loss_average "token": every target token weighs the same, so long targets (captions) dominate short
     ones (answers); "example": each example's tokens share one unit of weight, so every example counts
     the same whatever its length.
 
+    pack: examples go one after another into as few rows as hold them (in order, each row up to
+    block_size + 1 tokens), each with positions from 0 and attention within itself only, so that every
+    example's logits and loss are what they are alone, and the batch wastes fewer positions on padding.
+    Text models only (images and audio are placed by row).
+
     A target that runs past the context is cut (the model then sees no end-of-text for it); a prompt that
     alone fills the context is an error, since nothing would be learned from it.
     """
-    rows, labels, images, image_rows, clips, clip_rows = [], [], [], [], [], []
-    for r, ex in enumerate(examples):
+    if loss_average not in ("token", "example"):
+        raise ValueError(f"loss_average must be 'token' or 'example', got {loss_average!r}")
+    pieces, images, image_rows, clips, clip_rows = [], [], [], [], []
+    for ex in examples:
         if len(ex.prompt) >= block_size:
             raise DataError(f"a prompt of {len(ex.prompt)} tokens (images included) leaves no room for its "
                             f"target in the context of {block_size} tokens: raise model.block_size or use "
@@ -126,27 +139,44 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
         for prompt, target in [(ex.prompt, ex.target)] + list(ex.turns):
             seq += list(prompt) + list(target) + [eos_id]
             supervised += [False] * len(prompt) + [True] * (len(target) + 1)
-        seq, supervised = seq[:block_size + 1], supervised[:block_size + 1]
-        x = seq[:-1]
-        y = [t if keep else IGNORE_INDEX for t, keep in zip(seq[1:], supervised[1:])]
-        rows.append(x)
-        labels.append(y)
+        pieces.append((seq[:block_size + 1], supervised[:block_size + 1]))
+    if pack and any(ex.images or ex.audio for ex in examples):
+        raise DataError("packing (data.pack) takes text examples only: images and audio are placed by row")
+    rows = _pack(pieces, block_size + 1) if pack else [[p] for p in pieces]
+    B, T = len(rows), max(sum(len(s) for s, _ in row) for row in rows) - 1
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    targets = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    weights = torch.zeros((B, T))
+    positions = torch.zeros((B, T), dtype=torch.long)
+    segment = torch.full((B, T), -1, dtype=torch.long)
+    for r, row in enumerate(rows):
+        seq = [t for s, _ in row for t in s]
+        # a piece's first token is never a label: in a packed row it would be predicted from the piece before
+        keep = [k and i > 0 for s, sup in row for i, k in enumerate(sup)]
+        n = len(seq) - 1
+        ids[r, :n] = torch.tensor(seq[:-1], dtype=torch.long)
+        targets[r, :n] = torch.tensor([t if k else IGNORE_INDEX for t, k in zip(seq[1:], keep[1:])], dtype=torch.long)
+        start = 0
+        for k, (s, sup) in enumerate(row):  # positions restart and weights are shared within each example
+            end = min(start + len(s), n)
+            positions[r, start:end] = torch.arange(end - start)
+            segment[r, start:end] = k
+            labelled = targets[r, start:end] != IGNORE_INDEX
+            weights[r, start:end] = labelled.float() / max(1, int(labelled.sum()))
+            start = end
+    for r, ex in enumerate(examples):
         images.extend(ex.images)
         image_rows.extend([r] * len(ex.images))
         clips.extend(ex.audio)
         clip_rows.extend([r] * len(ex.audio))
-    T = max(len(x) for x in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    targets = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
-    for r, (x, y) in enumerate(zip(rows, labels)):
-        ids[r, :len(x)] = torch.tensor(x, dtype=torch.long)
-        targets[r, :len(y)] = torch.tensor(y, dtype=torch.long)
     batch = Batch(ids, targets, tasks=[ex.task for ex in examples])
     if loss_average == "example":
-        supervised = (targets != IGNORE_INDEX).float()
-        batch.loss_weights = supervised / supervised.sum(1, keepdim=True).clamp(min=1.0)
-    elif loss_average != "token":
-        raise ValueError(f"loss_average must be 'token' or 'example', got {loss_average!r}")
+        batch.loss_weights = weights
+    if pack:
+        same = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        batch.positions = positions
+        batch.mask = ((same & causal) | torch.eye(T, dtype=torch.bool))[:, None]  # padding sees itself only
     if images:
         batch.images = stack_images(images)
         batch.image_rows = torch.tensor(image_rows, dtype=torch.long)
@@ -154,6 +184,20 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
         batch.audio, batch.audio_lengths = pad_features(clips)
         batch.audio_rows = torch.tensor(clip_rows, dtype=torch.long)
     return batch
+
+
+def _pack(pieces: list, room: int) -> list[list]:
+    """Pieces (token lists with their flags) in order into rows of at most `room` tokens: a piece that does not
+    fit in the current row starts the next one."""
+    rows: list[list] = [[]]
+    used = 0
+    for piece in pieces:
+        if rows[-1] and used + len(piece[0]) > room:
+            rows.append([])
+            used = 0
+        rows[-1].append(piece)
+        used += len(piece[0])
+    return rows
 
 
 def pad_features(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@ prompts and replies so that the loss falls on the assistant's replies alone."""
 import json
 
 import pytest
+import torch
 
 from omnigpt import Config, Tokenizer
 from omnigpt.config import IGNORE_INDEX
@@ -116,3 +117,38 @@ def test_a_text_model_reads_conversations_and_refuses_image_manifests(tmp_path):
         read_sources(text_config(images), [str(images)], "train")
     with pytest.raises(Exception, match="holds builtin:scenes but the config has no 'vision' section"):
         text_config("builtin:scenes")
+
+
+@pytest.mark.parametrize("loss_average", ["token", "example"])
+def test_a_packed_batch_gives_each_example_its_loss_alone(tmp_path, loss_average):
+    from omnigpt.data.batch import collate
+    from omnigpt.model.gpt import GPT
+
+    tok = Tokenizer.byte_level()
+    cfg = text_config(write(tmp_path / "c.jsonl", [{"messages": TALK}]))
+    cfg.model.position = "rope"
+    inputs = Inputs(cfg, tok)
+    talks = [TALK, TALK[1:3], [{"role": "user", "content": "?"}, {"role": "assistant", "content": "No."}],
+             TALK[3:], TALK[:3]]
+    rows = [inputs.features(ChatExamples([c]).example(0)) for c in
+            (read_conversations(write(tmp_path / f"{i}.jsonl", [{"messages": t}]))[0] for i, t in enumerate(talks))]
+    torch.manual_seed(0)
+    model = GPT(cfg.model).eval()
+    packed = collate(rows, tok.pad_id, tok.eos_id, 128, loss_average, pack=True)
+    assert packed.ids.shape[0] < len(rows)  # fewer rows than examples: they shared rows
+    with torch.no_grad():
+        logits, loss = model(**packed.model_inputs())
+        alone = [model(**collate([r], tok.pad_id, tok.eos_id, 128, loss_average).model_inputs()) for r in rows]
+    # each example's per-token losses, packed and alone
+    keep = packed.targets != IGNORE_INDEX
+    packed_tokens = torch.nn.functional.cross_entropy(logits[keep], packed.targets[keep], reduction="none")
+    single_tokens = []
+    for r, (lg, _) in zip(rows, alone):
+        one = collate([r], tok.pad_id, tok.eos_id, 128)
+        k = one.targets != IGNORE_INDEX
+        single_tokens.append(torch.nn.functional.cross_entropy(lg[k], one.targets[k], reduction="none"))
+    torch.testing.assert_close(packed_tokens, torch.cat(single_tokens), rtol=0, atol=1e-5)
+    if loss_average == "example":  # the batch loss: the mean of the examples' mean losses
+        torch.testing.assert_close(loss, torch.stack([t.mean() for t in single_tokens]).mean(), rtol=0, atol=1e-5)
+    else:
+        torch.testing.assert_close(loss, torch.cat(single_tokens).mean(), rtol=0, atol=1e-5)

@@ -486,6 +486,10 @@ class DataConfig:
     # Built-in scenes: questions asked about one image in one training sequence (after the first, each is
     # a follow-up turn); several per image train question answering faster for little extra compute.
     questions_per_example: int = 1
+    # Translation rows ({"source", "target"}) that name no "source_lang" / "target_lang" are asked in these
+    # words ("English: the cat\nFrench:"); evaluation asks a run's test rows in the same ones.
+    source_lang: str = "source"
+    target_lang: str = "target"
     on_bad_file: Literal["skip", "error"] = "error"
     # Every file the data sources name must lie in this folder (../, absolute paths and symbolic links out of
     # it are refused, without saying whether the file exists): for a shared training service. None: anywhere.
@@ -512,6 +516,9 @@ class DataConfig:
             raise ConfigError(f"data.text_chars must be >= 1, got {self.text_chars}")
         if self.questions_per_example < 1:
             raise ConfigError(f"data.questions_per_example must be >= 1, got {self.questions_per_example}")
+        for key in ("source_lang", "target_lang"):
+            if not getattr(self, key).strip() or "\n" in getattr(self, key):
+                raise ConfigError(f"data.{key} must be a language's name on one line, got {getattr(self, key)!r}")
         if self.source_weights and (len(self.source_weights) != len(self.sources)
                                     or any(w < 0 for w in self.source_weights) or not sum(self.source_weights) > 0):
             raise ConfigError(f"data.source_weights needs one weight >= 0 per source ({len(self.sources)}), not all "

@@ -8,6 +8,7 @@ validation part when no `data.val_sources` are given.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -25,6 +26,7 @@ from .builtin import scenes as builtin_scenes
 from .labeled import LabeledRow, read_labeled_manifest
 from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, vqa_prompt
 from .sources import AudioText, ImageText, confine, read_audio_source, read_source, resolve_root
+from .text_tasks import TaskRow, read_task_rows, task_of_keys
 
 from .text import DataError, read_corpus
 
@@ -264,6 +266,37 @@ class ChatExamples:
         return ChatExamples(self.items[:-n_val]), ChatExamples(self.items[-n_val:])
 
 
+class TaskExamples:
+    """Rows of a text task (`data.text_tasks`: translate, summarize, qa, classify): the model writes the row's
+    target after the task's prompt. source_lang, target_lang: the languages a translation row that names none
+    is asked in (data.source_lang, data.target_lang)."""
+
+    def __init__(self, rows: Sequence[TaskRow], source_lang: str = "source", target_lang: str = "target"):
+        self.rows = list(rows)
+        self.source_lang, self.target_lang = source_lang, target_lang
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def example(self, index: int, rng: Optional[random.Random] = None) -> Example:
+        r = self.rows[index]
+        return Example(r.prompt(self.source_lang, self.target_lang), r.target, r.task, where=r.where)
+
+    def texts(self) -> list[str]:
+        return [f"{r.prompt(self.source_lang, self.target_lang)} {r.target}" for r in self.rows]
+
+    def split_off(self, fraction: float) -> tuple["TaskExamples", "TaskExamples"]:
+        """(train, validation): classification rows stratified by label (see `stratified_split`), the others'
+        last `fraction` held out."""
+        if self.rows and self.rows[0].task == "classify":
+            rest, val = stratified_split([r.target for r in self.rows], fraction)
+        else:
+            n_val = max(1, int(len(self) * fraction))
+            rest, val = list(range(len(self) - n_val)), list(range(len(self) - n_val, len(self)))
+        return (TaskExamples([self.rows[i] for i in rest], self.source_lang, self.target_lang),
+                TaskExamples([self.rows[i] for i in val], self.source_lang, self.target_lang))
+
+
 class TextExamples:
     """Plain text for the language-model task in a multitask run: pieces of about `chars` characters of the
     corpus, cut at whitespace, each a target with an empty prompt."""
@@ -400,10 +433,15 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
                               f"and {BUILTIN_SPEECH!r} (and text:builtin, Python's own help text)")
         elif "messages" in _first_row_keys(spec):
             sets.append(ChatExamples(read_conversations(spec, d.on_bad_file, root=media_root(cfg))))
+        elif text_task_of(spec) is not None:
+            sets.append(TaskExamples(read_task_rows(spec, text_task_of(spec), d.on_bad_file, root=media_root(cfg)),
+                                     d.source_lang, d.target_lang))
         elif cfg.vision is None and cfg.audio is None:
             raise ConfigError(f"source {spec}: a text model fine-tunes on conversations (JSONL rows of "
-                              f"{{\"messages\": [...]}}) or text:FILE; for image or audio manifests the config "
-                              f"needs a 'vision' or 'audio' section")
+                              f"{{\"messages\": [...]}}), text:FILE, or a text task's rows (translate "
+                              f"{{\"source\", \"target\"}}, summarize {{\"document\", \"summary\"}}, qa "
+                              f"{{\"context\", \"question\", \"answer\"}}, classify {{\"text\", \"label\"}}); "
+                              f"for image or audio manifests the config needs a 'vision' or 'audio' section")
         elif _is_audio_source(spec, cfg):
             sets.append(AudioFileExamples(read_audio_source(spec, d.on_bad_file, root=media_root(cfg))))
         else:
@@ -435,10 +473,22 @@ def _is_audio_source(spec: str, cfg: Config) -> bool:
     return "audio" in keys and "image" not in keys
 
 
+def text_task_of(spec: str) -> Optional[str]:
+    """The text task (translate, summarize, qa, classify) whose rows a JSONL or CSV file holds, by its first
+    row's keys or its CSV header; None for any other source."""
+    return task_of_keys(_first_row_keys(spec))
+
+
 def _first_row_keys(spec: str) -> set[str]:
-    """The keys of a JSONL manifest's first row (none when the source is not a readable manifest: its reader
-    then says what is wrong)."""
+    """The keys of a JSONL manifest's first row, or a CSV file's header (none when the source is not a
+    readable manifest: its reader then says what is wrong)."""
     path = Path(spec)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                return {cell.strip() for cell in next(csv.reader(fh), [])}
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return set()
     if path.suffix != ".jsonl" or not path.is_file():
         return set()
     try:
@@ -455,7 +505,7 @@ def hold_out(sets: Sequence[ExampleSet], names: Sequence[str], fraction: float) 
     validation split, file and text sets give up about `fraction` of their examples (see each split_off)."""
     train, val = [], []
     for s, name in zip(sets, names):
-        if isinstance(s, (FileExamples, AudioFileExamples, ChatExamples)) and len(s) < 2:
+        if isinstance(s, (FileExamples, AudioFileExamples, ChatExamples, TaskExamples)) and len(s) < 2:
             raise DataError(f"source {name} has {len(s)} example(s): too few to hold out validation examples; "
                             f"give data.val_sources")
         kept, held = s.split_off(fraction)

@@ -23,3 +23,21 @@ def target_text(text: str) -> str:
     """The training target that follows a prompt: a caption or an answer, after one space."""
     return " " + text
 
+
+# Text tasks (`data.text_tasks`): each field on its own line, named, and the target after the last name.
+def translate_prompt(source: str, source_lang: str = "source", target_lang: str = "target") -> str:
+    """The source under its language's name, then the target language's name: the translation follows."""
+    return f"{source_lang}: {source}\n{target_lang}:"
+
+
+def summarize_prompt(document: str) -> str:
+    return f"document: {document}\nsummary:"
+
+
+def qa_prompt(context: str, question: str) -> str:
+    return f"context: {context}\nquestion: {question}\nanswer:"
+
+
+def text_classify_prompt(text: str) -> str:
+    """What a generator is asked to label a text with: the label follows (`target_text`)."""
+    return f"text: {text}\nlabel:"

@@ -18,6 +18,7 @@ EXTRAS = {
     "PIL": ("pillow", "vision"),
     "sacrebleu": ("sacrebleu", "eval"),
     "jiwer": ("jiwer", "eval"),
+    "rouge_score": ("rouge-score", "eval"),
     "matplotlib": ("matplotlib", "plots"),
     "huggingface_hub": ("huggingface_hub", "hub"),
 }

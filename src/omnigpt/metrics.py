@@ -1,12 +1,16 @@
 """Caption and visual-question-answering metrics: BLEU-4, CIDEr-D, exact match, VQA accuracy, and the
 per-question-type majority baseline a VQA model must beat; speech recognition metrics: WER and CER;
-classification: accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix.
+classification: accuracy, per-class precision / recall / F1, macro-F1 and the confusion matrix; the text tasks:
+translation (sacreBLEU BLEU and chrF), summarization (ROUGE-1/2/L F-measure, rouge-score), question answering
+(SQuAD exact match and token F1), moderation (the flagged share of each class).
 
 Pure functions of strings; no model code, so `evaluate.py` and tests can use them alike.
 """
 from __future__ import annotations
 
 import math
+import re
+import string
 import unicodedata
 from collections import Counter, defaultdict
 from typing import Hashable, Sequence, Union
@@ -15,6 +19,7 @@ from .extras import optional
 
 jiwer = optional("jiwer")
 sacrebleu_metrics = optional("sacrebleu.metrics")
+rouge_scorer = optional("rouge_score.rouge_scorer")
 
 
 Answers = Union[str, Sequence[str]]  # one answer, or the several human answers of a VQA v2 question
@@ -318,3 +323,81 @@ def classification_scores(predictions: Sequence[str], labels: Sequence[str],
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ text tasks
+def translation_scores(predictions: list[str], references: list[str]) -> dict:
+    """{"bleu", "chrf"}: corpus BLEU (0..100) and chrF (0..100, character 6-grams, beta 2) by sacrebleu with its
+    defaults (13a tokenizer, case-sensitive, no normalization of the text): the numbers `sacrebleu` prints
+    for the same hypotheses and one reference each."""
+    _check_pairs(predictions, references, "references")
+    preds, refs = list(predictions), [list(references)]
+    return {"bleu": float(sacrebleu_metrics.BLEU().corpus_score(preds, refs).score),
+            "chrf": float(sacrebleu_metrics.CHRF().corpus_score(preds, refs).score)}
+
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_scores(predictions: list[str], references: list[str], stemmer: bool = True) -> dict:
+    """{"rouge1", "rouge2", "rougeL"}: the mean over the pairs of each ROUGE F-measure (0..1) by Google's
+    rouge-score package: unigram and bigram overlap, and the longest common subsequence (sentence-level rougeL,
+    not rougeLsum). Its tokenizer lower-cases and keeps only a-z and 0-9 (other letters are dropped), and the
+    Porter stemmer (stemmer) makes "cats" match "cat", as in the original ROUGE's -m."""
+    _check_pairs(predictions, references, "references")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=stemmer)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, ref in zip(predictions, references):
+        for key, score in scorer.score(ref, pred).items():  # rouge-score takes the reference first
+            totals[key] += score.fmeasure
+    return {key: total / len(predictions) for key, total in totals.items()}
+
+
+SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_squad(text: str) -> str:
+    """A SQuAD answer as the official evaluation script compares it: lower case, ASCII punctuation
+    (string.punctuation) removed, the articles a, an, the removed, whitespace collapsed."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    return " ".join(SQUAD_ARTICLES.sub(" ", text).split())
+
+
+def squad_f1_one(prediction: str, answer: str) -> float:
+    """Token-overlap F1 (0..1) of one normalized pair: with `common` the multiset intersection of their
+    tokens, precision = common / prediction tokens, recall = common / answer tokens. When either side is empty
+    after normalization, 1 if both are, else 0 (as SQuAD 2.0's script)."""
+    pred, gold = normalize_squad(prediction).split(), normalize_squad(answer).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    same = sum((Counter(pred) & Counter(gold)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: list[str], answers: list[Answers]) -> dict:
+    """{"exact_match", "f1"} (0..1): SQuAD's exact match of `normalize_squad`ed strings and token F1
+    (`squad_f1_one`), each the best over a question's answers (one string, or a list of them), averaged over
+    the questions."""
+    _check_pairs(predictions, answers, "answers")
+    em = f1 = 0.0
+    for pred, ans in zip(predictions, answers):
+        options = [ans] if isinstance(ans, str) else list(ans)
+        if not options:
+            raise ValueError("an empty list of answers cannot score a prediction")
+        em += max(float(normalize_squad(pred) == normalize_squad(a)) for a in options)
+        f1 += max(squad_f1_one(pred, a) for a in options)
+    return {"exact_match": em / len(predictions), "f1": f1 / len(predictions)}
+
+
+def flagged_shares(flagged: Sequence[bool], labels: Sequence[str]) -> dict:
+    """{class: the share (0..1) of that class's examples that are flagged}, classes in sorted order: for the
+    positive class its recall, for the others the rate of false alarms."""
+    _check_pairs(flagged, labels, "labels")
+    out = {}
+    for c in sorted(set(labels)):
+        marks = [f for f, label in zip(flagged, labels) if label == c]
+        out[c] = sum(marks) / len(marks)
+    return out

@@ -364,7 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter)
     opts = EvalOptions(args.task, args.data, args.images, args.split, args.limit, args.on_bad_file, args.errors,
-                       args.plot, progress=not args.quiet)
+                       args.plot, progress=not args.quiet, positive=args.positive, threshold=args.threshold)
     print(json.dumps(evaluate_checkpoint(ckpt, opts)))
 
 
@@ -524,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune on images, audio, text or labeled examples (captions, VQA, "
                                         "speech, classes; several at once)")
     f.add_argument("--data", nargs="+", action="extend", help="builtin:scenes, coco:CAPTIONS.json (with --images), "
-                   "or a JSONL manifest of {\"image\", \"text\"} (repeatable; overrides data.sources)")
+                   "a JSONL manifest of {\"image\", \"text\"}, conversations, or a text task's rows: translate "
+                   "{\"source\", \"target\"}, summarize {\"document\", \"summary\"}, qa {\"context\", "
+                   "\"question\", \"answer\"}, classify {\"text\", \"label\"} (repeatable; overrides data.sources)")
     f.add_argument("--val", nargs="+", action="extend", help="validation sources (default: held out from --data)")
     f.add_argument("--images", help="image folder of a COCO captions file")
     f.add_argument("--on-bad-file", choices=["skip", "error"], help="a missing or unreadable image: skip it "
@@ -657,14 +659,26 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="perplexity; caption, VQA, WER or classification scores (by the model "
                                         "and --task)")
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe", "classify", "all"],
+    e.add_argument("--task", choices=["text", "caption", "vqa", "caption+vqa", "transcribe", "classify", "all",
+                                      "translate", "summarize", "qa"],
                    help="default: text for a text GPT, caption+vqa with an image encoder, transcribe with audio, "
-                        "all with both; classify: audio classes asked with '<audio> class:'; all: every built-in "
-                        "task the run learned (scenes, speech, held-out text), as the demo scores them")
+                        "all with both; classify: the label written after a text ({\"text\", \"label\"} rows), or "
+                        "audio classes asked with '<audio> class:'; all: every built-in task the run learned "
+                        "(scenes, speech, held-out text), as the demo scores them; translate (BLEU, chrF), "
+                        "summarize (ROUGE), qa (SQuAD exact match, F1): --data of that task's JSONL rows")
     e.add_argument("--data", help="text: a text file (default: the run's validation split); caption/vqa: "
                                   "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest; "
                                   "transcribe: builtin:speech (default), librispeech:DIR, or a JSONL manifest; "
-                                  "classify: audiofolder:DIR or a JSONL manifest with labels")
+                                  "classify: a JSONL or CSV file of {\"text\", \"label\"} rows, audiofolder:DIR or "
+                                  "a JSONL manifest of {\"audio\", \"label\"}; translate: {\"source\", \"target\"} "
+                                  "rows; summarize: {\"document\", \"summary\"}; qa: {\"context\", \"question\", "
+                                  "\"answer\"}")
+    e.add_argument("--positive", type=text(allow_empty=False),
+                   help="classify (text): the class to flag (e.g. toxic): each label is scored by the model's "
+                        "probability of writing it, and a row is flagged, and predicted positive, when this "
+                        "class's probability reaches --threshold; prints the flagged share of each class")
+    e.add_argument("--threshold", type=number(0, 1), help="with --positive: the probability that flags a row "
+                                                          "(default 0.5)")
     e.add_argument("--plot", help="classify: where to write the confusion matrix PNG (default: RUN/confusion.png)")
     e.add_argument("--images", help="image folder of a COCO captions file")
     e.add_argument("--split", default="test", choices=["train", "val", "test", "compositional"],

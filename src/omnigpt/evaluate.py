@@ -1,6 +1,7 @@
 """Evaluation: perplexity on text and the unigram baseline it should beat; captioning (BLEU-4, CIDEr-D,
 exact match), visual question answering (accuracy overall and per question type), transcripts (WER, CER),
-and classification."""
+and classification; the text tasks: translation (BLEU, chrF), summarization (ROUGE), question answering
+(SQuAD exact match, F1) and text classification or moderation (accuracy, macro-F1, flagged shares)."""
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ from .data.builtin import scenes as builtin_scenes
 from .data.builtin.speech import speech_dataset
 from .data.examples import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
 from .data.text import DataError, load_tokens, read_text_file, sequential_windows, token_dtype
-from .metrics import (accuracy_by_type, bleu4, cider_d, classification_scores, exact_match, majority_baseline,
-                      normalize_caption, vqa_accuracy)
+from .metrics import (accuracy_by_type, bleu4, cider_d, classification_scores, exact_match, flagged_shares,
+                      majority_baseline, normalize_caption, rouge_scores, squad_scores, translation_scores,
+                      vqa_accuracy)
 from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ class EvalOptions:
     errors: Optional[str] = None  # text decoding: strict or replace
     plot: Optional[str] = None  # confusion matrix PNG (default: RUN/confusion.png)
     progress: bool = True
+    positive: Optional[str] = None  # text classify: the class whose probability --threshold applies to
+    threshold: Optional[float] = None  # text classify: flag an example when P(positive) >= this (default 0.5)
 
 
 @torch.no_grad()
@@ -254,6 +258,113 @@ def evaluate_audio_classes(model: nn.Module, tokenizer: Tokenizer, audio: Sequen
     return result
 
 
+# ----------------------------------------------------------------------------------------------- text tasks
+TEXT_TASKS = ("translate", "summarize", "qa", "classify")
+MAX_NEW_TOKENS = {"translate": 96, "summarize": 128, "qa": 32}  # at most; the end-of-text token stops sooner
+
+
+def _continue_texts(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], wheres: Sequence[str],
+                    max_new_tokens: int, batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Greedy continuations of text prompts in batches, stripped of spaces. A batch writes at most
+    max_new_tokens, and no more than its longest prompt leaves of the context; a prompt that fills the context
+    is an error naming its row (wheres[i])."""
+    from tqdm.auto import tqdm
+
+    from .generate import generate
+
+    context = model.config.block_size
+    out: list[str] = []
+    for b in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="evaluate", unit="batch",
+                  leave=False):
+        batch = list(prompts[b:b + batch_size])
+        lengths = [len(tokenizer.encode(p)) for p in batch]
+        longest = max(lengths)
+        if longest >= context:
+            where = wheres[b + lengths.index(longest)]
+            raise EvaluationError(f"{where}: its prompt takes {longest} tokens, and the model's context holds "
+                                  f"{context}: nothing is left to answer in; shorten the row")
+        out += generate(model, tokenizer, batch, max_new_tokens=min(max_new_tokens, context - longest))
+    return [o.strip() for o in out]
+
+
+@torch.no_grad()
+def label_probabilities(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], classes: Sequence[str],
+                        batch_size: int = 32) -> torch.Tensor:
+    """(N prompts, C classes): the chance that the model writes each class's label after each prompt. A
+    label is scored by the log-probability of its tokens and the end-of-text token that closes it (so "toxic"
+    is told from "toxicity"), and the scores of a prompt's labels are normalized over the classes (softmax)."""
+    from .data.batch import IGNORE_INDEX, EncodedExample, collate
+
+    labels = [tokenizer.encode(target_text(c)) for c in classes]
+    pairs = [EncodedExample(tokenizer.encode(p), t) for p in prompts for t in labels]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scores = []
+    try:
+        for b in range(0, len(pairs), batch_size):
+            batch = collate(pairs[b:b + batch_size], tokenizer.pad_id, tokenizer.eos_id, model.config.block_size)
+            batch = batch.to(device)
+            logits, _ = model(**batch.model_inputs())
+            scored = batch.targets != IGNORE_INDEX
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.targets.clamp(min=0)[..., None])[..., 0]
+            scores.append((logp * scored).sum(-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(scores).view(len(prompts), len(classes)).softmax(-1)
+
+
+def evaluate_text_task(model: nn.Module, tokenizer: Tokenizer, rows: Sequence, task: str,
+                       source_lang: str = "source", target_lang: str = "target", batch_size: int = 16,
+                       progress: bool = False, positive: Optional[str] = None,
+                       threshold: Optional[float] = None) -> dict:
+    """Ask a generator each row (`data.text_tasks.TaskRow`) with its task's prompt and score the answers:
+    translate: BLEU and chrF (0..100); summarize: ROUGE-1/2/L F-measure (0..1); qa: SQuAD exact match and F1
+    (0..1); classify: accuracy, macro-F1, per-class scores and the confusion matrix over the rows' labels, the
+    label the model writes (greedy), or, with `positive`, the most probable label (`label_probabilities`)
+    where the positive class is chosen when its probability reaches `threshold` (default 0.5), and `flagged`:
+    the share of each class's rows so flagged."""
+    if task not in TEXT_TASKS:
+        raise EvaluationError(f"unknown text task {task!r}: one of {', '.join(TEXT_TASKS)}")
+    if not rows:
+        raise EvaluationError(f"no {task} rows to score")
+    prompts = [r.prompt(source_lang, target_lang) for r in rows]
+    references = [r.target for r in rows]
+    wheres = [r.where for r in rows]
+    if task == "classify":
+        result = _classify_texts(model, tokenizer, prompts, references, wheres, batch_size, progress, positive,
+                                 threshold)
+        preds = result.pop("predictions")
+    else:
+        preds = _continue_texts(model, tokenizer, prompts, wheres, MAX_NEW_TOKENS[task], batch_size, progress)
+        score = {"translate": translation_scores, "summarize": rouge_scores, "qa": squad_scores}[task]
+        result = score(preds, references)
+    result["count"] = len(rows)
+    result["samples"] = [{"prediction": p, "reference": r} for p, r in list(zip(preds, references))[:5]]
+    return result
+
+
+def _classify_texts(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], labels: list[str],
+                    wheres: list[str], batch_size: int, progress: bool, positive: Optional[str],
+                    threshold: Optional[float]) -> dict:
+    classes = sorted(set(labels))
+    if positive is None:
+        longest = max(len(tokenizer.encode(target_text(c))) for c in classes) + 1
+        preds = _continue_texts(model, tokenizer, prompts, wheres, longest, batch_size, progress)
+        return {**classification_scores(preds, labels, classes), "predictions": preds}
+    if positive not in classes:
+        raise EvaluationError(f"--positive {positive!r} is not a label of the data: its labels are {classes}")
+    threshold = 0.5 if threshold is None else threshold
+    probs = label_probabilities(model, tokenizer, prompts, classes, batch_size)
+    k = classes.index(positive)
+    flagged = (probs[:, k] >= threshold).tolist()
+    others = probs.clone()
+    others[:, k] = -1.0  # the best class besides the positive one, for rows below the threshold
+    preds = [positive if f or len(classes) == 1 else classes[o] for f, o in zip(flagged, others.argmax(-1).tolist())]
+    return {**classification_scores(preds, labels, classes), "positive": positive, "threshold": threshold,
+            "flagged": flagged_shares(flagged, labels), "predictions": preds}
+
+
 # ------------------------------------------------------------------------------- multimodal classification
 def evaluate_classifier(model: nn.Module, tokenizer: Tokenizer, examples: Sequence, batch_size: int = 64,
                         drop_each: bool = True, progress: bool = False) -> dict:
@@ -361,6 +472,12 @@ def evaluate_checkpoint(ckpt: "Checkpoint", opts: Optional[EvalOptions] = None) 
     model that sees, transcripts for one that hears, and perplexity for a text GPT). The result is what the
     command prints as JSON."""
     opts = opts or EvalOptions()
+    if (opts.positive is not None or opts.threshold is not None) and \
+            (opts.task != "classify" or ckpt.model.predicts == "classes"):
+        raise EvaluationError("--positive and --threshold score the labels a generator writes: they go with "
+                              "--task classify on text rows, for a model without a classifier section")
+    if opts.threshold is not None and opts.positive is None:
+        raise EvaluationError("--threshold applies to the probability of a class: name it with --positive")
     if ckpt.model.predicts == "classes":
         if opts.task not in (None, "classify"):
             raise EvaluationError(f"{ckpt.path} is a classifier: it is scored on its classes (--task classify, "
@@ -374,6 +491,8 @@ def evaluate_checkpoint(ckpt: "Checkpoint", opts: Optional[EvalOptions] = None) 
         result = _evaluate_all(ckpt, opts)
     elif task == "transcribe":
         result = _evaluate_speech(ckpt, opts)
+    elif task in TEXT_TASKS and (task != "classify" or _classifies_text(ckpt, opts)):
+        result = _evaluate_text_task(ckpt, opts, task)
     elif task == "classify":
         result = _evaluate_audio_classes(ckpt, opts)
     elif task != "text":
@@ -485,6 +604,36 @@ def _evaluate_audio_classes(ckpt: "Checkpoint", opts: EvalOptions) -> dict:
     plot = _plot_path(opts.plot, ckpt.path)
     result["confusion_png"] = _png_or_note(lambda: confusion_figure(
         result["confusion"], result["classes"], plot, f"{opts.data}: accuracy {result['accuracy']:.3f}"))
+    return result
+
+
+def _classifies_text(ckpt: "Checkpoint", opts: EvalOptions) -> bool:
+    """--task classify asks a generator for the labels of text rows: always for a model that does not hear,
+    and for one that does when --data holds {"text", "label"} rows (else it is asked for audio classes)."""
+    from .data.examples import text_task_of
+
+    return "audio" not in ckpt.model.accepts or bool(opts.data and text_task_of(opts.data) == "classify")
+
+
+def _evaluate_text_task(ckpt: "Checkpoint", opts: EvalOptions, task: str) -> dict:
+    from .data.text_tasks import read_task_rows, shape
+    from .viz import confusion_figure
+
+    if not opts.data:
+        also = " (or a CSV file with a text,label header)" if task == "classify" else ""
+        raise EvaluationError(f"--task {task} needs --data: a JSONL file of {shape(task)} rows{also}")
+    if opts.limit is not None and opts.limit < 1:
+        raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
+    d = ckpt.config.data
+    rows = read_task_rows(opts.data, task, opts.on_bad_file or "error", root=d.media_root)
+    rows = _sample(rows, opts.limit) if task == "classify" else rows[:opts.limit]
+    result = {"data": opts.data, **evaluate_text_task(
+        ckpt.model, ckpt.tokenizer, rows, task, d.source_lang, d.target_lang, progress=opts.progress,
+        positive=opts.positive, threshold=opts.threshold)}
+    if task == "classify":
+        plot = _plot_path(opts.plot, ckpt.path)
+        result["confusion_png"] = _png_or_note(lambda: confusion_figure(
+            result["confusion"], result["classes"], plot, f"{opts.data}: accuracy {result['accuracy']:.3f}"))
     return result
 
 

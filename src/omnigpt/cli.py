@@ -164,6 +164,8 @@ def _load_run_config(args: argparse.Namespace):
             setattr(cfg.data, name, getattr(args, name))
     if getattr(args, "val", None):
         cfg.data.val_sources = list(args.val)
+    if getattr(args, "columns", None):
+        cfg.data.columns = _columns(args.columns)
     if getattr(args, "init_from", None):
         cfg.train.init_from = args.init_from
     if getattr(args, "freeze", None) is not None:
@@ -358,11 +360,26 @@ def cmd_speech_data(args: argparse.Namespace) -> None:
     print(json.dumps({"manifest": str(path), "split": args.split, "utterances": count}))
 
 
+def _columns(text: str) -> dict[str, str]:
+    from .data.hf_datasets import parse_columns
+    from .data.text import DataError
+
+    try:
+        return parse_columns(text)
+    except DataError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
+    from .data.examples import cache_dir
+    from .data.hf_datasets import dataset_rows, is_dataset_spec
     from .evaluate import EvalOptions, evaluate_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint, args.device, args.dtype, args.adapter)
+    if args.data and is_dataset_spec(args.data):  # a dataset's rows, written once as a JSONL file
+        columns = _columns(args.columns) if args.columns else ckpt.config.data.columns
+        args.data = str(dataset_rows(args.data, columns, cache_dir(ckpt.config)))
     opts = EvalOptions(args.task, args.data, args.images, args.split, args.limit, args.on_bad_file, args.errors,
                        args.plot, progress=not args.quiet, positive=args.positive, threshold=args.threshold)
     print(json.dumps(evaluate_checkpoint(ckpt, opts)))
@@ -529,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "\"question\", \"answer\"}, classify {\"text\", \"label\"} (repeatable; overrides data.sources)")
     f.add_argument("--val", nargs="+", action="extend", help="validation sources (default: held out from --data)")
     f.add_argument("--images", help="image folder of a COCO captions file")
+    f.add_argument("--columns", help="hf:PATH sources: omnigpt's keys from the dataset's columns, e.g. "
+                                     "text=article,summary=highlights (data.columns)")
     f.add_argument("--on-bad-file", choices=["skip", "error"], help="a missing or unreadable image: skip it "
                                                                       "(with a warning) or stop")
     f.add_argument("--init-from", help="checkpoint to start from (a text GPT, a multimodal model, a Hugging Face "
@@ -666,6 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "audio classes asked with '<audio> class:'; all: every built-in task the run learned "
                         "(scenes, speech, held-out text), as the demo scores them; translate (BLEU, chrF), "
                         "summarize (ROUGE), qa (SQuAD exact match, F1): --data of that task's JSONL rows")
+    e.add_argument("--columns", help="an hf:PATH --data: omnigpt's keys from the dataset's columns, e.g. "
+                                     "text=article,summary=highlights (default: the run's data.columns)")
     e.add_argument("--data", help="text: a text file (default: the run's validation split); caption/vqa: "
                                   "builtin:scenes (default), coco:CAPTIONS.json with --images, or a JSONL manifest; "
                                   "transcribe: builtin:speech (default), librispeech:DIR, or a JSONL manifest; "

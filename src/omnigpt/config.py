@@ -479,6 +479,9 @@ class DataConfig:
     # with positions from 0 and attention within itself (its loss is what it is alone), so short examples
     # waste no compute on padding.
     pack: bool = False
+    # hf:PATH sources (a `datasets` folder or Parquet/JSON files): their columns renamed to omnigpt's keys,
+    # {ours: theirs}, e.g. {text: article, summary: highlights}
+    columns: dict[str, str] = field(default_factory=dict)
     images: Optional[str] = None
     tasks: list[Literal["caption", "vqa", "transcribe"]] = field(default_factory=lambda: ["caption", "vqa"])
     caption_fraction: float = 0.5  # built-in scenes: share of examples that are captions when both tasks are on

@@ -21,6 +21,7 @@ EXTRAS = {
     "rouge_score": ("rouge-score", "eval"),
     "matplotlib": ("matplotlib", "plots"),
     "huggingface_hub": ("huggingface_hub", "hub"),
+    "datasets": ("datasets", "datasets"),
 }
 
 

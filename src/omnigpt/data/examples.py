@@ -22,6 +22,7 @@ from ..config import Config, ConfigError
 from ..extras import optional
 from .builtin import matching, speech
 from .conversations import Conversation, read_conversations
+from .hf_datasets import dataset_rows, is_dataset_spec
 from .builtin import scenes as builtin_scenes
 from .labeled import LabeledRow, read_labeled_manifest
 from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, vqa_prompt
@@ -417,6 +418,8 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
     d = cfg.data
     sets: list[ExampleSet] = []
     for spec in specs:
+        if is_dataset_spec(spec):  # its rows, written once as a JSONL file that every reader takes
+            spec = str(dataset_rows(spec, d.columns, cache_dir(cfg)))
         if spec == BUILTIN_SPEECH:
             count = d.builtin_utterances if split == "train" else BUILTIN_VAL_UTTERANCES
             sets.append(SpeechExamples(split, count, BUILTIN_SEED, cache_dir(cfg)))
@@ -450,6 +453,8 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
 
 
 def _labeled_source(cfg: Config, spec: str, split: str, labels: Optional[Sequence[str]]) -> ExampleSet:
+    if is_dataset_spec(spec):
+        spec = str(dataset_rows(spec, cfg.data.columns, cache_dir(cfg)))
     if spec == BUILTIN_MATCHING:
         count = cfg.data.builtin_scenes if split == "train" else BUILTIN_VAL_MATCHING
         return MatchingExamples(split, count, builtin_size(cfg), cache_dir(cfg))

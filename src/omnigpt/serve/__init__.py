@@ -1,0 +1,13 @@
+"""An OpenAI-compatible HTTP server with continuous batching: `omnigpt serve`, or `create_app` in Python.
+
+Needs the `serve` extra (fastapi, uvicorn): importing this package without it raises MissingExtraError.
+"""
+from ..extras import require
+
+require("fastapi")
+require("uvicorn")
+
+from .app import Limits, create_app, serve  # noqa: E402
+from .engine import Engine, Job, Prompt  # noqa: E402
+
+__all__ = ["create_app", "serve", "Limits", "Engine", "Job", "Prompt"]

@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python bench/audio_pipeline.py
 	$(BIN)/python bench/asr_quality.py
 	$(BIN)/python bench/fusion_quality.py
+	$(BIN)/python bench/text_tasks.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -350,6 +350,14 @@ def cmd_chat(args: argparse.Namespace) -> None:
     repl(ChatSession(ckpt.model, ckpt.tokenizer, gen, system=args.system))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import serve
+
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+          adapter=args.adapter, api_key=args.api_key or os.environ.get("OMNIGPT_API_KEY"),
+          max_batch=args.max_batch, max_queue=args.max_queue, media_root=args.media_root, model_id=args.name)
+
+
 def cmd_speech_data(args: argparse.Namespace) -> None:
     from .data.builtin.speech import hours_to_count, write_speech_dataset
 
@@ -623,6 +631,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "chat template: the tokenizer's, else the built-in one)")
     _device_arguments(ch)
     ch.set_defaults(func=cmd_chat, num_beams=1, stop=None, truncate=False)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat completions, completions) with "
+                                      "continuous batching")
+    sv.add_argument("--checkpoint", required=True, help="checkpoint folder or run folder")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    sv.add_argument("--port", type=whole(1, 65535), default=8000)
+    sv.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (default: $OMNIGPT_API_KEY; "
+                                      "none: no key needed)")
+    sv.add_argument("--max-batch", type=whole(1), default=16, help="sequences decoded together")
+    sv.add_argument("--max-queue", type=whole(0), default=64, help="requests that may wait; more get 429")
+    sv.add_argument("--media-root", help="folder whose files image_url parts may name (without it: data: URLs only)")
+    sv.add_argument("--name", help="the model id clients send (default: the checkpoint's folder name)")
+    _device_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
 
     cf = sub.add_parser("compare-fusion", help="train a classifier per fusion strategy and compare them")
     cf.add_argument("--config", required=True, help="YAML file with a classifier section, or a shipped config name")

@@ -268,3 +268,17 @@ def test_an_image_part_goes_where_its_placeholder_is(tmp_path):
         image = Image.open(io.BytesIO(png(seed))).convert("RGB")
         assert answer == generate(model, tok, prompt, images=image, max_new_tokens=10).lstrip()
     assert a != b
+
+
+def test_the_serve_command_passes_its_flags(monkeypatch, tmp_path):
+    import omnigpt.serve
+    from omnigpt.cli import main
+
+    seen = {}
+    monkeypatch.setattr(omnigpt.serve, "serve", lambda checkpoint, **options: seen.update(options, at=checkpoint))
+    monkeypatch.setenv("OMNIGPT_API_KEY", "sk-env")
+    main(["serve", "--checkpoint", "runs/chat", "--port", "9001", "--max-batch", "4", "--max-queue", "0",
+          "--media-root", str(tmp_path), "--device", "cpu"])
+    assert seen == {"at": "runs/chat", "host": "127.0.0.1", "port": 9001, "device": "cpu", "dtype": "auto",
+                    "adapter": None, "api_key": "sk-env", "max_batch": 4, "max_queue": 0,
+                    "media_root": str(tmp_path), "model_id": None}

@@ -125,7 +125,7 @@ class Server:
         longest = min(self.limits.max_audio_seconds, hearing.max_seconds or float("inf"))
         return read_audio(data, fmt, where, hearing.sample_rate, longest, self.limits.max_body_bytes)
 
-    def job(self, req: Sampling, prompts: list[tuple[str, list, list]]) -> Job:
+    def job(self, req: Sampling, prompts: list[tuple[str, list, list]], field: str) -> Job:
         """Tokenize and featurize the prompts (as `generate` does); max_tokens is capped by the context."""
         try:
             cfg = GenerationConfig(max_new_tokens=1, temperature=req.temperature,
@@ -142,7 +142,7 @@ class Server:
                 ready.append(Prompt(ids, media))
                 longest = max(longest, len(ids))
         except PromptTooLongError as exc:
-            raise APIError(400, f"{exc.problem}: the prompt is too long", param="messages",
+            raise APIError(400, f"{exc.problem}: the prompt is too long", param=field,
                            code="context_length_exceeded") from None
         except (GenerationError, TokenizerError, DataError) as exc:
             raise APIError(400, str(exc)) from None
@@ -367,7 +367,7 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
         server.authorize(request)
         req = parse(ChatRequest, await read_json(request, server.limits.max_body_bytes))
         server.check_model(req.model)
-        job = await run_in_threadpool(lambda: server.job(req, [server.chat_prompt(req.messages)]))
+        job = await run_in_threadpool(lambda: server.job(req, [server.chat_prompt(req.messages)], "messages"))
         return await server.answer(request, req, job, chat=True)
 
     @app.post("/v1/completions")
@@ -377,7 +377,7 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
         server.check_model(req.model)
         for i, p in enumerate(req.prompts()):
             Server._text(p, "prompt" if isinstance(req.prompt, str) else f"prompt.{i}")
-        job = await run_in_threadpool(lambda: server.job(req, [(p, [], []) for p in req.prompts()]))
+        job = await run_in_threadpool(lambda: server.job(req, [(p, [], []) for p in req.prompts()], "prompt"))
         return await server.answer(request, req, job, chat=False)
 
     return app

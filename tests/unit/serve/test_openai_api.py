@@ -282,3 +282,41 @@ def test_the_serve_command_passes_its_flags(monkeypatch, tmp_path):
     assert seen == {"at": "runs/chat", "host": "127.0.0.1", "port": 9001, "device": "cpu", "dtype": "auto",
                     "adapter": None, "api_key": "sk-env", "max_batch": 4, "max_queue": 0,
                     "media_root": str(tmp_path), "model_id": None}
+
+
+def test_an_audio_part_is_heard_and_a_long_or_broken_one_refused():
+    sf = pytest.importorskip("soundfile")
+    from omnigpt.data.audio import load_audio
+
+    tok = Tokenizer.byte_level()
+    cfg = Config.from_dict({
+        "model": {"vocab_size": 272, "block_size": 160, "n_layer": 2, "n_head": 2, "n_embd": 32, "position": "rope"},
+        "audio": {"n_mels": 16, "width": 32, "n_layer": 1, "n_head": 2, "pool": 2, "max_seconds": 2.0},
+        "data": {"tokenizer": "byte"}})
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.image_id, tok.audio_id).eval()
+
+    def wav(seconds: float) -> bytes:
+        out = io.BytesIO()
+        sf.write(out, torch.randn(int(16000 * seconds)).numpy() * 0.1, 16000, format="WAV")
+        return out.getvalue()
+
+    server = Running(create_app(Checkpoint(Path("ears"), cfg, model, tok, 0)))
+    try:
+        def ask(data: str):
+            content = [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}},
+                       {"type": "text", "text": "transcript:"}]
+            return server.client().chat.completions.create(
+                model="ears", messages=[{"role": "user", "content": content}], temperature=0,
+                max_tokens=8).choices[0].message.content
+
+        clip = wav(0.5)
+        heard = ask(base64.b64encode(clip).decode())
+        with pytest.raises(openai.BadRequestError, match="over the limit of 2 s"):
+            ask(base64.b64encode(wav(3.0)).decode())
+        with pytest.raises(openai.BadRequestError, match="base64"):
+            ask("not base64!")
+    finally:
+        server.stop()
+    prompt = ChatTemplate.of(tok).prompt([{"role": "user", "content": "<audio> transcript:"}])
+    assert heard == generate(model, tok, prompt, audio=[load_audio(clip, 16000)], max_new_tokens=8).lstrip()

@@ -493,6 +493,9 @@ class DataConfig:
     # words ("English: the cat\nFrench:"); evaluation asks a run's test rows in the same ones.
     source_lang: str = "source"
     target_lang: str = "target"
+    # Text classification rows ({"text", "label"}): the labels the run learns, filled from its training rows and
+    # written into its config.yaml; evaluation refuses (or skips) a row of another label.
+    labels: list[str] = field(default_factory=list)
     on_bad_file: Literal["skip", "error"] = "error"
     # Every file the data sources name must lie in this folder (../, absolute paths and symbolic links out of
     # it are refused, without saying whether the file exists): for a shared training service. None: anywhere.

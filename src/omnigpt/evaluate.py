@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -19,6 +20,7 @@ from .data.prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, ta
 from .data.builtin import scenes as builtin_scenes
 from .data.builtin.speech import speech_dataset
 from .data.examples import BUILTIN_SCENES, BUILTIN_SEED, BUILTIN_SPEECH, TextExamples, builtin_size, cache_dir
+from .data.sources import DataWarning
 from .data.text import DataError, load_tokens, read_text_file, sequential_windows, token_dtype
 from .metrics import (accuracy_by_type, bleu4, cider_d, classification_scores, exact_match, flagged_shares,
                       majority_baseline, normalize_caption, rouge_scores, squad_scores, translation_scores,
@@ -626,6 +628,17 @@ def _evaluate_text_task(ckpt: "Checkpoint", opts: EvalOptions, task: str) -> dic
         raise EvaluationError(f"--limit must be at least 1, got {opts.limit}")
     d = ckpt.config.data
     rows = read_task_rows(opts.data, task, opts.on_bad_file or "error", root=d.media_root)
+    if task == "classify" and d.labels:  # the labels the run learned: a row of another cannot be scored
+        unknown = [r for r in rows if r.target not in d.labels]
+        if unknown and (opts.on_bad_file or "error") == "error":
+            raise DataError(f"{unknown[0].where}: label {unknown[0].target!r} is not one the model learned "
+                            f"{d.labels}; to skip such rows use --on-bad-file skip")
+        if unknown:
+            warnings.warn(f"{opts.data}: skipped {len(unknown)} row(s) whose label the model never learned, the "
+                          f"first at {unknown[0].where} ({unknown[0].target!r})", DataWarning, stacklevel=2)
+            rows = [r for r in rows if r.target in d.labels]
+            if not rows:
+                raise DataError(f"{opts.data}: no row has a label the model learned ({d.labels})")
     rows = _sample(rows, opts.limit) if task == "classify" else rows[:opts.limit]
     result = {"data": opts.data, **evaluate_text_task(
         ckpt.model, ckpt.tokenizer, rows, task, d.source_lang, d.target_lang, progress=opts.progress,

@@ -58,3 +58,13 @@ def test_a_tiny_gpt_learns_to_label_texts_and_flags_the_toxic_ones(tmp_path, cap
           "--plot", str(tmp_path / "cm.png")])
     written = json.loads(capsys.readouterr().out)  # the labels the model writes
     assert written["accuracy"] == 1.0 and "flagged" not in written
+    # the run keeps the labels it learned; a test row of another label is named, or skipped on request
+    assert Config.load(tmp_path / "run" / "config.yaml").data.labels == ["ok", "toxic"]
+    strange = write(tmp_path / "strange.jsonl", [{"text": "hello", "label": "ok"}, {"text": "hm", "label": "spam"}])
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", strange, "--quiet", "--task", "classify"])
+    assert "strange.jsonl line 2: label 'spam' is not one the model learned ['ok', 'toxic']" in capsys.readouterr().err
+    main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", strange, "--quiet", "--task", "classify",
+          "--on-bad-file", "skip", "--plot", str(tmp_path / "cm.png")])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["count"] == 1 and "skipped 1 row(s) whose label the model never learned" in err

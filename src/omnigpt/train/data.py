@@ -11,7 +11,7 @@ from ..atomic import write_atomic
 from ..checkpoint import is_pretrained_folder, resolve
 from ..config import Config, ConfigError
 from ..data.conversations import BUILTIN_TEMPLATE
-from ..data.examples import ChatExamples, Concat, SpeechExamples, hold_out, read_sources
+from ..data.examples import ChatExamples, Concat, SpeechExamples, TaskExamples, hold_out, read_sources
 from ..data.text import DataError, prepare_tokens, read_corpus
 from ..data.training import ExampleData, TextData, TrainingData
 from ..tokenizer import Tokenizer
@@ -71,6 +71,7 @@ def prepare_examples(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> Ex
         train_sets, val_sets = hold_out(train_sets, d.sources, d.val_fraction)
     if cfg.classifier is not None:
         _fix_classes(cfg, run_dir, env, train_sets + val_sets)
+    _note_text_labels(cfg, run_dir, env, train_sets)
 
     if env.is_main:  # synthesize (or find in the cache) the built-in speech once, before the other processes
         for s in train_sets + val_sets:
@@ -93,6 +94,15 @@ def prepare_examples(cfg: Config, run_dir: Path, env: distributed.DistEnv) -> Ex
     return ExampleData(cfg, Tokenizer.load(run_dir / "tokenizer.json"),
                        Concat(train_sets, d.source_weights or None, d.sources),
                        Concat(val_sets, None, names if len(names) == len(val_sets) else None))
+
+
+def _note_text_labels(cfg: Config, run_dir: Path, env: distributed.DistEnv, sets: list) -> None:
+    """data.labels: the labels of the text classification rows the run trains on (kept in its config.yaml)."""
+    found = sorted({r.target for s in sets if isinstance(s, TaskExamples) for r in s.rows if r.task == "classify"})
+    if found and not cfg.data.labels:
+        cfg.data.labels = found
+        if env.is_main:
+            write_atomic(run_dir / "config.yaml", cfg.to_yaml())
 
 
 def _fix_classes(cfg: Config, run_dir: Path, env: distributed.DistEnv, sets: list) -> None:

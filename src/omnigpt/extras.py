@@ -24,6 +24,7 @@ EXTRAS = {
     "datasets": ("datasets", "datasets"),
     "fastapi": ("fastapi", "serve"),
     "uvicorn": ("uvicorn", "serve"),
+    "python_multipart": ("python-multipart", "serve"),  # the forms of /v1/audio/transcriptions
 }
 
 

@@ -6,6 +6,10 @@ when the tokenizer has none), each image or clip becoming an `<image>` / `<audio
 stood, text parts joined by spaces as in training data. Prompts are tokenized and their media featurized by
 `generate.prepare_prompts` / `prepare_media` / `audio_features`, as `generate` does, so a request gets what
 `generate` gives for the same prompt.
+
+Transcriptions (transcriptions.py) run `transcribe` in the engine's thread between two decoding steps
+(`Engine.call`): the model is never run by two threads at once. Every request is counted for `/metrics`
+(metrics.py).
 """
 from __future__ import annotations
 
@@ -21,20 +25,26 @@ from typing import AsyncIterator, Optional
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..data.conversations import ChatTemplate
 from ..data.sources import reserved_token, resolve_root
+from ..data.audio import AudioError, load_audio
 from ..data.text import DataError
+from ..extras import MissingExtraError
 from ..generate import (GenerationConfig, GenerationError, PromptTooLongError, audio_features, audio_media,
                         audio_token_counts, check_placeholders, image_tokens, prepare_media, prepare_prompts)
 from ..tokenizer import TokenizerError
+from ..transcribe import transcribe
+from . import transcriptions
+from .bodies import read_form, read_json
 from .engine import Delta, Engine, EngineClosed, Failed, Finished, Job, Prompt, QueueFull
 from .media import read_audio, read_image
-from .protocol import APIError, ChatRequest, CompletionRequest, Message, Sampling, parse
+from .metrics import MeasureRequests, Metrics
+from .protocol import APIError, ChatRequest, CompletionRequest, Message, Sampling, TranscriptionRequest, parse
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Limits:
     max_image_pixels: int = 4096 * 4096
     max_audio_seconds: float = 30.0  # and at most the model's audio.max_seconds
     max_media: int = 4  # images and clips in one request
+    max_transcription_seconds: float = 3600.0  # one recording sent to /v1/audio/transcriptions
 
 
 class Server:
@@ -56,6 +67,7 @@ class Server:
         self.media_root = media_root
         self.template = ChatTemplate.of(ckpt.tokenizer)
         self.created = int(time.time())
+        self.metrics = Metrics()
 
     # --------------------------------------------------------------------------------------- checks
     def authorize(self, request: Request) -> None:
@@ -125,6 +137,37 @@ class Server:
         longest = min(self.limits.max_audio_seconds, hearing.max_seconds or float("inf"))
         return read_audio(data, fmt, where, hearing.sample_rate, longest, self.limits.max_body_bytes)
 
+    def recording(self, data: bytes, filename: Optional[str]) -> torch.Tensor:
+        """An uploaded recording -> mono samples at the model's rate (samples,); 400 if the model has no
+        audio encoder or the file does not decode, or is longer than the limit."""
+        if "audio" not in self.model.accepts:
+            raise APIError(400, f"the model {self.model_id} has no audio encoder: it cannot transcribe",
+                           param="model", code="model_not_supported")
+        try:
+            return load_audio(data, self.model.audio_config.sample_rate,
+                              max_seconds=self.limits.max_transcription_seconds, name=f"file ({filename or 'audio'})")
+        except (AudioError, MissingExtraError) as exc:
+            raise APIError(400, str(exc), param="file") from None
+
+    async def run_in_engine(self, request: Request, work):
+        """work() run by the engine's thread (it may use the model); None if the client leaves before it starts."""
+        try:
+            future = self.engine.call(work)
+        except QueueFull as exc:
+            raise APIError(429, f"the server is busy: {exc}; retry later", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "1"}) from None
+        except EngineClosed as exc:
+            raise APIError(503, str(exc), type="server_error") from None
+        waiting = asyncio.wrap_future(future)
+        while not (await asyncio.wait({waiting}, timeout=1.0))[0]:
+            if await request.is_disconnected():
+                future.cancel()  # dropped if not started; a running one finishes unread
+                return None
+        try:
+            return waiting.result()
+        except (GenerationError, TokenizerError, DataError) as exc:
+            raise APIError(400, str(exc)) from None
+
     def job(self, req: Sampling, prompts: list[tuple[str, list, list]], field: str) -> Job:
         """Tokenize and featurize the prompts (as `generate` does); max_tokens is capped by the context."""
         try:
@@ -156,7 +199,9 @@ class Server:
         return Job(ready, cfg, on_event=lambda e: None, n=req.n)
 
     # ------------------------------------------------------------------------------------- answering
-    async def answer(self, request: Request, req: Sampling, job: Job, chat: bool):
+    async def answer(self, request: Request, req: Sampling, job: Job, chat: bool, arrived: float):
+        """Queue the job and answer with its reply, streamed or whole; `arrived` (time.perf_counter()) is when
+        the request came, for the time-to-first-token metric."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
@@ -174,7 +219,8 @@ class Server:
                            code="queue_full", headers={"Retry-After": "1"}) from None
         except EngineClosed as exc:
             raise APIError(503, str(exc), type="server_error") from None
-        reply = Reply(self, job, chat, "chatcmpl-" if chat else "cmpl-")
+        reply = Reply(self, job, chat, "chatcmpl-" if chat else "cmpl-", arrived)
+        self.metrics.tokens(prompt=sum(len(p.ids) for p in job.prompts))
         if req.stream:
             usage = req.stream_options is not None and req.stream_options.include_usage
             return StreamingResponse(reply.chunks(events, usage), media_type="text/event-stream",
@@ -200,8 +246,9 @@ class Reply:
     """The choices of one job as its events arrive: text, finish reasons, token counts, in OpenAI's shapes.
     A chat reply drops the whitespace the template leaves before it (`assistant: Blue.` -> `Blue.`)."""
 
-    def __init__(self, server: Server, job: Job, chat: bool, prefix: str):
-        self.server, self.job, self.chat = server, job, chat
+    def __init__(self, server: Server, job: Job, chat: bool, prefix: str, arrived: float):
+        self.server, self.job, self.chat, self.arrived = server, job, chat, arrived
+        self.first_token_seen = False
         self.id = prefix + uuid.uuid4().hex
         self.created = int(time.time())
         self.texts = [""] * job.rows
@@ -215,11 +262,15 @@ class Reply:
 
     def take(self, event) -> str:
         """Apply an event; returns the new text of a Delta ('' otherwise)."""
+        if not self.first_token_seen and isinstance(event, (Delta, Finished)):
+            self.first_token_seen = True
+            self.server.metrics.first_token_after(time.perf_counter() - self.arrived)
         if isinstance(event, Failed):
             self.failure = event.message
         elif isinstance(event, Finished):
             self.reasons[event.index] = event.reason
             self.tokens += event.tokens
+            self.server.metrics.tokens(generated=event.tokens)
         elif isinstance(event, Delta):
             text = event.text
             if self.chat and not self.texts[event.index]:
@@ -283,23 +334,6 @@ class Reply:
 
 
 # ------------------------------------------------------------------------------------------- the app
-async def read_json(request: Request, limit: int) -> object:
-    """The request body as JSON, refused past `limit` bytes before it is all read."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise APIError(413, f"the body is {int(length):,} bytes, over the limit of {limit:,}", code="body_too_large")
-    body, size = [], 0
-    async for piece in request.stream():
-        size += len(piece)
-        if size > limit:
-            raise APIError(413, f"the body is over the limit of {limit:,} bytes", code="body_too_large")
-        body.append(piece)
-    try:
-        return json.loads(b"".join(body))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise APIError(400, "the body is not valid JSON") from None
-
-
 def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dtype: str = "auto",
                adapter: Optional[str] = None, api_key: Optional[str] = None, max_batch: int = 16,
                max_queue: int = 64, media_root: Optional[str | Path] = None, limits: Optional[Limits] = None,
@@ -329,6 +363,7 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
 
     app = FastAPI(title="omnigpt", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
+    app.add_middleware(MeasureRequests, metrics=server.metrics)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
@@ -364,21 +399,44 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        arrived = time.perf_counter()
         server.authorize(request)
         req = parse(ChatRequest, await read_json(request, server.limits.max_body_bytes))
         server.check_model(req.model)
         job = await run_in_threadpool(lambda: server.job(req, [server.chat_prompt(req.messages)], "messages"))
-        return await server.answer(request, req, job, chat=True)
+        return await server.answer(request, req, job, chat=True, arrived=arrived)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
+        arrived = time.perf_counter()
         server.authorize(request)
         req = parse(CompletionRequest, await read_json(request, server.limits.max_body_bytes))
         server.check_model(req.model)
         for i, p in enumerate(req.prompts()):
             Server._text(p, "prompt" if isinstance(req.prompt, str) else f"prompt.{i}")
         job = await run_in_threadpool(lambda: server.job(req, [(p, [], []) for p in req.prompts()], "prompt"))
-        return await server.answer(request, req, job, chat=False)
+        return await server.answer(request, req, job, chat=False, arrived=arrived)
+
+    @app.post("/v1/audio/transcriptions")
+    async def audio_transcriptions(request: Request):
+        server.authorize(request)
+        fields, data, filename = await read_form(request, server.limits.max_body_bytes)
+        req = parse(TranscriptionRequest, fields)
+        server.check_model(req.model)
+        settings = transcriptions.options(req)
+        wave = await run_in_threadpool(server.recording, data, filename)
+        transcript = await server.run_in_engine(request, lambda: transcribe(server.model, server.tokenizer, wave,
+                                                                             **settings))
+        if transcript is None:  # the client went away
+            return None
+        server.metrics.transcribed(transcript.duration)
+        return transcriptions.response(transcript, req, server.tokenizer)
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        server.authorize(request)
+        text = server.metrics.render(server.engine.waiting, server.engine.running, server.engine.max_batch)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 

@@ -8,6 +8,9 @@ own length, gives each its own position, and masks the keys past it, so a row at
 would alone. A new request's prompt is run alone (batch of one) into a free row between two steps and
 joins the next step; a finished or cancelled row leaves at once and the rows after it move up.
 
+Work that uses the model outside the rows (a transcription, `Engine.call`) waits in the same queue and runs
+in the same thread between two steps, so nothing else ever runs the model at the same time.
+
 The prompt runs exactly as in `generate` (the same forward pass of one row), and a decoding step differs
 from generating alone only by the masked padding keys, so a greedy request gives the same text in company
 as alone (tests/unit/serve/test_serve.py checks 8 at once).
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -210,6 +214,7 @@ class Engine:
         self.pool = CachePool(layout[:self._kv_layers], self.context, max_batch)
         self.suppress = torch.tensor(_suppress(model, tokenizer), dtype=torch.long, device=self.device)
         self._waiting: deque[Job] = deque()
+        self._calls: deque[tuple[Callable, Future]] = deque()
         self._rows: list[Row] = []
         self._wake = threading.Condition()
         self._hold = threading.Lock()
@@ -226,14 +231,32 @@ class Engine:
         with self._wake:
             if self._closed:
                 raise EngineClosed("the server is shutting down")
-            if len(self._waiting) >= self.max_queue:  # those whose clients left make room first
-                kept = deque(j for j in self._waiting if not j.cancelled)
-                self.cancelled += len(self._waiting) - len(kept)
-                self._waiting = kept
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are waiting (max_queue {self.max_queue})")
+            self._check_room()
             self._waiting.append(job)
             self._wake.notify()
+
+    def call(self, work: Callable[[], object]) -> Future:
+        """Queue `work()` to run in the engine's thread between two steps (it may use the model: nothing else
+        does meanwhile); returns the future of its result. It waits in the queue like a job (`QueueFull`);
+        cancelling the future before it starts drops it."""
+        future: Future = Future()
+        with self._wake:
+            if self._closed:
+                raise EngineClosed("the server is shutting down")
+            self._check_room()
+            self._calls.append((work, future))
+            self._wake.notify()
+        return future
+
+    def _check_room(self) -> None:
+        """Raise QueueFull if max_queue requests wait (those whose clients left make room first)."""
+        if self.waiting >= self.max_queue:
+            kept = deque(j for j in self._waiting if not j.cancelled)
+            calls = deque(c for c in self._calls if not c[1].cancelled())
+            self.cancelled += self.waiting - len(kept) - len(calls)
+            self._waiting, self._calls = kept, calls
+        if self.waiting >= self.max_queue:
+            raise QueueFull(f"{self.waiting} requests are waiting (max_queue {self.max_queue})")
 
     @property
     def running(self) -> int:
@@ -241,7 +264,7 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._calls)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -261,7 +284,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._wake:
-                    while not self._closed and not self._waiting and not self._rows:
+                    while not self._closed and not self._waiting and not self._rows and not self._calls:
                         self._wake.wait()
                     if self._closed:
                         break
@@ -271,9 +294,27 @@ class Engine:
                     self._drop(lambda r: r.job.cancelled)
                     if self._rows:
                         self._guarded(self._step, {r.job for r in self._rows})
+                    self._call_one()
         for job in {r.job for r in self._rows} | set(self._waiting):
             if not job.cancelled:
                 job.on_event(Failed("the server is shutting down"))
+        for _, future in self._calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineClosed("the server is shutting down"))
+
+    def _call_one(self) -> None:
+        """Run the first queued call (one per step, so that decoding goes on between long calls)."""
+        with self._wake:
+            if not self._calls:
+                return
+            work, future = self._calls.popleft()
+        if not future.set_running_or_notify_cancel():  # its client went away before it started
+            self.cancelled += 1
+            return
+        try:
+            future.set_result(work())
+        except Exception as exc:  # noqa: BLE001 - the caller gets it; the engine goes on
+            future.set_exception(exc)
 
     def _guarded(self, work: Callable, jobs: set) -> None:
         """Run work; on an error (out of memory, a bug) fail the jobs it touched, keep serving the others."""

@@ -111,6 +111,17 @@ class CompletionRequest(Sampling):
         return self.max_tokens
 
 
+class TranscriptionRequest(_Model):
+    """The text fields of a transcription form (the audio comes as its file)."""
+    model: str
+    language: Optional[str] = Field(None, max_length=32)
+    prompt: Optional[str] = None
+    temperature: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
+    timestamp_granularities: list[Literal["segment"]] = Field(default_factory=list, max_length=1)
+    stream: bool = False
+
+
 def parse(model: type[_Model], body: object) -> _Model:
     """Validate a decoded JSON body; the first problem becomes a 400 naming the field (`messages.0.content`)."""
     if not isinstance(body, dict):

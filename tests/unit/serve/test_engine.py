@@ -186,3 +186,31 @@ def test_image_prompts_in_company_of_text_prompts(fusion):
         engine.close()
     assert [a.texts[0] for a in answers] == alone
     assert alone[0] != alone[3]  # the image is read
+
+
+def test_a_call_runs_in_the_engine_thread_between_steps(gpt):
+    """Work that uses the model (a transcription) never runs while a decoding step does: it runs in the
+    engine's thread, waits in its queue, and the rows decoding meanwhile give generate's text. (The model
+    is not safe to run from two threads at once: its rotary tables are cached on it. So `generate` runs here
+    only while the engine is idle.)"""
+    alone = generate(gpt, TOK, "Hello there", max_new_tokens=20)
+    other = generate(gpt, TOK, "a", max_new_tokens=5)
+    engine = Engine(gpt, TOK, max_batch=2, max_queue=2)
+    try:
+        with engine.hold():
+            _, answer = submit(engine, [text_prompt("Hello there")], max_new_tokens=20)
+            future = engine.call(lambda: (threading.current_thread().name, generate(gpt, TOK, "a", max_new_tokens=5)))
+            assert engine.waiting == 2 and not future.done()
+            with pytest.raises(QueueFull):
+                engine.call(lambda: None)
+        assert future.result(30) == ("omnigpt-engine", other)
+        assert answer.finished.wait(30) and answer.texts == [alone]
+        failing = engine.call(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(30)
+        with engine.hold():
+            dropped = engine.call(lambda: None)
+            assert dropped.cancel()  # its client went away before it started
+        assert idle(engine) and engine.cancelled == 1
+    finally:
+        engine.close()

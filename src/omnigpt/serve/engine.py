@@ -13,7 +13,7 @@ in the same thread between two steps, so nothing else ever runs the model at the
 
 The prompt runs exactly as in `generate` (the same forward pass of one row), and a decoding step differs
 from generating alone only by the masked padding keys, so a greedy request gives the same text in company
-as alone (tests/unit/serve/test_serve.py checks 8 at once).
+as alone (tests/unit/serve/test_engine.py checks 8 at once).
 """
 from __future__ import annotations
 

@@ -640,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key", help="clients must send 'Authorization: Bearer KEY' (default: $OMNIGPT_API_KEY; "
                                       "none: no key needed)")
     sv.add_argument("--max-batch", type=whole(1), default=16, help="sequences decoded together")
-    sv.add_argument("--max-queue", type=whole(0), default=64, help="requests that may wait; more get 429")
+    sv.add_argument("--max-queue", type=whole(0), default=64, help="requests that may wait for a free row (0: none wait); more get 429")
     sv.add_argument("--media-root", help="folder whose files image_url parts may name (without it: data: URLs only)")
     sv.add_argument("--name", help="the model id clients send (default: the checkpoint's folder name)")
     _device_arguments(sv)

@@ -231,7 +231,7 @@ class Engine:
         with self._wake:
             if self._closed:
                 raise EngineClosed("the server is shutting down")
-            self._check_room()
+            self._check_room(job.rows)
             self._waiting.append(job)
             self._wake.notify()
 
@@ -248,15 +248,27 @@ class Engine:
             self._wake.notify()
         return future
 
-    def _check_room(self) -> None:
-        """Raise QueueFull if max_queue requests wait (those whose clients left make room first)."""
-        if self.waiting >= self.max_queue:
+    def _check_room(self, rows: int = 0) -> None:
+        """Raise QueueFull if taking this job (`rows` rows) or call (0) would leave more than max_queue requests
+        waiting beyond those that start at the next step (the jobs whose rows are free, in order, and the first
+        call). Those whose clients left make room first."""
+        if self._queued(rows) > self.max_queue:
             kept = deque(j for j in self._waiting if not j.cancelled)
             calls = deque(c for c in self._calls if not c[1].cancelled())
             self.cancelled += self.waiting - len(kept) - len(calls)
             self._waiting, self._calls = kept, calls
-        if self.waiting >= self.max_queue:
+        if self._queued(rows) > self.max_queue:
             raise QueueFull(f"{self.waiting} requests are waiting (max_queue {self.max_queue})")
+
+    def _queued(self, rows: int) -> int:
+        """Requests that would wait past the next step with one more of `rows` rows (0: a call)."""
+        free, late = self.max_batch - len(self._rows), 0
+        for need in [j.rows for j in self._waiting] + ([rows] if rows else []):
+            if late or need > free:
+                late += 1
+            else:
+                free -= need
+        return late + max(0, len(self._calls) + (0 if rows else 1) - 1)
 
     @property
     def running(self) -> int:

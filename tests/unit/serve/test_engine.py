@@ -138,7 +138,7 @@ def test_stop_strings_end_a_row_and_are_not_sent(gpt):
 
 
 def test_a_cancelled_request_leaves_and_a_full_queue_refuses(gpt):
-    engine = Engine(gpt, TOK, max_batch=1, max_queue=1)
+    engine = Engine(gpt, TOK, max_batch=1, max_queue=0)
     try:
         with engine.hold():
             first, gone = submit(engine, [text_prompt("Hello")], max_new_tokens=40)
@@ -152,6 +152,20 @@ def test_a_cancelled_request_leaves_and_a_full_queue_refuses(gpt):
             submit(engine, [text_prompt("a")], n=2)
     finally:
         engine.close()
+
+
+def test_max_queue_counts_only_requests_without_a_free_row(gpt):
+    """max_queue 0 means no waiting, not no serving: requests that find free rows start."""
+    engine = Engine(gpt, TOK, max_batch=2, max_queue=0)
+    try:
+        with engine.hold():
+            answers = [submit(engine, [text_prompt(t)], max_new_tokens=5)[1] for t in ("Hello", "a")]
+            with pytest.raises(QueueFull):
+                submit(engine, [text_prompt("b")])
+        assert all(a.finished.wait(30) for a in answers)
+    finally:
+        engine.close()
+    assert [a.texts[0] for a in answers] == [generate(gpt, TOK, t, max_new_tokens=5) for t in ("Hello", "a")]
 
 
 def test_a_running_request_cancelled_stops_at_the_next_step(gpt):
@@ -195,7 +209,7 @@ def test_a_call_runs_in_the_engine_thread_between_steps(gpt):
     only while the engine is idle.)"""
     alone = generate(gpt, TOK, "Hello there", max_new_tokens=20)
     other = generate(gpt, TOK, "a", max_new_tokens=5)
-    engine = Engine(gpt, TOK, max_batch=2, max_queue=2)
+    engine = Engine(gpt, TOK, max_batch=2, max_queue=0)
     try:
         with engine.hold():
             _, answer = submit(engine, [text_prompt("Hello there")], max_new_tokens=20)

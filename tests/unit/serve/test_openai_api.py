@@ -152,11 +152,11 @@ def test_a_full_queue_answers_429(served):
     def ask():
         results.append(client.completions.create(model="run", prompt="Hi", max_tokens=2, n=4))
 
-    with engine.hold():  # each request takes all 4 rows: two wait in the queue, the third is refused
-        waiting = [threading.Thread(target=ask) for _ in range(2)]
+    with engine.hold():  # each request takes all 4 rows: one has them, two wait in the queue, the fourth is refused
+        waiting = [threading.Thread(target=ask) for _ in range(3)]
         for t in waiting:
             t.start()
-        while engine.waiting < 2:
+        while engine.waiting < 3:
             time.sleep(0.01)
         with pytest.raises(openai.RateLimitError) as caught:
             client.completions.create(model="run", prompt="Hi", max_tokens=2)
@@ -164,7 +164,7 @@ def test_a_full_queue_answers_429(served):
         t.join(30)
     assert caught.value.response.headers["retry-after"] == "1"
     assert caught.value.body["code"] == "queue_full"
-    assert len(results) == 2
+    assert len(results) == 3
 
 
 BAD = [  # (body, status, param)

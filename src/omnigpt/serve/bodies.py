@@ -4,6 +4,7 @@ read; a body that does not parse is a 400."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import AsyncIterator, Optional
 
 from fastapi import Request
@@ -11,6 +12,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .protocol import APIError
+
+# The multipart parser logs a warning for every malformed form; the client already gets a 400 naming the
+# problem, so a server under a stream of bad uploads would otherwise fill its log with one line each.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 MAX_FIELD_BYTES = 64 * 1024  # a form field that is not a file (model, prompt, language, ...)
 MAX_FIELDS = 32

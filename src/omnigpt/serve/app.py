@@ -25,7 +25,7 @@ from typing import AsyncIterator, Optional
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -45,6 +45,18 @@ from .engine import Delta, Engine, EngineClosed, Failed, Finished, Job, Prompt, 
 from .media import read_audio, read_image
 from .metrics import MeasureRequests, Metrics
 from .protocol import APIError, ChatRequest, CompletionRequest, Message, Sampling, TranscriptionRequest, parse
+
+
+PLAYGROUND = Path(__file__).with_name("playground.html")
+# The page runs only its own inline script and talks only to this server; images and recordings stay in
+# the page as data: and blob: URLs.
+PLAYGROUND_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "img-src data: blob:; media-src data: blob:; connect-src 'self'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 @dataclass
@@ -382,6 +394,11 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
     async def server_error(request: Request, exc: Exception):
         return await api_error(request, APIError(500, f"{type(exc).__name__}: {exc}", type="server_error"))
 
+    @app.get("/", include_in_schema=False)
+    async def playground():
+        """The web playground: one static page that talks to the endpoints below (it asks for the key)."""
+        return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"), headers=PLAYGROUND_HEADERS)
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "running": server.engine.running, "waiting": server.engine.waiting}
@@ -442,7 +459,15 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
 
 
 def _model_card(server: Server) -> dict:
-    return {"id": server.model_id, "object": "model", "created": server.created, "owned_by": "omnigpt"}
+    """OpenAI's model object, and what a client (the playground) needs to know to build a request: the inputs
+    the model takes, its context in tokens, and the rate and length of the clips it hears."""
+    card = {"id": server.model_id, "object": "model", "created": server.created, "owned_by": "omnigpt",
+            "inputs": sorted(server.model.accepts), "context_length": server.engine.context}
+    if "audio" in server.model.accepts:
+        hearing = server.model.audio_config
+        card["sample_rate"] = hearing.sample_rate
+        card["max_audio_seconds"] = min(server.limits.max_audio_seconds, hearing.max_seconds or float("inf"))
+    return card
 
 
 def serve(checkpoint: str | Path | Checkpoint, host: str = "127.0.0.1", port: int = 8000, **options) -> None:

@@ -3,7 +3,6 @@ tiny chat model trained for a few seconds, served in-process on a free loopback 
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 from conftest import tiny_omni_config  # noqa: E402
+from live_server import Running  # noqa: E402
 from omnigpt import Config, Tokenizer, generate, load_checkpoint, train  # noqa: E402
 from omnigpt.checkpoint import Checkpoint  # noqa: E402
 from omnigpt.data.conversations import ChatTemplate  # noqa: E402
@@ -27,28 +27,6 @@ KEY = "sk-test"
 GREETINGS = [[{"role": "user", "content": f"Hello, I am {name}."},
               {"role": "assistant", "content": f"Nice to meet you, {name}!"}]
              for name in ["Ada", "Ben", "Cleo", "Dan", "Eve", "Finn", "Gia", "Hal", "Ivy", "Jon"]]
-
-
-class Running:
-    """A uvicorn server in a thread, on a socket bound to a free port."""
-
-    def __init__(self, app):
-        self.app = app
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-
-    def client(self, key: str = KEY):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

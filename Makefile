@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/asr_quality.py
 	$(BIN)/python bench/fusion_quality.py
 	$(BIN)/python bench/text_tasks.py
+	$(BIN)/python bench/serve_load.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

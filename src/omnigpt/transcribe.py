@@ -22,7 +22,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Generator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -296,6 +296,20 @@ def transcribe(model: nn.Module, tokenizer: Tokenizer, audio: AudioIn, options: 
 
     Keyword overrides set fields of `options`, e.g. `transcribe(m, tok, "talk.wav", num_beams=5)`.
     """
+    steps = transcribe_steps(model, tokenizer, audio, options, progress, **overrides)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def transcribe_steps(model: nn.Module, tokenizer: Tokenizer, audio: AudioIn,
+                     options: Optional[TranscribeOptions] = None, progress: bool = False,
+                     **overrides) -> Generator[int, None, Transcript]:
+    """`transcribe`, a batch of windows at a time: yields the number of windows decoded so far after each
+    batch and returns the transcript. For a caller with other work between batches (the server decodes its
+    other requests there, so that an hour-long recording does not stall them)."""
     opts = TranscribeOptions(**{**(options.__dict__ if options else {}), **overrides})
     opts.validate()
     if "audio" not in model.accepts:
@@ -327,6 +341,7 @@ def transcribe(model: nn.Module, tokenizer: Tokenizer, audio: AudioIn, options: 
         hyps += [keep(attempts, opts) for attempts in tried]
         if bar is not None:
             bar.update(len(spans[b:b + step]))
+        yield len(hyps)
     if bar is not None:
         bar.close()
     segments, k = [], 0

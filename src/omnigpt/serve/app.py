@@ -7,8 +7,8 @@ stood, text parts joined by spaces as in training data. Prompts are tokenized an
 `generate.prepare_prompts` / `prepare_media` / `audio_features`, as `generate` does, so a request gets what
 `generate` gives for the same prompt.
 
-Transcriptions (transcriptions.py) run `transcribe` in the engine's thread between two decoding steps
-(`Engine.call`): the model is never run by two threads at once. Every request is counted for `/metrics`
+Transcriptions (transcriptions.py) run `transcribe_steps` in the engine's thread, a batch of windows between two
+decoding steps (`Engine.call`): the model is never run by two threads at once. Every request is counted for `/metrics`
 (metrics.py).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..extras import MissingExtraError
 from ..generate import (GenerationConfig, GenerationError, PromptTooLongError, audio_features, audio_media,
                         audio_token_counts, check_placeholders, image_tokens, prepare_media, prepare_prompts)
 from ..tokenizer import TokenizerError
-from ..transcribe import transcribe
+from ..transcribe import transcribe_steps
 from . import transcriptions
 from .bodies import read_form, read_json
 from .engine import Delta, Engine, EngineClosed, Failed, Finished, Job, Prompt, QueueFull
@@ -162,7 +162,8 @@ class Server:
             raise APIError(400, str(exc), param="file") from None
 
     async def run_in_engine(self, request: Request, work):
-        """work() run by the engine's thread (it may use the model); None if the client leaves before it starts."""
+        """work() run by the engine's thread (it may use the model; a generator a piece per step); None if the
+        client leaves first."""
         try:
             future = self.engine.call(work)
         except QueueFull as exc:
@@ -173,7 +174,8 @@ class Server:
         waiting = asyncio.wrap_future(future)
         while not (await asyncio.wait({waiting}, timeout=1.0))[0]:
             if await request.is_disconnected():
-                future.cancel()  # dropped if not started; a running one finishes unread
+                self.engine.cancel(future)  # dropped if not started; a running one stops at its next piece
+                waiting.cancel()
                 return None
         try:
             return waiting.result()
@@ -442,8 +444,8 @@ def create_app(checkpoint: str | Path | Checkpoint, *, device: str = "auto", dty
         server.check_model(req.model)
         settings = transcriptions.options(req)
         wave = await run_in_threadpool(server.recording, data, filename)
-        transcript = await server.run_in_engine(request, lambda: transcribe(server.model, server.tokenizer, wave,
-                                                                             **settings))
+        transcript = await server.run_in_engine(request, lambda: transcribe_steps(server.model, server.tokenizer,
+                                                                                   wave, **settings))
         if transcript is None:  # the client went away
             return None
         server.metrics.transcribed(transcript.duration)

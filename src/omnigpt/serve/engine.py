@@ -9,7 +9,9 @@ would alone. A new request's prompt is run alone (batch of one) into a free row 
 joins the next step; a finished or cancelled row leaves at once and the rows after it move up.
 
 Work that uses the model outside the rows (a transcription, `Engine.call`) waits in the same queue and runs
-in the same thread between two steps, so nothing else ever runs the model at the same time.
+in the same thread between two steps, so nothing else ever runs the model at the same time. Long work comes as
+a generator (`transcribe_steps`): the engine advances it one piece per step, and the rows go on decoding
+between its pieces.
 
 The prompt runs exactly as in `generate` (the same forward pass of one row), and a decoding step differs
 from generating alone only by the masked padding keys, so a greedy request gives the same text in company
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
@@ -38,6 +41,10 @@ class QueueFull(RuntimeError):
 
 class EngineClosed(RuntimeError):
     """The engine has stopped: it takes no more requests."""
+
+
+class CallCancelled(RuntimeError):
+    """A call was stopped between two of its pieces because its client went away (`Engine.cancel`)."""
 
 
 # -------------------------------------------------------------------------------------------- requests
@@ -215,6 +222,8 @@ class Engine:
         self.suppress = torch.tensor(_suppress(model, tokenizer), dtype=torch.long, device=self.device)
         self._waiting: deque[Job] = deque()
         self._calls: deque[tuple[Callable, Future]] = deque()
+        self._current: Optional[tuple[Generator, Future]] = None  # the call whose pieces are running
+        self._leaving: set[Future] = set()  # running calls whose clients went away
         self._rows: list[Row] = []
         self._wake = threading.Condition()
         self._hold = threading.Lock()
@@ -238,7 +247,8 @@ class Engine:
     def call(self, work: Callable[[], object]) -> Future:
         """Queue `work()` to run in the engine's thread between two steps (it may use the model: nothing else
         does meanwhile); returns the future of its result. It waits in the queue like a job (`QueueFull`);
-        cancelling the future before it starts drops it."""
+        cancelling the future before it starts drops it. When work() returns a generator, the engine runs it
+        one `next()` per step, one such call at a time, and the future gets its return value."""
         future: Future = Future()
         with self._wake:
             if self._closed:
@@ -247,6 +257,14 @@ class Engine:
             self._calls.append((work, future))
             self._wake.notify()
         return future
+
+    def cancel(self, future: Future) -> None:
+        """Drop a call whose client went away: before it starts, or between two of its pieces (its future
+        then fails with CallCancelled)."""
+        if not future.cancel():
+            with self._wake:
+                if self._current is not None and self._current[1] is future:
+                    self._leaving.add(future)
 
     def _check_room(self, rows: int = 0) -> None:
         """Raise QueueFull if taking this job (`rows` rows) or call (0) would leave more than max_queue requests
@@ -268,7 +286,8 @@ class Engine:
                 late += 1
             else:
                 free -= need
-        return late + max(0, len(self._calls) + (0 if rows else 1) - 1)
+        calls = len(self._calls) + (0 if rows else 1)
+        return late + max(0, calls - (0 if self._current is not None else 1))
 
     @property
     def running(self) -> int:
@@ -296,7 +315,8 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self._wake:
-                    while not self._closed and not self._waiting and not self._rows and not self._calls:
+                    while (not self._closed and not self._waiting and not self._rows and not self._calls
+                           and self._current is None):
                         self._wake.wait()
                     if self._closed:
                         break
@@ -310,22 +330,50 @@ class Engine:
         for job in {r.job for r in self._rows} | set(self._waiting):
             if not job.cancelled:
                 job.on_event(Failed("the server is shutting down"))
+        if self._current is not None:
+            self._current[0].close()
+            self._current[1].set_exception(EngineClosed("the server is shutting down"))
         for _, future in self._calls:
             if future.set_running_or_notify_cancel():
                 future.set_exception(EngineClosed("the server is shutting down"))
 
     def _call_one(self) -> None:
-        """Run the first queued call (one per step, so that decoding goes on between long calls)."""
-        with self._wake:
-            if not self._calls:
+        """Run the first queued call, or the next piece of the running one (one per step, so that decoding
+        goes on between long calls and between the pieces of a generator)."""
+        if self._current is None:
+            with self._wake:
+                if not self._calls:
+                    return
+                work, future = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():  # its client went away before it started
+                self.cancelled += 1
                 return
-            work, future = self._calls.popleft()
-        if not future.set_running_or_notify_cancel():  # its client went away before it started
+            try:
+                result = work()
+            except Exception as exc:  # noqa: BLE001 - the caller gets it; the engine goes on
+                future.set_exception(exc)
+                return
+            if not isinstance(result, Generator):
+                future.set_result(result)
+                return
+            self._current = (result, future)
+        pieces, future = self._current
+        with self._wake:
+            leaving = future in self._leaving
+            self._leaving.discard(future)
+        if leaving:
+            pieces.close()
             self.cancelled += 1
+            self._current = None
+            future.set_exception(CallCancelled("the client went away"))
             return
         try:
-            future.set_result(work())
+            next(pieces)
+        except StopIteration as done:
+            self._current = None
+            future.set_result(done.value)
         except Exception as exc:  # noqa: BLE001 - the caller gets it; the engine goes on
+            self._current = None
             future.set_exception(exc)
 
     def _guarded(self, work: Callable, jobs: set) -> None:

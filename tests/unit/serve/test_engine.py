@@ -12,7 +12,7 @@ from conftest import tiny_omni_config  # noqa: E402
 from omnigpt import Config, GPT, Tokenizer, generate  # noqa: E402
 from omnigpt.generate import GenerationConfig, prepare_media, prepare_prompts  # noqa: E402
 from omnigpt.model.omni import build_model  # noqa: E402
-from omnigpt.serve.engine import Delta, Engine, Failed, Finished, Job, Prompt, QueueFull  # noqa: E402
+from omnigpt.serve.engine import CallCancelled, Delta, Engine, Failed, Finished, Job, Prompt, QueueFull  # noqa: E402
 
 TOK = Tokenizer.byte_level()
 PROMPTS = ["Hello there", "a", "The quick brown fox", "xyz xyz", "Once upon a time", "b c d e f g", "zz",
@@ -226,5 +226,54 @@ def test_a_call_runs_in_the_engine_thread_between_steps(gpt):
             dropped = engine.call(lambda: None)
             assert dropped.cancel()  # its client went away before it started
         assert idle(engine) and engine.cancelled == 1
+    finally:
+        engine.close()
+
+
+def test_a_long_call_runs_a_piece_per_step_while_rows_decode(gpt):
+    """A generator call (a transcription, window batch by window batch) takes one piece per step: the running
+    rows go on decoding between its pieces, and both give what they give alone."""
+    alone = generate(gpt, TOK, "Hello there", max_new_tokens=20)
+    engine = Engine(gpt, TOK, max_batch=2)
+    decoded = []
+
+    def pieces():
+        for i in range(6):
+            decoded.append(len(answer.texts[0]))  # how much of the reply exists when this piece runs
+            yield i
+        return "transcript"
+
+    try:
+        with engine.hold():
+            _, answer = submit(engine, [text_prompt("Hello there")], max_new_tokens=20)
+            future = engine.call(pieces)
+        assert future.result(30) == "transcript"
+        assert answer.finished.wait(30)
+    finally:
+        engine.close()
+    assert answer.texts == [alone]
+    assert decoded == sorted(decoded) and len(set(decoded)) >= 5  # a decoding step between every two pieces
+
+
+def test_a_long_call_whose_client_leaves_stops_at_its_next_piece(gpt):
+    engine = Engine(gpt, TOK)
+    ran, closed = [], threading.Event()
+
+    def pieces():
+        try:
+            for i in range(1000):
+                ran.append(i)
+                if i == 2:
+                    engine.cancel(future)  # the client goes away while it runs
+                yield i
+        finally:
+            closed.set()
+
+    try:
+        with engine.hold():
+            future = engine.call(pieces)
+        with pytest.raises(CallCancelled):
+            future.result(30)
+        assert closed.is_set() and ran == [0, 1, 2] and idle(engine) and engine.cancelled == 1
     finally:
         engine.close()

@@ -10,9 +10,14 @@ trivial baseline in the same run.
   Metrics: accuracy and macro-F1.
 
 Train, validation and test sentences are drawn from separate seeds (test sentences seen in training are
-dropped). Prints one JSON line; progress goes to stderr.
+dropped).
+
+With `--corpus gettext` both tasks run on real text instead, the translated messages of the machine's own
+programs (bench/gettext_corpus.py): English to German (`--lang`) on every pair there is (about 34,000), and
+language identification of messages in 8 languages. Prints one JSON line; progress goes to stderr.
 
     python bench/text_tasks.py                       # 10 minutes per task
+    python bench/text_tasks.py --corpus gettext      # the same on real text
     python bench/text_tasks.py --minutes 0.3 --pairs 400 --smoke   # a quick check that it runs
 """
 from __future__ import annotations
@@ -31,6 +36,9 @@ import torch
 from omnigpt import Config, load_checkpoint, train
 from omnigpt.evaluate import EvalOptions, evaluate_checkpoint
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gettext_corpus import language_rows, split_by_message, translation_pairs  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 NOUNS = {"dog": "vark", "cat": "milo", "bird": "tepo", "horse": "dranu", "child": "siwa", "farmer": "gobel",
@@ -40,6 +48,8 @@ ADJECTIVES = {"big": "gran", "small": "pik", "red": "rusa", "old": "vet", "happy
 VERBS = {"sees": "videt", "likes": "amat", "follows": "sekut", "finds": "trovat", "paints": "pintat"}
 PLACES = {"in the garden": "ko gardo", "near the river": "pri ulva", "at home": "ko keda", "on the hill": "sur kolo"}
 NUMBERS = {"one": "un", "two": "du", "three": "tri", "four": "kvar"}
+LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch", "pt": "Portuguese",
+             "sv": "Swedish", "pl": "Polish"}
 
 TOPICS = {
     "sport": "team goal match player coach score ball field win league runner race",
@@ -98,16 +108,18 @@ def splits(make, count: int, seed: int) -> tuple[list, list, list]:
     return train_rows, held[:n], held[n:2 * n]
 
 
-def run_task(name: str, config: str, rows: tuple, to_row, minutes: float, folder: Path, smoke: bool) -> tuple:
+def run_task(name: str, config: str, rows: tuple, to_row, minutes: float, folder: Path, smoke: bool,
+             overrides: list[str]) -> tuple:
     train_rows, val_rows, test_rows = rows
     paths = [write_rows(folder / f"{name}-{split}.jsonl", [to_row(r) for r in part])
              for split, part in (("train", train_rows), ("val", val_rows), ("test", test_rows))]
-    cfg = Config.load(ROOT / "configs" / f"{config}.yaml")
+    cfg = Config.load(ROOT / "configs" / f"{config}.yaml").with_overrides(overrides)
     cfg.data.sources, cfg.data.val_sources = [str(paths[0])], [str(paths[1])]
     cfg.train.max_minutes = minutes
     if smoke:
         cfg.model.n_layer, cfg.model.n_embd, cfg.model.vocab_size = 1, 64, 600
-    print(f"{name}: {len(train_rows)} train, {len(test_rows)} test rows; training for {minutes:g} min",
+    print(f"{name}: {len(train_rows)} train, {len(val_rows)} val, {len(test_rows)} test rows; "
+          f"training for {minutes:g} min",
           file=sys.stderr)
     result = train(cfg, folder / name, progress=sys.stderr.isatty())
     ckpt = load_checkpoint(folder / name)
@@ -119,7 +131,14 @@ def run_task(name: str, config: str, rows: tuple, to_row, minutes: float, folder
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per task")
-    p.add_argument("--pairs", type=int, default=20000, help="training rows per task")
+    p.add_argument("--pairs", type=int, default=20000,
+                   help="training rows per task (gettext: classification rows; translation takes every pair)")
+    p.add_argument("--corpus", choices=["generated", "gettext"], default="generated",
+                   help="generated sets, or the real messages of the machine's gettext catalogs")
+    p.add_argument("--lang", default="de", help="gettext: the language to translate English into")
+    p.add_argument("--tasks", default="translate,classify", help="which tasks to run, comma-separated")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for both tasks, e.g. model.n_embd=256 train.lr=5e-4")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="folder for the data and runs (default: a temporary one)")
     p.add_argument("--smoke", action="store_true", help="a 1-layer model: checks that everything runs")
@@ -131,30 +150,40 @@ def main() -> None:
 
     from sacrebleu.metrics import BLEU, CHRF
 
-    pairs = splits(sentence_pair, args.pairs, 1)
-    tr, tr_scores = run_task("translate", "translate-tiny", pairs,
-                             lambda r: {"source": r[0], "target": r[1], "source_lang": "English",
-                                        "target_lang": "Toy"}, args.minutes, folder, args.smoke)
-    sources, targets = [a for a, _ in pairs[2]], [[b for _, b in pairs[2]]]
-    copy_bleu = BLEU().corpus_score(sources, targets).score
-    copy_chrf = CHRF().corpus_score(sources, targets).score
-
-    topics = splits(topic_sentence, args.pairs, 2)
-    cl, cl_scores = run_task("classify", "classify-text", topics, lambda r: {"text": r[0], "label": r[1]},
-                             args.minutes, folder, args.smoke)
-    majority = Counter(label for _, label in topics[0]).most_common(1)[0][0]
-    majority_acc = sum(label == majority for _, label in topics[2]) / len(topics[2])
-
-    print(json.dumps({
-        "bench": "text_tasks", "minutes_per_task": args.minutes, "train_rows": args.pairs, "smoke": args.smoke,
-        "translate": {"steps": tr.step, "bleu": round(tr_scores["bleu"], 2), "chrf": round(tr_scores["chrf"], 2),
-                      "copy_bleu": round(copy_bleu, 2), "copy_chrf": round(copy_chrf, 2),
-                      "test_rows": len(pairs[2])},
-        "classify": {"steps": cl.step, "accuracy": round(cl_scores["accuracy"], 4),
-                     "macro_f1": round(cl_scores["macro_f1"], 4), "majority_accuracy": round(majority_acc, 4),
-                     "test_rows": len(topics[2])},
-        "seconds": round(time.time() - t0, 1), "threads": args.threads,
-    }))
+    if args.corpus == "gettext":
+        found = translation_pairs(args.lang)
+        if len(found) < 2000:
+            sys.exit(f"only {len(found)} English-{args.lang} message pairs in this machine's gettext catalogs")
+        pairs = split_by_message(list(found.items()), lambda r: r[0], held_out=500)
+        target_lang = LANGUAGES.get(args.lang, args.lang)
+        rows = language_rows(list(LANGUAGES), per_language=args.pairs // len(LANGUAGES))
+        topics = tuple([(text, lang) for _, text, lang in part]
+                       for part in split_by_message(rows, lambda r: r[0], held_out=500))
+    else:
+        pairs, target_lang = splits(sentence_pair, args.pairs, 1), "Toy"
+        topics = splits(topic_sentence, args.pairs, 2)
+    tasks = set(args.tasks.split(","))
+    line = {"bench": "text_tasks", "corpus": args.corpus, "minutes_per_task": args.minutes, "smoke": args.smoke,
+            "overrides": args.set}
+    if "translate" in tasks:
+        tr, scores = run_task("translate", "translate-tiny", pairs,
+                              lambda r: {"source": r[0], "target": r[1], "source_lang": "English",
+                                         "target_lang": target_lang}, args.minutes, folder, args.smoke, args.set)
+        sources, targets = [a for a, _ in pairs[2]], [[b for _, b in pairs[2]]]
+        line["translate"] = {"steps": tr.step, "bleu": round(scores["bleu"], 2), "chrf": round(scores["chrf"], 2),
+                             "copy_bleu": round(BLEU().corpus_score(sources, targets).score, 2),
+                             "copy_chrf": round(CHRF().corpus_score(sources, targets).score, 2),
+                             "train_rows": len(pairs[0]), "test_rows": len(pairs[2])}
+    if "classify" in tasks:
+        cl, scores = run_task("classify", "classify-text", topics, lambda r: {"text": r[0], "label": r[1]},
+                              args.minutes, folder, args.smoke, args.set)
+        majority = Counter(label for _, label in topics[0]).most_common(1)[0][0]
+        line["classify"] = {"steps": cl.step, "accuracy": round(scores["accuracy"], 4),
+                            "macro_f1": round(scores["macro_f1"], 4),
+                            "majority_accuracy": round(sum(lab == majority for _, lab in topics[2]) / len(topics[2]), 4),
+                            "train_rows": len(topics[0]), "test_rows": len(topics[2])}
+    line.update(seconds=round(time.time() - t0, 1), threads=args.threads)
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -150,19 +150,24 @@ def main() -> None:
 
     from sacrebleu.metrics import BLEU, CHRF
 
-    if args.corpus == "gettext":
+    tasks = set(args.tasks.split(","))
+    if not tasks or not tasks <= {"translate", "classify"}:
+        p.error(f"--tasks takes translate and/or classify, got {args.tasks!r}")
+    gettext = args.corpus == "gettext"
+    if "translate" in tasks and gettext:
         found = translation_pairs(args.lang)
         if len(found) < 2000:
             sys.exit(f"only {len(found)} English-{args.lang} message pairs in this machine's gettext catalogs")
         pairs = split_by_message(list(found.items()), lambda r: r[0], held_out=500)
         target_lang = LANGUAGES.get(args.lang, args.lang)
+    elif "translate" in tasks:
+        pairs, target_lang = splits(sentence_pair, args.pairs, 1), "Toy"
+    if "classify" in tasks and gettext:
         rows = language_rows(list(LANGUAGES), per_language=args.pairs // len(LANGUAGES))
         topics = tuple([(text, lang) for _, text, lang in part]
                        for part in split_by_message(rows, lambda r: r[0], held_out=500))
-    else:
-        pairs, target_lang = splits(sentence_pair, args.pairs, 1), "Toy"
+    elif "classify" in tasks:
         topics = splits(topic_sentence, args.pairs, 2)
-    tasks = set(args.tasks.split(","))
     line = {"bench": "text_tasks", "corpus": args.corpus, "minutes_per_task": args.minutes, "smoke": args.smoke,
             "overrides": args.set}
     if "translate" in tasks:

@@ -472,10 +472,8 @@ class DataConfig:
     # sizes). "text:FILE" (or "text:builtin") is a source of plain text for the language-model task.
     source_weights: list[float] = field(default_factory=list)
     # "mixed": each row of a batch draws its source; "per_source": each step draws one source (by the weights)
-    # for the whole batch, so short examples are not padded to the longest source's length; "per_task": as
-    # per_source, and a source of captions and questions gives one task per step too (a caption is not
-    # padded to a question's length, and the answers' few tokens are not outweighed by the captions' many).
-    batch_mode: Literal["mixed", "per_source", "per_task"] = "mixed"
+    # for the whole batch, so short examples are not padded to the longest source's length.
+    batch_mode: Literal["mixed", "per_source"] = "mixed"
     text_chars: int = 400  # "text:" sources are cut (at whitespace) into pieces of about this many characters
     # Fine-tuning a text model: put a batch's examples one after another into as few rows as hold them, each
     # with positions from 0 and attention within itself (its loss is what it is alone), so short examples

@@ -101,14 +101,6 @@ class SceneExamples:
             out += [sc.caption] + [f"question: {q.question} answer: {q.answer}" for q in sc.qas]
         return out + ["caption:"]
 
-    def by_task(self) -> list[tuple[float, "SceneExamples"]]:
-        """(chance, the scenes as that task alone), one per task (data.batch_mode: per_task)."""
-        if len(self.tasks) < 2:
-            return [(1.0, self)]
-        return [(chance, SceneExamples(self.split, self.count, self.seed, [task], 1.0, self.size,
-                                       self.questions_per_example))
-                for chance, task in ((self.caption_fraction, "caption"), (1 - self.caption_fraction, "vqa"))]
-
     def split_off(self, fraction: float) -> tuple["SceneExamples", "SceneExamples"]:
         """(this set, the built-in validation split): the scenes have their own."""
         return self, SceneExamples("val", BUILTIN_VAL_SCENES, BUILTIN_SEED, self.tasks, self.caption_fraction,
@@ -192,13 +184,6 @@ class FileExamples:
 
     def texts(self) -> list[str]:
         return [t for it in self.items for t in ((it.question or ""), it.text) if t]
-
-    def by_task(self) -> list[tuple[float, "FileExamples"]]:
-        """(chance, the rows of that task alone), one per task present, by its share of the rows
-        (data.batch_mode: per_task)."""
-        parts = [FileExamples(self.items, (task,)) for task in self.tasks]
-        parts = [p for p in parts if len(p)]
-        return [(len(p) / len(self), p) for p in parts] if len(parts) > 1 else [(1.0, self)]
 
     def split_off(self, fraction: float) -> tuple["FileExamples", "FileExamples"]:
         """(train, validation): the last `fraction` of the rows are held out."""

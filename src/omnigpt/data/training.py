@@ -74,7 +74,6 @@ class ExampleData:
         self.inputs = Inputs(cfg, tokenizer)
         self.on_bad_file = cfg.data.on_bad_file
         self.bad_rows: set[str] = set()  # the manifest rows whose file could not be decoded, warned about once
-        self._task_parts: dict[int, list] = {}  # per_task: each source's (chance, one task's examples)
         self.class_weights = None
         if cfg.classifier is not None and cfg.classifier.class_weights == "balanced":
             labels = cfg.classifier.labels
@@ -122,29 +121,13 @@ class ExampleData:
 
     def train_batch(self, step: int, count: int, start: int, stop: int) -> Batch:
         examples: ExampleSet = self.train_set
-        mode = self.cfg.data.batch_mode
-        if mode != "mixed":
+        if self.cfg.data.batch_mode == "per_source" and len(self.train_set.parts) > 1:
             # one draw per step, the same on every process and micro-batch (ints only: str hashes vary by run)
-            rng = random.Random(hash((self.cfg.train.seed, step, -1)))
-            parts = self.train_set.parts
-            if len(parts) > 1:
-                examples = self.train_set.pick(rng)
-            if mode == "per_task":
-                examples = self._one_task(examples if len(parts) > 1 else parts[0], rng)
+            examples = self.train_set.pick(random.Random(hash((self.cfg.train.seed, step, -1))))
         # A classifier's rows always draw modality dropout from their generator; a generator's augment only
         # when the config asks for augmentation.
         augment = self.inputs.augmenting or self.cfg.classifier is not None
         return self._rows(examples, self.cfg.train.seed, step, start, stop, augment)
-
-    def _one_task(self, examples: ExampleSet, rng: random.Random) -> ExampleSet:
-        """The source's examples of one task, drawn by the tasks' chances (a source of one task: itself)."""
-        if not hasattr(examples, "by_task"):
-            return examples
-        key = id(examples)
-        if key not in self._task_parts:
-            self._task_parts[key] = examples.by_task()
-        parts = self._task_parts[key]
-        return parts[rng.choices(range(len(parts)), weights=[w for w, _ in parts])[0]][1]
 
     def val_batch(self, i: int, batch_size: int, task: Optional[str] = None) -> Batch:
         """Fixed validation batch i: of every source together, or of the source named `task`."""

@@ -37,18 +37,3 @@ def test_a_model_that_sees_and_hears_reads_an_audio_manifest_as_audio(tmp_path):
     assert not _is_audio_source(str(tmp_path / "pictures.jsonl"), cfg)
     cfg.audio = None
     assert not _is_audio_source(str(tmp_path / "speech.jsonl"), cfg)  # a model that only sees: its reader says why
-
-
-def test_file_examples_split_by_task_in_proportion_to_their_rows():
-    from pathlib import Path
-
-    from omnigpt.data.examples import FileExamples
-    from omnigpt.data.sources import ImageText
-
-    items = [ImageText(Path(f"{i}.png"), f"a red circle {i}") for i in range(3)]
-    items += [ImageText(Path(f"{i}.png"), "red", question="what color is it?") for i in range(9)]
-    parts = FileExamples(items).by_task()
-    assert [(share, p.tasks, len(p)) for share, p in parts] == [(0.25, ("caption",), 3), (0.75, ("vqa",), 9)]
-    assert {parts[1][1].example(k).task for k in range(9)} == {"vqa"}
-    captions_only = FileExamples(items, ("caption",))
-    assert captions_only.by_task() == [(1.0, captions_only)]  # one task: the source as it is

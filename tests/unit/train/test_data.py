@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from conftest import tiny_asr_config, tiny_omni_config
 from omnigpt import train
@@ -85,35 +84,3 @@ def test_an_audio_manifest_trains(tmp_path, speech_cache):
     cfg.data.sources = [str(manifest)]
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.step == 2 and result.val_loss is not None
-
-
-def test_per_task_batches_hold_one_task_each(tmp_path):
-    cfg = _config(tmp_path, [3.0, 1.0])
-    cfg.data.batch_mode, cfg.data.caption_fraction, cfg.data.questions_per_example = "per_task", 0.25, 4
-    data = prepare(cfg, tmp_path, distributed.setup())
-    kinds, lengths = [], {"caption": set(), "vqa": set(), "text": set()}
-    for step in range(80):
-        batch = data.train_batch(step, 8, 0, 8)
-        found = set(batch.tasks)
-        kind = "text" if found == {"text"} else "caption" if found == {"caption"} else "vqa"
-        assert kind != "vqa" or not found & {"text", "caption"}, batch.tasks  # questions alone
-        halves = [set(data.train_batch(step, 8, a, b).tasks) <= found for a, b in ((0, 4), (4, 8))]
-        assert halves == [True, True]  # micro-batches (and processes) of a step draw the same task
-        kinds.append(kind)
-        lengths[kind].add(batch.ids.shape[1])
-    scene_steps = len(kinds) - kinds.count("text")
-    assert 0.1 <= kinds.count("caption") / scene_steps <= 0.45  # data.caption_fraction 0.25
-    assert 0.1 <= kinds.count("text") / len(kinds) <= 0.4  # the sources' weights still hold: 0.25
-    assert max(lengths["caption"]) < min(lengths["vqa"])  # captions are not padded to four questions
-
-
-def test_per_source_steps_are_unchanged_by_per_task_of_one_task(tmp_path):
-    cfg = _config(tmp_path, [1.0, 1.0])
-    cfg.data.batch_mode, cfg.data.tasks = "per_source", ["caption"]
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    first = prepare(cfg, tmp_path / "a", distributed.setup())
-    cfg.data.batch_mode = "per_task"
-    second = prepare(cfg, tmp_path / "b", distributed.setup())
-    for step in range(6):
-        a, b = first.train_batch(step, 4, 0, 4), second.train_batch(step, 4, 0, 4)
-        assert a.tasks == b.tasks and torch.equal(a.ids, b.ids)

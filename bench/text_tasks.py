@@ -151,7 +151,7 @@ def main() -> None:
     from sacrebleu.metrics import BLEU, CHRF
 
     tasks = set(args.tasks.split(","))
-    if not tasks or not tasks <= {"translate", "classify"}:
+    if not tasks <= {"translate", "classify"}:
         p.error(f"--tasks takes translate and/or classify, got {args.tasks!r}")
     gettext = args.corpus == "gettext"
     if "translate" in tasks and gettext:

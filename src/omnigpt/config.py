@@ -475,9 +475,9 @@ class DataConfig:
     # for the whole batch, so short examples are not padded to the longest source's length.
     batch_mode: Literal["mixed", "per_source"] = "mixed"
     text_chars: int = 400  # "text:" sources are cut (at whitespace) into pieces of about this many characters
-    # Fine-tuning a text model: put a batch's examples one after another into as few rows as hold them, each
+    # Fine-tuning a generator: put a batch's examples one after another into as few rows as hold them, each
     # with positions from 0 and attention within itself (its loss is what it is alone), so short examples
-    # waste no compute on padding.
+    # waste no compute on padding. With images or audio: fusion.mode prefix only.
     pack: bool = False
     # hf:PATH sources (a `datasets` folder or Parquet/JSON files): their columns renamed to omnigpt's keys,
     # {ours: theirs}, e.g. {text: article, summary: highlights}
@@ -685,9 +685,10 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
-        if self.data.pack and (self.vision is not None or self.audio is not None or self.classifier is not None):
-            raise ConfigError("data.pack packs text examples for a text model; a model with a 'vision', 'audio' "
-                              "or 'classifier' section places its media by row: set data.pack: false")
+        if self.data.pack and (self.classifier is not None or self.fusion.mode != "prefix"):
+            raise ConfigError("data.pack packs the examples of a generator whose images and clips sit in the token "
+                              "stream (fusion.mode: prefix); a classifier, or cross-attention, reads media by row: "
+                              "set data.pack: false")
         if self.classifier is None:  # file manifests are checked as they are read: a text GPT takes conversations
             needs = {"builtin:scenes": ("vision", self.vision), "builtin:speech": ("audio", self.audio)}
             for spec in self.data.sources + self.data.val_sources:

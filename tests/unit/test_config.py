@@ -142,6 +142,8 @@ BAD_VALUES = [  # (shipped config, changes, message fragment)
     ("classify-builtin", {"classifier.fusion_heads": 0}, "classifier.fusion_heads must be positive, got 0"),
     ("omni-tiny", {"data.source_weights": [0.5, float("inf"), 0.1]}, "data.source_weights[1] must be a finite"),
     ("omni-tiny", {"train.lr_scale": {"vision": float("nan")}}, "train.lr_scale.vision must be a finite number"),
+    ("omni-tiny", {"data.pack": True, "fusion": {"mode": "cross_attention"}}, "cross-attention, reads media by row"),
+    ("classify-builtin", {"data.pack": True}, "a classifier, or cross-attention, reads media by row"),
 ]
 
 

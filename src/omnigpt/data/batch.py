@@ -121,7 +121,8 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
     pack: examples go one after another into as few rows as hold them (in order, each row up to
     block_size + 1 tokens), each with positions from 0 and attention within itself only, so that every
     example's logits and loss are what they are alone, and the batch wastes fewer positions on padding.
-    Text models only (images and audio are placed by row).
+    Images and clips keep reading order, each filling its own placeholders in the row it landed in, so a
+    prefix-fusion model packs as a text model does (cross-attention reads media by row and cannot).
 
     A target that runs past the context is cut (the model then sees no end-of-text for it); a prompt that
     alone fills the context is an error, since nothing would be learned from it.
@@ -140,9 +141,8 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
             seq += list(prompt) + list(target) + [eos_id]
             supervised += [False] * len(prompt) + [True] * (len(target) + 1)
         pieces.append((seq[:block_size + 1], supervised[:block_size + 1]))
-    if pack and any(ex.images or ex.audio for ex in examples):
-        raise DataError("packing (data.pack) takes text examples only: images and audio are placed by row")
     rows = _pack(pieces, block_size + 1) if pack else [[p] for p in pieces]
+    row_of = [r for r, row in enumerate(rows) for _ in row]  # the (packed) row each example lies in
     B, T = len(rows), max(sum(len(s) for s, _ in row) for row in rows) - 1
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     targets = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
@@ -164,7 +164,7 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
             labelled = targets[r, start:end] != IGNORE_INDEX
             weights[r, start:end] = labelled.float() / max(1, int(labelled.sum()))
             start = end
-    for r, ex in enumerate(examples):
+    for r, ex in zip(row_of, examples):
         images.extend(ex.images)
         image_rows.extend([r] * len(ex.images))
         clips.extend(ex.audio)

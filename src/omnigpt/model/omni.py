@@ -8,6 +8,7 @@ Audio in prefix mode takes `audio.tokens_for_frames(frames)` `<audio>` tokens pe
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -19,6 +20,29 @@ from .fusion import GatedCrossAttention, Projector, place_at_placeholders
 from .gpt import GPT
 from .audio import AudioEncoder
 from .vision import build_vision_encoder
+
+
+def length_groups(lengths: list[int], overhead: float = 0.05) -> list[list[int]]:
+    """Clip indices in groups of similar length, shortest first, each group to be padded only to its own
+    longest clip. The encoder masks padding, so a clip's vectors do not depend on its group; the split is the
+    one that pads least, an extra group counting as `overhead` of the longest clip's frames per clip of the
+    batch (smaller matrices run less efficiently). A batch of equal lengths stays one group."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    if not order:
+        return []
+    extra = overhead * lengths[order[-1]] * len(order)
+    best = [0.0] + [math.inf] * len(order)  # best[j]: least cost of the j shortest clips
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + (extra if i else 0.0)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 class OmniGPT(nn.Module):
@@ -71,9 +95,21 @@ class OmniGPT(nn.Module):
     def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """features (N, n_mels, frames), lengths (N,) -> each clip's projected vectors, (vectors_i, n_embd)."""
         features = features.to(self.gpt.wte.weight.dtype)  # a model held in bf16 or fp16 takes its inputs so
-        vectors, n = self.audio_encoder(features, lengths)
-        vectors = self.audio_projector(vectors)
-        return [vectors[i, :k] for i, k in enumerate(n.tolist())]
+        # Clips of very different lengths run in length groups, each padded to its own longest (the vectors
+        # are the same; the short clips no longer pay for the long one's padding).
+        groups = [] if self.audio_config.pad_to_window else length_groups(lengths.tolist())
+        if len(groups) < 2:
+            vectors, n = self.audio_encoder(features, lengths)
+            vectors = self.audio_projector(vectors)
+            return [vectors[i, :k] for i, k in enumerate(n.tolist())]
+        out: list[Optional[torch.Tensor]] = [None] * features.shape[0]
+        for group in groups:
+            rows = torch.tensor(group, device=features.device)
+            vectors, n = self.audio_encoder(features[rows, :, :int(lengths[rows].max())], lengths[rows])
+            vectors = self.audio_projector(vectors)
+            for j, (i, k) in enumerate(zip(group, n.tolist())):
+                out[i] = vectors[j, :k]
+        return out
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

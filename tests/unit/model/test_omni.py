@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from conftest import tiny_omni_config
+from omnigpt.config import AudioConfig
 from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.data.batch import IGNORE_INDEX, EncodedExample, collate, expand_placeholders
 from omnigpt.generate import generate
@@ -198,3 +199,51 @@ def test_generate_checks_images_against_placeholders():
         generate(model, TOK, ["<image> a", "<image> b"], images=img, max_new_tokens=2)
     with pytest.raises(GenerationError, match=r"preprocessed to \(3, 32, 32\), got \(3, 16, 16\)"):
         generate(model, TOK, "<image> a", images=torch.randn(3, 16, 16), max_new_tokens=2)
+
+
+def test_a_packed_batch_of_images_and_clips_gives_each_example_its_loss_alone():
+    """data.pack for a prefix-fusion model: examples share rows, each image and clip fills its own
+    placeholders, and every example's per-token losses are what they are alone (so packing changes speed,
+    not learning). The clips' lengths differ enough that the encoder runs them in length groups."""
+    from omnigpt.model.omni import length_groups
+
+    cfg = tiny_omni_config()
+    cfg.audio = AudioConfig(n_mels=16, width=32, n_layer=1, n_head=2, pool=2, max_seconds=4.0)
+    torch.manual_seed(0)
+    model = OmniGPT(cfg, TOK.image_id, TOK.audio_id).eval()
+    g = torch.Generator().manual_seed(1)
+
+    def spoken(frames, text):
+        ids = expand_placeholders(TOK.encode("<audio> transcript:"), TOK.audio_id, model.tokens_for_audio(frames))
+        return EncodedExample(ids, TOK.encode(text), audio=[torch.randn(16, frames, generator=g)])
+
+    rows = [_example(model, "<image> caption:", " a red circle", 1), spoken(37, " one"),
+            _example(model, "<image> and <image>:", " two", 2, seed=1), spoken(300, " a longer clip"),
+            spoken(120, " three")]
+    assert len(length_groups([37, 300, 120])) > 1
+    packed = collate(rows, TOK.pad_id, TOK.eos_id, 160, pack=True)
+    assert packed.ids.shape[0] < len(rows)
+    with torch.no_grad():
+        logits, loss = model(**packed.model_inputs())
+        keep = packed.targets != IGNORE_INDEX
+        packed_tokens = torch.nn.functional.cross_entropy(logits[keep], packed.targets[keep], reduction="none")
+        alone = []
+        for r in rows:
+            one = collate([r], TOK.pad_id, TOK.eos_id, 160)
+            lg, _ = model(**one.model_inputs())
+            k = one.targets != IGNORE_INDEX
+            alone.append(torch.nn.functional.cross_entropy(lg[k], one.targets[k], reduction="none"))
+    torch.testing.assert_close(packed_tokens, torch.cat(alone), rtol=0, atol=1e-5)
+    torch.testing.assert_close(loss, torch.cat(alone).mean(), rtol=0, atol=1e-5)
+
+
+def test_length_groups_cover_every_clip_once_shortest_first():
+    from omnigpt.model.omni import length_groups
+
+    lengths = [250, 40, 45, 260, 42, 255, 48, 251]
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [[lengths[i] for i in g] for g in groups] == [[40, 42, 45, 48], [250, 251, 255, 260]]
+    assert length_groups([90] * 6) == [list(range(6))]  # equal lengths: one group, nothing gained by splitting
+    assert length_groups([100, 104, 108, 112]) == [[0, 1, 2, 3]]  # a few frames apart: not worth a second pass
+    assert length_groups([]) == []

@@ -489,10 +489,6 @@ class DataConfig:
     # Built-in scenes: questions asked about one image in one training sequence (after the first, each is
     # a follow-up turn); several per image train question answering faster for little extra compute.
     questions_per_example: int = 1
-    # How the further questions are asked: "followup" turns after the first answer, in its sequence; "alone",
-    # each as the first is (question, image, answer) in a packed segment of its own, the image encoded once
-    # for all of them, so every question trains the format that evaluation asks in (needs data.pack).
-    question_turns: Literal["followup", "alone"] = "followup"
     # Translation rows ({"source", "target"}) that name no "source_lang" / "target_lang" are asked in these
     # words ("English: the cat\nFrench:"); evaluation asks a run's test rows in the same ones.
     source_lang: str = "source"
@@ -689,9 +685,6 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
-        if self.data.question_turns == "alone" and not self.data.pack:
-            raise ConfigError("data.question_turns: alone asks each question in a packed segment of its own: "
-                              "set data.pack: true (or question_turns: followup)")
         if self.data.pack and (self.classifier is not None or self.fusion.mode != "prefix"):
             raise ConfigError("data.pack packs the examples of a generator whose images and clips sit in the token "
                               "stream (fusion.mode: prefix); a classifier, or cross-attention, reads media by row: "

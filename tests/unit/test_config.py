@@ -144,7 +144,6 @@ BAD_VALUES = [  # (shipped config, changes, message fragment)
     ("omni-tiny", {"train.lr_scale": {"vision": float("nan")}}, "train.lr_scale.vision must be a finite number"),
     ("omni-tiny", {"data.pack": True, "fusion": {"mode": "cross_attention"}}, "cross-attention, reads media by row"),
     ("classify-builtin", {"data.pack": True}, "a classifier, or cross-attention, reads media by row"),
-    ("omni-tiny", {"data.pack": False, "data.question_turns": "alone"}, "set data.pack: true (or question_turns"),
 ]
 
 

@@ -34,7 +34,6 @@ class EncodedExample:
     # target is followed by end-of-text, and only targets take loss.
     turns: list[tuple[list[int], list[int]]] = field(default_factory=list)
     label: Optional[int] = None
-    apart: bool = False  # each turn a sequence of its own, with its own placeholders for the images
 
 
 @dataclass
@@ -45,9 +44,6 @@ class Batch:
     # classifier's holds one per row (zeros where `present` says there is none) and no image_rows.
     images: Optional[torch.Tensor] = None  # (N, 3, S, S)
     image_rows: Optional[torch.Tensor] = None  # (N,)
-    # Where one image fills several sequences (turns asked apart): image_rows then has an entry per sequence
-    # that shows it, in reading order, and image_index (same length) names the image in `images` each shows.
-    image_index: Optional[torch.Tensor] = None
     audio: Optional[torch.Tensor] = None  # (M, n_mels, frames) log-mel features, padded to the longest clip
     audio_lengths: Optional[torch.Tensor] = None  # (M,) frames of each clip
     audio_rows: Optional[torch.Tensor] = None  # (M,) the row each clip belongs to (generators)
@@ -98,8 +94,6 @@ class Batch:
         if self.images is not None:
             inputs["images"] = self.images
             inputs["image_rows"] = self.image_rows
-            if self.image_index is not None:
-                inputs["image_index"] = self.image_index
         if self.audio is not None:
             inputs.update(audio=self.audio, audio_lengths=self.audio_lengths, audio_rows=self.audio_rows)
         return inputs
@@ -135,25 +129,20 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
     """
     if loss_average not in ("token", "example"):
         raise ValueError(f"loss_average must be 'token' or 'example', got {loss_average!r}")
-    pieces, owner, images, image_rows, image_index, clips, clip_rows = [], [], [], [], [], [], []
-    for k, ex in enumerate(examples):
+    pieces, images, image_rows, clips, clip_rows = [], [], [], [], []
+    for ex in examples:
         if len(ex.prompt) >= block_size:
             raise DataError(f"a prompt of {len(ex.prompt)} tokens (images included) leaves no room for its "
                             f"target in the context of {block_size} tokens: raise model.block_size or use "
                             f"fewer image tokens (vision.reduce)")
-        if ex.apart and (not pack or ex.audio):
-            raise DataError("turns asked apart (data.question_turns: alone) need data.pack, and take images only")
-        turns = [(ex.prompt, ex.target)] + list(ex.turns)
-        for group in ([t] for t in turns) if ex.apart else [turns]:  # the example's sequences
-            seq: list[int] = []
-            supervised: list[bool] = []
-            for prompt, target in group:
-                seq += list(prompt) + list(target) + [eos_id]
-                supervised += [False] * len(prompt) + [True] * (len(target) + 1)
-            pieces.append((seq[:block_size + 1], supervised[:block_size + 1]))
-            owner.append(k)
+        seq: list[int] = []
+        supervised: list[bool] = []
+        for prompt, target in [(ex.prompt, ex.target)] + list(ex.turns):
+            seq += list(prompt) + list(target) + [eos_id]
+            supervised += [False] * len(prompt) + [True] * (len(target) + 1)
+        pieces.append((seq[:block_size + 1], supervised[:block_size + 1]))
     rows = _pack(pieces, block_size + 1) if pack else [[p] for p in pieces]
-    row_of = [r for r, row in enumerate(rows) for _ in row]  # the (packed) row each sequence lies in
+    row_of = [r for r, row in enumerate(rows) for _ in row]  # the (packed) row each example lies in
     B, T = len(rows), max(sum(len(s) for s, _ in row) for row in rows) - 1
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     targets = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
@@ -175,16 +164,9 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
             labelled = targets[r, start:end] != IGNORE_INDEX
             weights[r, start:end] = labelled.float() / max(1, int(labelled.sum()))
             start = end
-    first_image = [0]  # where each example's images start in `images`: each image is listed (and encoded) once
-    for ex in examples:
+    for r, ex in zip(row_of, examples):
         images.extend(ex.images)
-        first_image.append(len(images))
-    for r, k in zip(row_of, owner):  # every sequence shows all of its example's images, in reading order
-        image_rows.extend([r] * len(examples[k].images))
-        image_index.extend(range(first_image[k], first_image[k + 1]))
-    row_of_example = {k: r for r, k in reversed(list(zip(row_of, owner)))}  # the row of its first sequence
-    for k, ex in enumerate(examples):  # clips: one sequence per example (refused above for apart turns)
-        r = row_of_example[k]
+        image_rows.extend([r] * len(ex.images))
         clips.extend(ex.audio)
         clip_rows.extend([r] * len(ex.audio))
     batch = Batch(ids, targets, tasks=[ex.task for ex in examples])
@@ -198,8 +180,6 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
     if images:
         batch.images = stack_images(images)
         batch.image_rows = torch.tensor(image_rows, dtype=torch.long)
-        if len(image_index) > len(images):  # some image fills several sequences
-            batch.image_index = torch.tensor(image_index, dtype=torch.long)
     if clips:
         batch.audio, batch.audio_lengths = pad_features(clips)
         batch.audio_rows = torch.tensor(clip_rows, dtype=torch.long)

@@ -60,9 +60,6 @@ class Example:
     # A conversation ({"role", "content"} dicts): the chat template writes its prompts and replies, in place
     # of text, target and turns (see `data.conversations`).
     messages: list[dict] = field(default_factory=list)
-    # The turns are asked apart: each a sequence of its own (a packed segment) with its own placeholders for
-    # the example's image, not a continuation of the first.
-    apart: bool = False
 
 
 class ExampleSet(Protocol):
@@ -80,9 +77,8 @@ class SceneExamples:
     """Built-in shape scenes drawn on demand: each is a caption example or one of its questions."""
 
     def __init__(self, split: str, count: int, seed: int, tasks: Sequence[str], caption_fraction: float,
-                 size: int = 64, questions_per_example: int = 1, question_turns: str = "followup"):
+                 size: int = 64, questions_per_example: int = 1):
         self.split, self.count, self.seed, self.size = split, count, seed, size
-        self.question_turns = question_turns
         self.tasks = [t for t in tasks if t in ("caption", "vqa")]  # a multitask run also lists transcribe
         self.caption_fraction = caption_fraction if len(self.tasks) == 2 else float("caption" in self.tasks)
         self.questions_per_example = questions_per_example
@@ -96,9 +92,8 @@ class SceneExamples:
         if rng.random() < self.caption_fraction or not s.qas:
             return Example(CAPTION_PROMPT, s.caption, "caption", image=s.image)
         first, *more = rng.sample(s.qas, min(self.questions_per_example, len(s.qas)))
-        alone = self.question_turns == "alone"
-        turns = [(vqa_prompt(q.question) if alone else followup_prompt(q.question), q.answer) for q in more]
-        return Example(vqa_prompt(first.question), first.answer, first.type, turns, image=s.image, apart=alone)
+        turns = [(followup_prompt(q.question), q.answer) for q in more]
+        return Example(vqa_prompt(first.question), first.answer, first.type, turns, image=s.image)
 
     def texts(self) -> list[str]:
         out = []
@@ -431,7 +426,7 @@ def read_sources(cfg: Config, specs: Sequence[str], split: str,
         elif spec == BUILTIN_SCENES:
             count = d.builtin_scenes if split == "train" else BUILTIN_VAL_SCENES
             sets.append(SceneExamples(split, count, BUILTIN_SEED, d.tasks, d.caption_fraction, builtin_size(cfg),
-                                      d.questions_per_example if split == "train" else 1, d.question_turns))
+                                      d.questions_per_example if split == "train" else 1))
         elif spec.startswith("text:"):
             if spec != "text:builtin":
                 confine(spec[len("text:"):], resolve_root(media_root(cfg)), "text source")

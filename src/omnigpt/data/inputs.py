@@ -163,7 +163,7 @@ class Inputs:
             pieces = [(expand_placeholders(p, self.tokenizer.audio_id, n), t) for p, t in pieces]
             clips.append(features)
         (prompt, target), turns = pieces[0], pieces[1:]
-        return EncodedExample(prompt, target, images=images, task=ex.task, turns=turns, audio=clips, apart=ex.apart)
+        return EncodedExample(prompt, target, images=images, task=ex.task, turns=turns, audio=clips)
 
     @property
     def chat(self) -> ChatTemplate:

@@ -120,9 +120,8 @@ class OmniGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, *,
                 images: Optional[torch.Tensor] = None, image_rows: Optional[torch.Tensor] = None,
-                image_index: Optional[torch.Tensor] = None, audio: Optional[torch.Tensor] = None,
-                audio_lengths: Optional[torch.Tensor] = None, audio_rows: Optional[torch.Tensor] = None,
-                positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
+                audio: Optional[torch.Tensor] = None, audio_lengths: Optional[torch.Tensor] = None,
+                audio_rows: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                 caches: Optional[list] = None, last_only: bool = False,
                 loss_weights: Optional[torch.Tensor] = None, loss_only: bool = False
                 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -130,9 +129,7 @@ class OmniGPT(nn.Module):
 
         audio (M, n_mels, frames) log-mel features padded to the longest clip, audio_lengths (M,) in frames,
         audio_rows (M,): clip m fills the next `tokens_for_audio(audio_lengths[m])` `<audio>` placeholders of
-        its row (prefix fusion). image_index (K,): where one image fills the placeholders of several
-        sequences, the image each of the K placeholder groups (in reading order, image_rows then (K,) too)
-        shows; each image is encoded once.
+        its row (prefix fusion).
 
         Images are needed on the pass that first sees their placeholders (training, or a prompt's first
         decoding pass); later decoding steps read the KV / media caches. The other arguments are GPT's.
@@ -140,7 +137,7 @@ class OmniGPT(nn.Module):
         B = idx.shape[0]
         is_ph = idx == self.image_token_id
         first_pass = not caches or caches[0].length == 0
-        n_images = 0 if images is None else images.shape[0] if image_index is None else image_index.shape[0]
+        n_images = 0 if images is None else images.shape[0]
         if image_rows is None and n_images:
             image_rows = self._rows_from_placeholders(is_ph, n_images)
         if first_pass:
@@ -151,8 +148,6 @@ class OmniGPT(nn.Module):
             self._check_audio_placeholders(is_audio, audio_lengths, audio_rows)
         clips = self.encode_audio(audio, audio_lengths) if self.audio_config is not None and audio is not None else []
         vectors = self.encode_images(images) if n_images else None
-        if vectors is not None and image_index is not None:
-            vectors = vectors[image_index]
         before_block = None
         if self.fusion == "prefix":
             if clips:

@@ -6,7 +6,6 @@ from conftest import tiny_omni_config
 from omnigpt.config import AudioConfig
 from omnigpt.data.builtin import scenes as builtin_scenes
 from omnigpt.data.batch import IGNORE_INDEX, EncodedExample, collate, expand_placeholders
-from omnigpt.data.text import DataError
 from omnigpt.generate import generate
 from omnigpt.model.gpt import GPT
 from omnigpt.model.omni import OmniGPT
@@ -248,53 +247,3 @@ def test_length_groups_cover_every_clip_once_shortest_first():
     assert length_groups([90] * 6) == [list(range(6))]  # equal lengths: one group, nothing gained by splitting
     assert length_groups([100, 104, 108, 112]) == [[0, 1, 2, 3]]  # a few frames apart: not worth a second pass
     assert length_groups([]) == []
-
-
-def test_questions_asked_apart_share_one_encoded_image_and_each_loses_what_it_would_alone():
-    """data.question_turns: alone. A scene's questions are separate packed sequences, each (question, image,
-    answer) as evaluation asks it; the image is listed (and encoded) once and fills every sequence's
-    placeholders."""
-    model = _model("prefix")
-    g = torch.Generator().manual_seed(2)
-    image, other = torch.randn(3, 32, 32, generator=g), torch.randn(3, 32, 32, generator=g)
-    ph = model.tokens_per_image
-
-    def ids(text):
-        return expand_placeholders(TOK.encode(text), TOK.image_id, ph)
-
-    questions = [("question: how many? <image> answer:", " 2"), ("question: what color? <image> answer:", " red"),
-                 ("question: where? <image> answer:", " top left")]
-    apart = EncodedExample(ids(questions[0][0]), TOK.encode(questions[0][1]), [image],
-                           turns=[(ids(q), TOK.encode(a)) for q, a in questions[1:]], apart=True)
-    caption = EncodedExample(ids("<image> caption:"), TOK.encode(" a star"), [other])
-    batch = collate([caption, apart], TOK.pad_id, TOK.eos_id, 160, pack=True)
-    assert batch.images.shape[0] == 2  # each picture once
-    assert batch.image_index.tolist() == [0, 1, 1, 1]  # ... shown by four sequences
-    with torch.no_grad():
-        logits, _ = model(**batch.model_inputs())
-        keep = batch.targets != IGNORE_INDEX
-        packed = torch.nn.functional.cross_entropy(logits[keep], batch.targets[keep], reduction="none")
-        alone = []
-        for ex in [caption] + [EncodedExample(ids(q), TOK.encode(a), [image]) for q, a in questions]:
-            one = collate([ex], TOK.pad_id, TOK.eos_id, 160)
-            lg, _ = model(**one.model_inputs())
-            k = one.targets != IGNORE_INDEX
-            alone.append(torch.nn.functional.cross_entropy(lg[k], one.targets[k], reduction="none"))
-    torch.testing.assert_close(packed, torch.cat(alone), rtol=0, atol=1e-5)
-    with pytest.raises(DataError, match="need data.pack"):
-        collate([apart], TOK.pad_id, TOK.eos_id, 160)
-
-
-def test_built_in_scenes_ask_every_question_as_evaluation_does_when_turns_are_alone():
-    from omnigpt.data.examples import SceneExamples
-    from omnigpt.data.prompts import vqa_prompt
-
-    scenes = SceneExamples("train", 50, 0, ["caption", "vqa"], 0.0, 32, questions_per_example=3,
-                           question_turns="alone")
-    ex = scenes.example(7)
-    assert ex.apart and len(ex.turns) == 2
-    asked = [ex.text] + [q for q, _ in ex.turns]
-    scene = builtin_scenes.scene(0, 7, "train", 32)
-    assert set(asked) <= {vqa_prompt(qa.question) for qa in scene.qas}
-    followups = SceneExamples("train", 50, 0, ["caption", "vqa"], 0.0, 32, questions_per_example=3).example(7)
-    assert not followups.apart and not followups.turns[0][0].startswith("question:")

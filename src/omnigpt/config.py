@@ -477,8 +477,10 @@ class DataConfig:
     text_chars: int = 400  # "text:" sources are cut (at whitespace) into pieces of about this many characters
     # Fine-tuning a generator: put a batch's examples one after another into as few rows as hold them, each
     # with positions from 0 and attention within itself (its loss is what it is alone), so short examples
-    # waste no compute on padding. With images or audio: fusion.mode prefix only.
-    pack: bool = False
+    # waste no compute on padding. With images or audio: fusion.mode prefix only. "auto": pack where the run
+    # trains in fp32 (in bf16 on a CPU the longer, masked attention rows cost more than the padding saved);
+    # the run folder records what was chosen.
+    pack: Literal[False, True, "auto"] = False
     # hf:PATH sources (a `datasets` folder or Parquet/JSON files): their columns renamed to omnigpt's keys,
     # {ours: theirs}, e.g. {text: article, summary: highlights}
     columns: dict[str, str] = field(default_factory=dict)
@@ -662,6 +664,15 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     classifier: Optional[ClassifierConfig] = None  # set: a multimodal classifier instead of a generator
 
+    def can_pack(self) -> bool:
+        """Whether data.pack can pack this model's examples: a generator whose media sit in the token stream."""
+        return self.classifier is None and self.fusion.mode == "prefix"
+
+    def resolve_pack(self, precision: str) -> None:
+        """data.pack "auto" -> true where the run trains in fp32 and the model can pack, else false."""
+        if self.data.pack == "auto":
+            self.data.pack = precision == "fp32" and self.can_pack()
+
     def validate(self) -> "Config":
         check_numbers(self, "")
         self.model.validate()
@@ -685,7 +696,7 @@ class Config:
             if self.fusion.mode == "prefix" and self.vision.tokens >= self.model.block_size:
                 raise ConfigError(f"an image takes {self.vision.tokens} tokens, more than model.block_size "
                                   f"({self.model.block_size}): reduce them with vision.reduce")
-        if self.data.pack and (self.classifier is not None or self.fusion.mode != "prefix"):
+        if self.data.pack is True and not self.can_pack():
             raise ConfigError("data.pack packs the examples of a generator whose images and clips sit in the token "
                               "stream (fusion.mode: prefix); a classifier, or cross-attention, reads media by row: "
                               "set data.pack: false")

@@ -99,11 +99,34 @@ def test_the_environment_stands_in_for_auto_but_not_for_an_explicit_choice(no_na
 
 def test_the_run_folder_records_what_auto_chose(no_native_bf16, tiny, tmp_path, capsys):
     cfg = tiny(max_steps=2, save_interval=2, precision="auto")
+    cfg.data.pack = "auto"
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.precision == "fp32"
     assert "precision: fp32 (auto: this CPU has no native bf16" in capsys.readouterr().err
     for folder in (tmp_path / "run", result.checkpoint):
-        assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["precision"] == "fp32"
+        recorded = yaml.safe_load((folder / "config.yaml").read_text())
+        assert recorded["train"]["precision"] == "fp32" and recorded["data"]["pack"] is True
+
+
+def test_pack_auto_packs_where_the_run_trains_in_fp32_and_the_model_can():
+    from conftest import tiny_classifier_config, tiny_omni_config
+
+    for precision, packs in (("fp32", True), ("bf16", False), ("fp16", False)):
+        cfg = tiny_omni_config()
+        cfg.data.pack = "auto"
+        cfg.resolve_pack(precision)
+        assert cfg.data.pack is packs
+    for cfg in (tiny_omni_config("cross_attention"), tiny_classifier_config()):
+        cfg.data.pack = "auto"
+        cfg.validate()  # auto is fine for any model
+        cfg.resolve_pack("fp32")
+        assert cfg.data.pack is False
+    explicit = tiny_omni_config()
+    explicit.data.pack = True
+    explicit.resolve_pack("bf16")
+    assert explicit.data.pack is True
+    with pytest.raises(ConfigError, match=r"'data.pack' must be one of \[False, True, 'auto'\], got 'sometimes'"):
+        Config.from_dict({"data": {"pack": "sometimes"}})
 
 
 def test_old_configs_with_bf16_still_load(tmp_path):

@@ -197,7 +197,7 @@ class Inputs:
                                    self.cfg.vision.image_size if self.cfg.vision else None,
                                    self.cfg.audio.n_mels if self.cfg.audio else None, class_weights)
         return collate(rows, self.tokenizer.pad_id, self.tokenizer.eos_id, self.cfg.model.block_size,
-                       self.cfg.train.loss_average, self.cfg.data.pack)
+                       self.cfg.train.loss_average, self.cfg.data.pack is True)
 
     def batch(self, examples: Sequence["Example"], class_weights: Optional[torch.Tensor] = None) -> Batch:
         """Examples (no augmentation) -> one Batch: what evaluation and classification feed the model."""

@@ -249,6 +249,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         _adopt_model_config(cfg, tc.init_from)
     precision = run_precision(tc.precision, env, state["meta"].get("precision") if state else None)
     tc.precision = precision.name  # the run folder records what was chosen, and a resume keeps it
+    cfg.resolve_pack(precision.name)  # likewise data.pack: auto
     if env.is_main:
         print(precision.describe(), file=sys.stderr)
     distributed.barrier(env)  # every process has looked at run_dir before the first one writes to it

@@ -479,7 +479,7 @@ class DataConfig:
     # with positions from 0 and attention within itself (its loss is what it is alone), so short examples
     # waste no compute on padding. With images or audio: fusion.mode prefix only. "auto": pack where the run
     # trains in fp32 (in bf16 on a CPU the longer, masked attention rows cost more than the padding saved);
-    # the run folder records what was chosen.
+    # the run folder records what was chosen, and a resumed run keeps it.
     pack: Literal[False, True, "auto"] = False
     # hf:PATH sources (a `datasets` folder or Parquet/JSON files): their columns renamed to omnigpt's keys,
     # {ours: theirs}, e.g. {text: article, summary: highlights}
@@ -666,7 +666,8 @@ class Config:
 
     def can_pack(self) -> bool:
         """Whether data.pack can pack this model's examples: a generator whose media sit in the token stream."""
-        return self.classifier is None and self.fusion.mode == "prefix"
+        text_only = self.vision is None and self.audio is None
+        return self.classifier is None and (self.fusion.mode == "prefix" or text_only)
 
     def resolve_pack(self, precision: str) -> None:
         """data.pack "auto" -> true where the run trains in fp32 and the model can pack, else false."""
@@ -880,7 +881,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         return _coerce(inner[0], value, key, source)
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value not in allowed:
+        if not any(value == a and type(value) is type(a) for a in allowed):  # 1 is not True
             raise ConfigError(f"{source}: '{key}' must be one of {list(allowed)}, got {value!r}")
         return value
     if origin is dict:

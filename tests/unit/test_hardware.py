@@ -125,8 +125,9 @@ def test_pack_auto_packs_where_the_run_trains_in_fp32_and_the_model_can():
     explicit.data.pack = True
     explicit.resolve_pack("bf16")
     assert explicit.data.pack is True
-    with pytest.raises(ConfigError, match=r"'data.pack' must be one of \[False, True, 'auto'\], got 'sometimes'"):
-        Config.from_dict({"data": {"pack": "sometimes"}})
+    for bad in ("sometimes", 1):  # 1 == True in Python, but a config that says 1 meant something else
+        with pytest.raises(ConfigError, match=rf"'data.pack' must be one of \[False, True, 'auto'\], got {bad!r}"):
+            Config.from_dict({"data": {"pack": bad}})
 
 
 def test_old_configs_with_bf16_still_load(tmp_path):

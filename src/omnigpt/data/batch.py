@@ -48,7 +48,7 @@ class Batch:
     audio_lengths: Optional[torch.Tensor] = None  # (M,) frames of each clip
     audio_rows: Optional[torch.Tensor] = None  # (M,) the row each clip belongs to (generators)
     loss_weights: Optional[torch.Tensor] = None  # (B, T) weight of each label in the loss; None: all equal
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # one per example (not per row when packed)
     # A classifier's batch:
     labels: Optional[torch.Tensor] = None  # (B,) class indices
     text_lengths: Optional[torch.Tensor] = None  # (B,)

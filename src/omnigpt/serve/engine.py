@@ -225,6 +225,7 @@ class Engine:
         self._current: Optional[tuple[Generator, Future]] = None  # the call whose pieces are running
         self._leaving: set[Future] = set()  # running calls whose clients went away
         self._rows: list[Row] = []
+        self._admitting = 0  # a job taken from the queue whose prefill has not finished: still counted waiting
         self._wake = threading.Condition()
         self._hold = threading.Lock()
         self._closed = False
@@ -295,7 +296,7 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting) + len(self._calls)
+        return len(self._waiting) + len(self._calls) + self._admitting
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -396,10 +397,14 @@ class Engine:
                 if not job.cancelled and len(self._rows) + job.rows > self.max_batch:
                     return
                 self._waiting.popleft()
-            if job.cancelled:
-                self.cancelled += 1
-            else:
-                self._guarded(lambda: self._prefill(job), {job})
+                self._admitting = 1
+            try:
+                if job.cancelled:
+                    self.cancelled += 1
+                else:
+                    self._guarded(lambda: self._prefill(job), {job})
+            finally:
+                self._admitting = 0
 
     def _prefill(self, job: Job) -> None:
         """Run each prompt of the job alone into a free row; its choices copy that row."""

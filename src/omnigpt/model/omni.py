@@ -97,15 +97,17 @@ class OmniGPT(nn.Module):
         features = features.to(self.gpt.wte.weight.dtype)  # a model held in bf16 or fp16 takes its inputs so
         # Clips of very different lengths run in length groups, each padded to its own longest (the vectors
         # are the same; the short clips no longer pay for the long one's padding).
-        groups = [] if self.audio_config.pad_to_window else length_groups(lengths.tolist())
-        if len(groups) < 2:
-            vectors, n = self.audio_encoder(features, lengths)
-            vectors = self.audio_projector(vectors)
-            return [vectors[i, :k] for i, k in enumerate(n.tolist())]
-        out: list[Optional[torch.Tensor]] = [None] * features.shape[0]
+        frames = lengths.tolist()
+        groups = [] if self.audio_config.pad_to_window else length_groups(frames)
+        if len(groups) < 2:  # one pass over the batch as it came
+            groups = [list(range(len(frames)))]
+        out: list[Optional[torch.Tensor]] = [None] * len(frames)
         for group in groups:
-            rows = torch.tensor(group, device=features.device)
-            vectors, n = self.audio_encoder(features[rows, :, :int(lengths[rows].max())], lengths[rows])
+            part, part_lengths = features, lengths
+            if len(groups) > 1:
+                rows = torch.tensor(group, device=features.device)
+                part, part_lengths = features[rows, :, :max(frames[i] for i in group)], lengths[rows]
+            vectors, n = self.audio_encoder(part, part_lengths)
             vectors = self.audio_projector(vectors)
             for j, (i, k) in enumerate(zip(group, n.tolist())):
                 out[i] = vectors[j, :k]

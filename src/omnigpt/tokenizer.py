@@ -10,6 +10,7 @@ omnigpt's `omnigpt_kind` and `omnigpt_special_tokens` (the token each role uses)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Optional, Sequence
 
@@ -101,7 +102,9 @@ class Tokenizer:
 
     @classmethod
     def train_bpe(cls, texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> "Tokenizer":
-        """Train a byte-level BPE on an iterator of texts (one document each)."""
+        """Train a byte-level BPE on an iterator of texts (one document each). The special tokens in a text
+        (`<image>`, `<|eos|>`) are cut out first: they are one token each, and merges across them would spend
+        the vocabulary on pieces such as `><` that encoding never produces."""
         min_size = 256 + len(SPECIAL_TOKENS)
         if vocab_size < min_size:
             raise TokenizerError(f"vocab_size must be at least {min_size} (256 bytes + specials), got {vocab_size}")
@@ -112,7 +115,9 @@ class Tokenizer:
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
         )
-        backend.train_from_iterator(texts, trainer=trainer)
+        specials = re.compile("|".join(map(re.escape, SPECIAL_TOKENS)))
+        pieces = (piece for text in texts for piece in specials.split(text) if piece)
+        backend.train_from_iterator(pieces, trainer=trainer)
         return cls(backend, "bpe")
 
     @classmethod

@@ -30,6 +30,26 @@ def test_bpe_compresses_and_keeps_placeholders_whole():
     assert BPE.vocab_size == 600
 
 
+def test_bpe_learns_no_merges_across_special_tokens_in_its_texts():
+    texts = ["<image><image> caption: a red star<|eos|>", "<audio> transcript: one two<|eos|>"] * 40
+    tok = Tokenizer.train_bpe(texts, vocab_size=300)
+    learned = [t for t in tok.backend.get_vocab() if t not in SPECIAL_TOKENS and len(t) > 1]
+    assert not [t for t in learned if "<" in t or ">" in t or "|" in t], learned
+    assert [tok.decode([i]) for i in tok.encode("<image> caption: a red star")] == \
+        ["<image>", " caption", ":", " a", " red", " star"]
+
+
+def test_the_built_in_tasks_prompt_words_are_whole_tokens(tmp_path):
+    """The tokenizer learns from examples as they run, so a prompt's words cost one token where they stand."""
+    from omnigpt.data.examples import SceneExamples
+    from omnigpt.data.prompts import CAPTION_PROMPT, followup_prompt, vqa_prompt
+    scenes = SceneExamples("train", 100, 0, ["caption", "vqa"], 0.5)
+    tok = Tokenizer.train_bpe(scenes.texts(), vocab_size=600)
+    assert len(tok.encode(CAPTION_PROMPT)) == 3  # <image>, " caption", ":"
+    assert len(tok.encode(followup_prompt("how many objects?"))) == 8  # " question" ":" ... " answer" ":"
+    assert tok.encode(vqa_prompt("how many objects?"))[:2] == tok.encode("question:")
+
+
 def test_save_and_load_give_the_same_tokenizer(tmp_path):
     path = BPE.save(tmp_path / "tok")
     assert path.name == "tokenizer.json"

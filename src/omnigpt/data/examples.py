@@ -25,7 +25,7 @@ from .conversations import Conversation, read_conversations
 from .hf_datasets import dataset_rows, is_dataset_spec
 from .builtin import scenes as builtin_scenes
 from .labeled import LabeledRow, read_labeled_manifest
-from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, followup_prompt, vqa_prompt
+from .prompts import CAPTION_PROMPT, CLASSIFY_PROMPT, TRANSCRIBE_PROMPT, example_text, followup_prompt, vqa_prompt
 from .sources import AudioText, ImageText, confine, read_audio_source, read_source, resolve_root
 from .text_tasks import TaskRow, read_task_rows, task_of_keys
 
@@ -98,8 +98,12 @@ class SceneExamples:
     def texts(self) -> list[str]:
         out = []
         for sc in builtin_scenes.scenes("train", TOKENIZER_SCENES, seed=self.seed, size=self.size):
-            out += [sc.caption] + [f"question: {q.question} answer: {q.answer}" for q in sc.qas]
-        return out + ["caption:"]
+            out.append(example_text(CAPTION_PROMPT, sc.caption))
+            if sc.qas:  # the first question as it is asked alone, the others as follow-ups
+                first, *more = sc.qas
+                out.append(example_text(vqa_prompt(first.question), first.answer,
+                                        [(followup_prompt(q.question), q.answer) for q in more]))
+        return out
 
     def split_off(self, fraction: float) -> tuple["SceneExamples", "SceneExamples"]:
         """(this set, the built-in validation split): the scenes have their own."""
@@ -127,7 +131,7 @@ class SpeechExamples:
         return Example(TRANSCRIBE_PROMPT, s.texts[index], "transcribe", audio=s.audio(index))
 
     def texts(self) -> list[str]:
-        return list(self.load().texts) + ["transcript:"]
+        return [example_text(TRANSCRIBE_PROMPT, t) for t in self.load().texts]
 
     def split_off(self, fraction: float) -> tuple["SpeechExamples", "SpeechExamples"]:
         """(this set, the built-in validation split)."""
@@ -183,7 +187,7 @@ class FileExamples:
         return Example(CAPTION_PROMPT, it.text, "caption", image=it.image, where=it.where)
 
     def texts(self) -> list[str]:
-        return [t for it in self.items for t in ((it.question or ""), it.text) if t]
+        return [example_text(self.example(i).text, it.text) for i, it in enumerate(self.items)]
 
     def split_off(self, fraction: float) -> tuple["FileExamples", "FileExamples"]:
         """(train, validation): the last `fraction` of the rows are held out."""
@@ -209,7 +213,8 @@ class AudioFileExamples:
         return Example(TRANSCRIBE_PROMPT, it.text, "transcribe", audio=it.audio, where=it.where)
 
     def texts(self) -> list[str]:
-        return [it.text for it in self.items] + ["transcript:", "class:"]
+        out = [example_text(e.text, e.target) for e in map(self.example, range(len(self.items)))]
+        return out + [TRANSCRIBE_PROMPT, CLASSIFY_PROMPT]
 
     def split_off(self, fraction: float) -> tuple["AudioFileExamples", "AudioFileExamples"]:
         """(train, validation), stratified by label (see `stratified_split`)."""

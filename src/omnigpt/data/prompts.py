@@ -2,6 +2,8 @@
 evaluation and transcription use to ask the same questions."""
 from __future__ import annotations
 
+from typing import Sequence
+
 CAPTION_PROMPT = "<image> caption:"
 TRANSCRIBE_PROMPT = "<audio> transcript:"  # what speech recognition is asked with; the transcript follows
 CLASSIFY_PROMPT = "<audio> class:"  # what audio classification is asked with; the class label follows
@@ -22,6 +24,13 @@ def followup_prompt(question: str) -> str:
 def target_text(text: str) -> str:
     """The training target that follows a prompt: a caption or an answer, after one space."""
     return " " + text
+
+
+def example_text(prompt: str, target: str, turns: Sequence[tuple[str, str]] = ()) -> str:
+    """An example's text as its tokens run: the prompt, the target, then each further turn's prompt and
+    target. A BPE learns its words from these, so that a prompt's words get whole tokens where they stand
+    (` caption`, ` question` after an answer), not the pieces that a bare `caption:` would leave them."""
+    return prompt + target_text(target) + "".join(p + target_text(t) for p, t in turns)
 
 
 # Text tasks (`data.text_tasks`): each field on its own line, named, and the target after the last name.

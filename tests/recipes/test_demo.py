@@ -70,6 +70,17 @@ def test_a_run_with_captions_only_gets_a_report_of_captions(tmp_path, capsys):
     assert "captions" in capsys.readouterr().out
 
 
+def test_the_demo_trains_for_what_set_up_leaves_of_its_total_minutes(tmp_path, capsys):
+    cfg = tiny_omni_config("prefix", max_steps=1_000_000, max_minutes=5.0, decay_over="minutes",
+                           save_interval=1_000_000, eval_interval=1_000_000)
+    cfg.data.tasks = ["caption"]
+    summary = run_demo(tmp_path / "cap", scenes=2, utterances=1, progress=False, config=cfg, total_minutes=0.15)
+    budget = Config.load(tmp_path / "cap" / "config.yaml").train.max_minutes
+    assert 0 < budget < 0.15 and summary["train_seconds"] <= 60 * budget + 2 and summary["steps"] > 2
+    assert summary["seconds"] < 9 + 20  # the 9 seconds asked for, and the report it overran by (not 5 minutes)
+    assert "as long as set-up leaves of 0.15 minutes in all" in capsys.readouterr().out
+
+
 def test_the_demo_refuses_a_folder_of_another_model(tmp_path, corpus_file, capsys):
     train(tiny_config(str(corpus_file), max_steps=2, save_interval=2), tmp_path / "old", progress=False)
     with pytest.raises(DemoError, match="no image or audio encoder"):

@@ -206,7 +206,8 @@ def _adopt_model_config(cfg: Config, source: str) -> None:
 
 
 def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_step: Optional[int] = None,
-          progress: bool = True, after_validation: Optional[Callable[[Path], None]] = None) -> TrainResult:
+          progress: bool = True, after_validation: Optional[Callable[[Path], None]] = None,
+          deadline: Optional[float] = None) -> TrainResult:
     """Pretrain a GPT on config.data.corpus, or fine-tune on config.data.sources (image-text examples);
     checkpoints and metrics.jsonl go to out_dir (`omnigpt.train` also draws loss.png there). A train row of
     metrics.jsonl has `skipped_files` when rows of its step named a file that could not be decoded and were
@@ -216,6 +217,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     stop_at_step: end (with a checkpoint) after this step without changing the schedule, which still
     runs to train.max_steps; a later `resume=True` carries on.
     after_validation: called with out_dir after each validation (on the main process).
+    deadline: a wall-clock time (`time.time()`) by which training ends: the time budget becomes what is left
+    of it when the first step starts (at most train.max_minutes), recorded in the run's config.yaml. A caller
+    whose set-up takes longer on a slower machine (synthesizing speech) thus still finishes on time.
     """
     cfg = config.validate()
     env = distributed.setup(cfg.train.device)
@@ -293,6 +297,16 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
                                                          else [env.local_rank])
     autocast = precision.autocast(env.device)
 
+    if deadline is not None:
+        left = distributed.shared((deadline - time.time()) / 60, env)
+        if left <= 0:
+            raise ConfigError(f"the training deadline passed {-left * 60:.0f} s before the first step (set-up took "
+                              f"longer than the time allowed); give a longer budget")
+        tc.max_minutes = left if tc.max_minutes is None else min(tc.max_minutes, left)
+        if env.is_main:
+            write_atomic(run_dir / "config.yaml", cfg.to_yaml())
+            print(f"training budget: {tc.max_minutes:.2f} minutes (what set-up left before the deadline)",
+                  file=sys.stderr)
     global_batch = tc.batch_size * tc.grad_accum * env.world_size
     end_step = tc.max_steps if stop_at_step is None else min(tc.max_steps, stop_at_step)
     elapsed_before = state["meta"].get("seconds", 0.0) if state else 0.0  # for the record; budgets are per call

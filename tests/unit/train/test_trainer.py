@@ -133,6 +133,21 @@ def test_decay_over_minutes_follows_the_time_budget(tiny, tmp_path):
         cfg.validate()
 
 
+def test_a_deadline_ends_training_on_time_and_the_run_records_the_budget_it_left(tiny, tmp_path):
+    from omnigpt import Config
+
+    cfg = tiny(max_steps=1_000_000, max_minutes=5.0, decay_over="minutes", save_interval=1_000_000,
+               eval_interval=1_000_000)
+    start = time.time()
+    result = train(cfg, tmp_path / "run", progress=False, deadline=start + 4.0)
+    assert 4.0 <= time.time() - start < 9.0 and result.step > 3
+    budget = Config.load(tmp_path / "run" / "config.yaml").train.max_minutes
+    assert 0 < budget < 4.0 / 60  # what set-up left of the 4 seconds, not the config's 5 minutes
+    assert list_checkpoints(tmp_path / "run")[-1].name.endswith(str(result.step))
+    with pytest.raises(ConfigError, match="deadline passed .* before the first step"):
+        train(tiny(max_minutes=5.0), tmp_path / "late", progress=False, deadline=time.time() - 1)
+
+
 def test_decay_fraction_holds_the_rate_then_anneals_over_the_rest(tiny):
     from omnigpt.train.optim import learning_rate
 

@@ -96,20 +96,16 @@ def speech_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def recognizer_run(tmp_path_factory, speech_cache):
-    """fusion -> the folder of a tiny recognizer that knows the 8 training utterances by heart, trained once
-    per test session: 250 steps with prefix fusion, 600 with cross-attention, whose gates start closed, so it
-    first learns the texts alone and needs the steps to open them (a transcript's first token depends on the
-    audio; 250 steps left it at 1 of 8 utterances in three seeds; seed 5, the one used: 500 steps 7 of 8,
-    600 and 800 all 8)."""
+    """fusion -> the folder of a tiny recognizer that knows the 8 training utterances by heart (250 steps),
+    trained once per test session."""
     from omnigpt import train
 
     runs = {}
 
     def get(fusion: str = "cross_attention"):
         if fusion not in runs:
-            steps = 600 if fusion == "cross_attention" else 250
-            cfg = tiny_asr_config(speech_cache, max_steps=steps, batch_size=8, lr=3e-3, warmup_steps=10,
-                                  eval_interval=steps, save_interval=steps)
+            cfg = tiny_asr_config(speech_cache, max_steps=250, batch_size=8, lr=3e-3, warmup_steps=10,
+                                  eval_interval=250, save_interval=250)
             cfg.fusion.mode = fusion
             runs[fusion] = tmp_path_factory.mktemp("recognizer") / fusion
             train(cfg, runs[fusion], progress=False)

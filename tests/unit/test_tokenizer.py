@@ -39,15 +39,21 @@ def test_bpe_learns_no_merges_across_special_tokens_in_its_texts():
         ["<image>", " caption", ":", " a", " red", " star"]
 
 
-def test_the_built_in_tasks_prompt_words_are_whole_tokens(tmp_path):
-    """The tokenizer learns from examples as they run, so a prompt's words cost one token where they stand."""
-    from omnigpt.data.examples import SceneExamples
-    from omnigpt.data.prompts import CAPTION_PROMPT, followup_prompt, vqa_prompt
-    scenes = SceneExamples("train", 100, 0, ["caption", "vqa"], 0.5)
-    tok = Tokenizer.train_bpe(scenes.texts(), vocab_size=600)
-    assert len(tok.encode(CAPTION_PROMPT)) == 3  # <image>, " caption", ":"
-    assert len(tok.encode(followup_prompt("how many objects?"))) == 8  # " question" ":" ... " answer" ":"
-    assert tok.encode(vqa_prompt("how many objects?"))[:2] == tok.encode("question:")
+def test_captions_from_files_teach_the_caption_prompt_as_one_word(tmp_path):
+    """A manifest's rows teach the BPE as their tokens run, so ` caption` after the image is one token."""
+    from pathlib import Path
+
+    from omnigpt.data.builtin import scenes as builtin_scenes
+    from omnigpt.data.examples import FileExamples
+    from omnigpt.data.prompts import CAPTION_PROMPT, vqa_prompt
+    from omnigpt.data.sources import ImageText
+
+    rows = [ImageText(Path(f"{i}.png"), s.caption) for i, s in enumerate(builtin_scenes.scenes("train", 60))]
+    rows += [ImageText(Path("q.png"), q.answer, question=q.question) for s in builtin_scenes.scenes("train", 60)
+             for q in s.qas]
+    tok = Tokenizer.train_bpe(FileExamples(rows).texts(), vocab_size=600)
+    assert [tok.decode([i]) for i in tok.encode(CAPTION_PROMPT)] == ["<image>", " caption", ":"]
+    assert [tok.decode([i]) for i in tok.encode(vqa_prompt("how many objects?"))][:2] == ["question", ":"]
 
 
 def test_save_and_load_give_the_same_tokenizer(tmp_path):

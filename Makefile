@@ -3,10 +3,17 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# What `make install` adds to torch: the demo's extras (47 s less than the test extras on a fresh 2-core
+# machine, time `make demo` gives to training); `make install EXTRAS=all` for every feature.
+EXTRAS ?= demo
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install install-test demo test test-fast bench clean
 
 install: $(STAMP)
+
+# The test suite's extras (every feature's, pytest, transformers as the reference) on top of `make install`.
+install-test: $(TEST_STAMP)
 
 # torch first, for the hardware found: a torch already in the venv within pyproject's range is kept; with an NVIDIA GPU, the default
 # (CUDA) build of pyproject's range; without one, the CPU build from PyTorch's CPU index (a bare requirement
@@ -30,20 +37,24 @@ $(STAMP): pyproject.toml
 		echo "$(TORCH_CPU_INDEX) is out of reach: $(TORCH_CPU) from the configured indexes (PyPI's is a CUDA build)"; \
 		$(BIN)/pip install -q "$(TORCH_CPU)"; \
 	fi
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 demo: install
 	$(BIN)/omnigpt demo
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest
 
 # The unit and parity tests; skips the end-to-end recipes (tests/recipes) and others marked slow.
-test-fast: install
+test-fast: install-test
 	$(BIN)/python -m pytest -m "not slow"
 
-bench: install
+bench: install-test
 	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/decode_throughput.py

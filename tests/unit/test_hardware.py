@@ -290,6 +290,19 @@ def test_the_makefiles_cpu_torch_is_inside_pyprojects_range():
     assert wanted.specifier.contains(pinned), (pinned, str(wanted))
 
 
+def test_make_installs_the_extras_the_demo_needs():
+    """`make install` (and so `make demo`) installs omnigpt[demo]: it must bring every package the demo checks
+    for before it trains, or a fresh `make demo` stops with a missing extra."""
+    from omnigpt.extras import EXTRAS
+    from omnigpt.recipes.demo import DEMO_NEEDS
+
+    assert re.search(r"^EXTRAS \?= demo$", (ROOT / "Makefile").read_text(), re.M)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    demo = re.search(r'^demo = \["omnigpt\[([a-z,]+)\]"\]', pyproject, re.M).group(1).split(",")
+    needed = {EXTRAS[module.split(".")[0]][1] for module in DEMO_NEEDS}
+    assert needed <= set(demo), needed - set(demo)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", ["text-tiny", "omni-tiny"])
 def test_greedy_decoding_on_the_gpu_gives_the_cpus_tokens_in_fp32(name, monkeypatch):

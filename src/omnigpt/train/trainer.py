@@ -425,22 +425,27 @@ def _finite(value: float) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
+# The demo's recipe meets its targets at about 80% of its tuned speed and misses them at 50% (a 2-core Zen 5
+# and a 2-core Xeon in fp32, 2026-12-01), so a run below this fraction is told so, not only one at under half.
+SHORTFALL_FRACTION = 0.8
+
+
 def step_shortfall(tc: TrainConfig, steps: int, seconds: float, precision: str, device: str,
                    ran_out: bool) -> Optional[str]:
-    """What to tell a user whose time budget ran out at under half the speed the recipe was tuned at
-    (train.tuned_steps_per_minute): the measured speed, the likely cause, and what to change; None when all
-    is well, when the run ended before its budget, or when it was too short (under a minute) to judge."""
+    """What to tell a user whose time budget ran out at under SHORTFALL_FRACTION of the speed the recipe was
+    tuned at (train.tuned_steps_per_minute): the measured speed, the likely cause, and what to change; None
+    when all is well, when the run ended before its budget, or when it was too short (under a minute) to judge."""
     tuned = tc.tuned_steps_per_minute
     if not ran_out or tc.max_minutes is None or tuned is None or seconds < 60:
         return None
     rate = steps / (seconds / 60)
-    if rate >= tuned / 2:
+    if rate >= SHORTFALL_FRACTION * tuned:
         return None
     minutes = seconds / 60
     cause = ""
     if precision == "bf16" and torch.device(device).type == "cpu" and not hardware.cpu_bf16_pays():
         cause = " bf16 is slow on this CPU: set train.precision: auto (fp32 here)."
-    return (f"this run made {steps} steps in {minutes:.1f} minutes ({rate:.0f} a minute), under half the "
-            f"{tuned:.0f} a minute its recipe was tuned at, so expect scores far below the recipe's.{cause} To "
+    return (f"this run made {steps} steps in {minutes:.1f} minutes ({rate:.0f} a minute), {rate / tuned:.0%} of "
+            f"the {tuned:.0f} a minute its recipe was tuned at, so expect scores below the recipe's.{cause} To "
             f"train as far as the recipe does in {minutes:.0f} minutes, give it about {minutes * tuned / rate:.0f} "
             f"(--minutes; a resumed run adds its own), or a faster machine.")

@@ -263,7 +263,9 @@ class VisionConfig:
 class AudioConfig:
     """Log-mel features and the audio encoder: two stride-2 1-D convs (4x fewer frames), the shared
     Transformer block (bidirectional), then average pooling by `pool`. At hop 160 and 16 kHz that is
-    100 / (4 * pool) vectors per second of audio.
+    100 / (4 * pool) vectors per second of audio. pool_at `start` pools before the blocks instead of after
+    them: the same vectors a second reach the decoder, and the blocks read `pool` times fewer (cheaper: the
+    encoder's blocks cost about as much as the decoder on a speech batch).
 
     encoder `whisper` is Whisper's layout, to hold its pretrained weights (`interop.whisper`): the first conv
     keeps the frame rate (2x fewer frames in all: 50 / pool vectors per second), a fixed position table of
@@ -285,6 +287,7 @@ class AudioConfig:
     n_head: int = 4
     position: Literal["sinusoidal", "rope"] = "sinusoidal"
     pool: int = 1
+    pool_at: Literal["end", "start"] = "end"  # after the blocks, or before them
     max_seconds: float = 30.0  # longer audio is cut into windows by the caller
     dropout: float = 0.0
     encoder: Literal["omnigpt", "whisper"] = "omnigpt"
@@ -326,6 +329,8 @@ class AudioConfig:
                      "sinusoidal with audio.encoder whisper (its fixed position table)")
             _require(self.width % 2 == 0 and self.width >= 4, "audio.width", self.width,
                      "even and >= 4 with audio.encoder whisper (its position table pairs sines and cosines)")
+            _require(self.pool_at == "end", "audio.pool_at", self.pool_at,
+                     "end with audio.encoder whisper (its position table is one row per frame of the blocks)")
         if self.pad_to_window:
             hops = self.max_seconds * self.sample_rate / self.hop_length
             _require(float(hops).is_integer(), "audio.max_seconds", self.max_seconds,

@@ -79,9 +79,13 @@ class AudioEncoder(nn.Module):
         x = x * valid_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
         lengths = lengths_after_stride(lengths, 2)
         x = F.gelu(self.conv2(x))
-        T = x.shape[-1]
-        valid = valid_mask(lengths, T)
+        valid = valid_mask(lengths, x.shape[-1])
         x = x.transpose(1, 2)  # (N, T, width)
+        pool_first = self.cfg.pool > 1 and self.cfg.pool_at == "start"
+        if pool_first:
+            x, lengths = self._pool(x, valid, lengths)
+            valid = valid_mask(lengths, x.shape[1])
+        T = x.shape[1]
         positions = torch.arange(T, device=x.device)[None].expand(x.shape[0], T)
         if self.cfg.encoder == "whisper":
             x = x + self.position_table[:T].to(x.dtype)
@@ -92,7 +96,7 @@ class AudioEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, positions, mask)
         x = self.norm(x) * valid[..., None].to(x.dtype)
-        if self.cfg.pool > 1:
+        if self.cfg.pool > 1 and not pool_first:
             x, lengths = self._pool(x, valid, lengths)
         return x, lengths
 

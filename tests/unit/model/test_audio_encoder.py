@@ -15,10 +15,11 @@ def _encoder(**kw):
     return AudioEncoder(cfg).eval(), cfg
 
 
+@pytest.mark.parametrize("pool_at", ["end", "start"])
 @pytest.mark.parametrize("pool", [1, 2, 3])
 @pytest.mark.parametrize("frames", [1, 7, 100, 101])
-def test_one_second_costs_a_bounded_number_of_vectors(pool, frames):
-    enc, cfg = _encoder(pool=pool)
+def test_one_second_costs_a_bounded_number_of_vectors(pool, frames, pool_at):
+    enc, cfg = _encoder(pool=pool, pool_at=pool_at)
     out, lengths = enc(torch.randn(1, 16, frames), torch.tensor([frames]))
     expected = math.ceil(math.ceil(math.ceil(frames / 2) / 2) / pool)  # two stride-2 convs, then pooling
     assert out.shape == (1, expected, 32) and lengths.tolist() == [expected]
@@ -26,9 +27,9 @@ def test_one_second_costs_a_bounded_number_of_vectors(pool, frames):
 
 
 @pytest.mark.parametrize("position", ["sinusoidal", "rope"])
-@pytest.mark.parametrize("pool", [1, 2])
-def test_a_clip_gives_the_same_vectors_alone_or_padded_in_a_batch(position, pool):
-    enc, cfg = _encoder(position=position, pool=pool)
+@pytest.mark.parametrize("pool,pool_at", [(1, "end"), (2, "end"), (2, "start"), (3, "start")])
+def test_a_clip_gives_the_same_vectors_alone_or_padded_in_a_batch(position, pool, pool_at):
+    enc, cfg = _encoder(position=position, pool=pool, pool_at=pool_at)
     short, long = torch.randn(16, 37), torch.randn(16, 90)
     alone, n = enc(short[None], torch.tensor([37]))
     batch = torch.zeros(2, 16, 90)
@@ -39,6 +40,18 @@ def test_a_clip_gives_the_same_vectors_alone_or_padded_in_a_batch(position, pool
     assert lengths.tolist() == [n.item(), cfg.tokens_for_frames(90)]
     torch.testing.assert_close(together[0, :n.item()], alone[0], atol=1e-5, rtol=1e-4)
     assert (together[0, n.item():] == 0).all()
+
+
+def test_pooling_at_the_start_gives_the_blocks_pool_times_fewer_vectors():
+    seen = {}
+    for pool_at in ("end", "start"):
+        enc, _ = _encoder(pool=2, pool_at=pool_at)
+        enc.blocks[0].register_forward_pre_hook(lambda m, args, at=pool_at: seen.__setitem__(at, args[0].shape[1]))
+        out, lengths = enc(torch.randn(1, 16, 100), torch.tensor([100]))
+        assert out.shape[1] == lengths.item() == 13  # the decoder gets as many either way
+    assert seen == {"end": 25, "start": 13}
+    with pytest.raises(ConfigError, match="audio.pool_at"):
+        AudioConfig(encoder="whisper", pool=2, pool_at="start").validate()
 
 
 def test_the_encoder_reads_the_whole_clip_in_both_directions():

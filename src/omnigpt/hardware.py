@@ -3,9 +3,10 @@
 Training asks `choose_precision` (train.precision: auto | fp32 | bf16 | fp16); inference asks
 `resolve_device` and `resolve_dtype` (--device, --dtype). `auto` means: the GPU when there is one; bf16 where
 the hardware computes it fast (a recent CUDA GPU; a CPU with AVX512-BF16 or AMX where a bf16 matmul measures
-faster than fp32), fp16 with a gradient scaler on an older CUDA GPU, fp32 otherwise. On a CPU without native
-bf16, PyTorch emulates it, 30-100x slower than fp32; even with AVX512-BF16 some CPUs (a Xeon without AMX)
-run bf16 matmuls slower than fp32. Asking for bf16 there still works, with a warning naming the slowdown.
+faster than fp32 and then the trainer's timing of the run's own model agrees), fp16 with a gradient scaler on
+an older CUDA GPU, fp32 otherwise. On a CPU without native bf16, PyTorch emulates it, 30-100x slower than
+fp32; even with AVX512-BF16 some CPUs (a Xeon without AMX) run bf16 matmuls slower than fp32. Asking for
+bf16 there still works, with a warning naming the slowdown.
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs that 
 # (native: 0.4-1.7x at 512x512; emulated: 30-100x).
 EMULATED_RATIO = 3.0
 BF16_PAYS = 0.8  # auto trains in bf16 on a CPU where a bf16 matmul takes under this share of fp32's time
+# ... and, timed on the run's own model and first batches, a bf16 training step under this share of an fp32
+# one's. A matmul alone misleads on some CPUs: on a 2-core Xeon with AMX a 512x512 bf16 matmul took 0.31-0.56x
+# fp32's time, text-tiny trained 1.6x faster in bf16, but omni-tiny made 1,009 steps in bf16 where fp32 made
+# 1,415 (its casts, norms, convolutions and small products gain nothing, and fp32 packs its rows).
+STEP_BF16_PAYS = 0.9
 
 
 class HardwareError(ValueError):
@@ -38,9 +44,12 @@ class HardwareError(ValueError):
 
 @dataclass(frozen=True)
 class Precision:
-    """A resolved training precision: `name` is fp32, bf16 or fp16; `reason` says why it was chosen."""
+    """A resolved training precision: `name` is fp32, bf16 or fp16; `reason` says why it was chosen.
+    `to_time`: auto chose bf16 on a CPU by its matmuls; the trainer times the run's own model in both
+    precisions before it trains (`STEP_BF16_PAYS`) and may take fp32 instead."""
     name: Literal["fp32", "bf16", "fp16"]
     reason: str
+    to_time: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -203,7 +212,7 @@ def choose_precision(requested: str, device: str | torch.device) -> Precision:
     if requested == "auto":
         if cpu_bf16_pays():
             return Precision("bf16", f"auto: a bf16 matmul measured {1 / cpu_bf16_slowdown():.1f}x as fast as "
-                                     f"fp32 on this CPU")
+                                     f"fp32 on this CPU", to_time=True)
         return Precision("fp32", f"auto: {_cpu_bf16_verdict()}")
     if requested == "bf16" and not cpu_bf16_pays():
         _warn_once("cpu-bf16", f"train.precision bf16: {_cpu_bf16_verdict()}. Training in bf16 will be slower "

@@ -108,6 +108,32 @@ def test_the_run_folder_records_what_auto_chose(no_native_bf16, tiny, tmp_path, 
         assert recorded["train"]["precision"] == "fp32" and recorded["data"]["pack"] is True
 
 
+@pytest.mark.parametrize("bf16_pays_below, chosen", [(0.0, "fp32"), (100.0, "bf16")])
+def test_auto_times_the_runs_own_model_where_bf16_matmuls_are_fast(monkeypatch, tmp_path, capsys, bf16_pays_below,
+                                                                  chosen):
+    """A Xeon with AMX: its bf16 matmuls are fast, yet a step of the demo's model was not; the run's own model
+    decides, leaves no trace in the training (the same losses as asking for that precision), and the run folder
+    records the choice with the packing that goes with it."""
+    from conftest import tiny_omni_config
+
+    monkeypatch.delenv(hardware.ENV_PRECISION, raising=False)
+    monkeypatch.setattr(hardware, "cpu_bf16_pays", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_bf16_slowdown", lambda: 0.42)
+    monkeypatch.setattr(hardware, "STEP_BF16_PAYS", bf16_pays_below)  # 0: bf16 never pays; 100: always
+    runs = {}
+    for name, precision in (("auto", "auto"), ("asked", chosen)):
+        cfg = tiny_omni_config(max_steps=3, save_interval=3, eval_interval=3, precision=precision)
+        cfg.data.pack = "auto"
+        runs[name] = train(cfg, tmp_path / name, progress=False)
+    err = capsys.readouterr().err
+    assert "precision: bf16 (auto: a bf16 matmul measured 2.4x as fast" in err
+    assert re.search(rf"precision: {chosen} \(auto: this model's training step measured [0-9.]+ s in bf16 and", err)
+    assert runs["auto"].precision == chosen and runs["auto"].train_loss == runs["asked"].train_loss
+    for folder in (tmp_path / "auto", runs["auto"].checkpoint):
+        recorded = yaml.safe_load((folder / "config.yaml").read_text())
+        assert recorded["train"]["precision"] == chosen and recorded["data"]["pack"] is (chosen == "fp32")
+
+
 def test_pack_auto_packs_where_the_run_trains_in_fp32_and_the_model_can():
     from conftest import tiny_classifier_config, tiny_omni_config
 

@@ -7,6 +7,7 @@ run does not depend on how many processes share it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -121,6 +122,47 @@ def run_precision(requested: str, env: distributed.DistEnv, recorded: Optional[d
     if env.enabled:
         distributed.shared(float(list(DTYPES).index(precision.name)), env)
     return precision
+
+
+def timed_precision(model: nn.Module, data: TrainingData, cfg: Config, pack: bool | str, device: str,
+                    batches: int = 3) -> Precision:
+    """fp32 or bf16 for a run that `auto` would train in bf16 on a CPU, by timing the forward and backward of
+    a copy of its model on its first `batches` batches in both (each batched as `pack` gives it: data.pack
+    auto packs in fp32 only), in turns after one untimed step each; bf16 when its steps take under
+    hardware.STEP_BF16_PAYS of fp32's time. A few seconds for the demo's model on 2 cores; the model, the
+    data and the random streams are left as they were (cfg.data.pack is left resolved for bf16)."""
+    trial = copy.deepcopy(model).train()
+    runs = {}
+    for name in ("fp32", "bf16"):
+        cfg.data.pack = pack
+        cfg.resolve_pack(name)
+        runs[name] = (Precision(name, "").autocast(device),
+                      [data.train_batch(step, cfg.train.batch_size, 0, cfg.train.batch_size).to(device)
+                       for step in range(batches)])
+    cfg.data.pack = pack
+    cfg.resolve_pack("bf16")
+
+    def step(name: str, batch) -> float:
+        t0 = time.perf_counter()
+        with runs[name][0]:
+            _, loss = trial(**batch.model_inputs(loss_only=True))
+        loss.backward()
+        trial.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    seconds = {"fp32": 0.0, "bf16": 0.0}
+    with torch.random.fork_rng(devices=[]):
+        for name in seconds:
+            step(name, runs[name][1][0])  # the first step picks and prepares kernels
+        for i in range(batches):
+            for name in seconds:
+                seconds[name] += step(name, runs[name][1][i])
+    ratio = seconds["bf16"] / max(seconds["fp32"], 1e-9)
+    timed = (f"auto: this model's training step measured {seconds['bf16'] / batches:.2f} s in bf16 and "
+             f"{seconds['fp32'] / batches:.2f} s in fp32 on this CPU")
+    if ratio < hardware.STEP_BF16_PAYS:
+        return Precision("bf16", timed)
+    return Precision("fp32", f"{timed} (its bf16 matmuls are faster, the whole step is not)")
 
 
 def init_weights(model: nn.Module, source: str | Path) -> None:
@@ -253,6 +295,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
         _adopt_model_config(cfg, tc.init_from)
     precision = run_precision(tc.precision, env, state["meta"].get("precision") if state else None)
     tc.precision = precision.name  # the run folder records what was chosen, and a resume keeps it
+    pack_setting = cfg.data.pack
     cfg.resolve_pack(precision.name)  # likewise data.pack: auto
     if env.is_main:
         print(precision.describe(), file=sys.stderr)
@@ -273,6 +316,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
             print(f"lora: rank {tc.lora.rank} adapters on {len(wrapped)} layers, {trainable / 1e6:.3f}M trainable "
                   f"parameters of {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M", file=sys.stderr)
     freeze(model, tc.freeze)
+    if state is None and precision.to_time and not env.enabled:
+        precision = timed_precision(model, data, cfg, pack_setting, env.device)
+        tc.precision = precision.name
+        cfg.data.pack = pack_setting
+        cfg.resolve_pack(precision.name)
+        write_atomic(run_dir / "config.yaml", cfg.to_yaml())
+        print(precision.describe(), file=sys.stderr)
     optimizer = build_optimizer(model, tc)
     torch.manual_seed(tc.seed + env.rank)  # then each process draws its own dropout masks
     if state is not None:

@@ -109,20 +109,18 @@ def test_the_run_folder_records_what_auto_chose(no_native_bf16, tiny, tmp_path, 
 
 
 @pytest.mark.parametrize("bf16_pays_below, chosen", [(0.0, "fp32"), (100.0, "bf16")])
-def test_auto_times_the_runs_own_model_where_bf16_matmuls_are_fast(monkeypatch, tmp_path, capsys, bf16_pays_below,
-                                                                  chosen):
+def test_auto_times_the_runs_own_model_where_bf16_matmuls_are_fast(monkeypatch, tiny, tmp_path, capsys,
+                                                                  bf16_pays_below, chosen):
     """A Xeon with AMX: its bf16 matmuls are fast, yet a step of the demo's model was not; the run's own model
     decides, leaves no trace in the training (the same losses as asking for that precision), and the run folder
     records the choice with the packing that goes with it."""
-    from conftest import tiny_omni_config
-
     monkeypatch.delenv(hardware.ENV_PRECISION, raising=False)
     monkeypatch.setattr(hardware, "cpu_bf16_pays", lambda: True)
     monkeypatch.setattr(hardware, "cpu_bf16_slowdown", lambda: 0.42)
     monkeypatch.setattr(hardware, "STEP_BF16_PAYS", bf16_pays_below)  # 0: bf16 never pays; 100: always
     runs = {}
     for name, precision in (("auto", "auto"), ("asked", chosen)):
-        cfg = tiny_omni_config(max_steps=3, save_interval=3, eval_interval=3, precision=precision)
+        cfg = tiny(max_steps=3, save_interval=3, eval_interval=3, precision=precision)
         cfg.data.pack = "auto"
         runs[name] = train(cfg, tmp_path / name, progress=False)
     err = capsys.readouterr().err

@@ -130,17 +130,18 @@ def timed_precision(model: nn.Module, data: TrainingData, cfg: Config, pack: boo
     a copy of its model on its first `batches` batches in both (each batched as `pack` gives it: data.pack
     auto packs in fp32 only), in turns after one untimed step each; bf16 when its steps take under
     hardware.STEP_BF16_PAYS of fp32's time. A few seconds for the demo's model on 2 cores; the model, the
-    data and the random streams are left as they were (cfg.data.pack is left resolved for bf16)."""
+    data and the random streams are left as they were, and cfg.data.pack is resolved for the choice."""
+    def use(name: str) -> None:  # data.pack as `pack` resolves for this precision (batches read it)
+        cfg.data.pack = pack
+        cfg.resolve_pack(name)
+
     trial = copy.deepcopy(model).train()
     runs = {}
     for name in ("fp32", "bf16"):
-        cfg.data.pack = pack
-        cfg.resolve_pack(name)
+        use(name)
         runs[name] = (Precision(name, "").autocast(device),
                       [data.train_batch(step, cfg.train.batch_size, 0, cfg.train.batch_size).to(device)
                        for step in range(batches)])
-    cfg.data.pack = pack
-    cfg.resolve_pack("bf16")
 
     def step(name: str, batch) -> float:
         t0 = time.perf_counter()
@@ -160,9 +161,10 @@ def timed_precision(model: nn.Module, data: TrainingData, cfg: Config, pack: boo
     ratio = seconds["bf16"] / max(seconds["fp32"], 1e-9)
     timed = (f"auto: this model's training step measured {seconds['bf16'] / batches:.2f} s in bf16 and "
              f"{seconds['fp32'] / batches:.2f} s in fp32 on this CPU")
-    if ratio < hardware.STEP_BF16_PAYS:
-        return Precision("bf16", timed)
-    return Precision("fp32", f"{timed} (its bf16 matmuls are faster, the whole step is not)")
+    chosen = (Precision("bf16", timed) if ratio < hardware.STEP_BF16_PAYS else
+              Precision("fp32", f"{timed} (its bf16 matmuls are faster, the whole step is not)"))
+    use(chosen.name)
+    return chosen
 
 
 def init_weights(model: nn.Module, source: str | Path) -> None:
@@ -319,8 +321,6 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     if state is None and precision.to_time and not env.enabled:
         precision = timed_precision(model, data, cfg, pack_setting, env.device)
         tc.precision = precision.name
-        cfg.data.pack = pack_setting
-        cfg.resolve_pack(precision.name)
         write_atomic(run_dir / "config.yaml", cfg.to_yaml())
         print(precision.describe(), file=sys.stderr)
     optimizer = build_optimizer(model, tc)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from omnigpt.config import AudioConfig, ConfigError
+from omnigpt.config import AudioConfig, Config, ConfigError
 from omnigpt.model.audio import AudioEncoder
 
 
@@ -52,6 +52,8 @@ def test_pooling_at_the_start_gives_the_blocks_pool_times_fewer_vectors():
     assert seen == {"end": 25, "start": 13}
     with pytest.raises(ConfigError, match="audio.pool_at"):
         AudioConfig(encoder="whisper", pool=2, pool_at="start").validate()
+    with pytest.raises(ConfigError, match=r"'audio.pool_at' must be one of \['end', 'start'\], got 'middle'"):
+        Config.from_dict({"audio": {"pool_at": "middle"}})
 
 
 def test_the_encoder_reads_the_whole_clip_in_both_directions():

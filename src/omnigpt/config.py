@@ -271,6 +271,12 @@ class AudioConfig:
     keeps the frame rate (2x fewer frames in all: 50 / pool vectors per second), a fixed position table of
     max_frames / 2 rows kept with the weights (`position` stays sinusoidal), exact (erf) GELU in the MLP.
 
+    ctc_weight: in training, a transcript's clip also takes a CTC loss (Graves et al., 2006) from a linear
+    head over the encoder's vectors onto the tokenizer's ids plus a blank, weighted by this and added to the
+    decoder's loss. It makes the encoder's vectors line up with the words they carry early on, which the
+    decoder otherwise has to discover through the projector; 0: no head, no extra loss. A clip needs at
+    least as many vectors as its transcript has tokens (plus repeats); clips that cannot align add nothing.
+
     pad_to_window: every clip is padded with silence to `max_seconds` before its log-mel and the encoder reads
     the whole window, as Whisper always does (30 s, 3000 frames): a Whisper encoder's states are then exactly
     Whisper's, and every clip costs the window's vectors. False: a clip keeps its length and the encoder masks
@@ -293,6 +299,7 @@ class AudioConfig:
     encoder: Literal["omnigpt", "whisper"] = "omnigpt"
     mlp_hidden: Optional[int] = None  # the blocks' MLP width; None: 4 * width
     pad_to_window: bool = False
+    ctc_weight: float = 0.0
 
     def tokens_for_frames(self, frames: int) -> int:
         """Encoder vectors for a clip of `frames` feature frames (with pad_to_window: the window's)."""
@@ -322,6 +329,7 @@ class AudioConfig:
         _require(self.n_fft < longest, "audio.n_fft", self.n_fft,
                  f"fewer samples than audio.max_seconds holds ({self.max_seconds:g} s = {longest:g} samples)")
         _fraction("audio.dropout", self.dropout)
+        _require(self.ctc_weight >= 0, "audio.ctc_weight", self.ctc_weight, ">= 0 (0: no CTC loss)")
         if self.mlp_hidden is not None:
             _require(self.mlp_hidden >= 1, "audio.mlp_hidden", self.mlp_hidden, ">= 1 (or unset: 4 * width)")
         if self.encoder == "whisper":
@@ -972,7 +980,9 @@ def estimate_parameters(cfg: Config) -> dict[str, int]:
         a = cfg.audio
         table = (a.tokens_for_frames(a.max_frames) * a.pool + 1) * a.width if a.position == "sinusoidal" else 0
         mlp = 2 * a.width * (a.mlp_hidden - 4 * a.width) if a.mlp_hidden else 0
-        parts["audio"] = 3 * a.n_mels * a.width + 3 * a.width ** 2 + a.n_layer * (_block(a.width) + mlp) + table
+        ctc_head = (a.width + 1) * (m.vocab_size + 1) if a.ctc_weight > 0 and cfg.classifier is None else 0
+        parts["audio"] = (3 * a.n_mels * a.width + 3 * a.width ** 2 + a.n_layer * (_block(a.width) + mlp) + table
+                          + ctc_head)
         media.append(a.width)
     if cfg.classifier is None:
         parts["projector"] = sum(d * m.n_embd + (m.n_embd ** 2 if cfg.fusion.projector == "mlp" else 0)

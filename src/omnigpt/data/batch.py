@@ -47,6 +47,10 @@ class Batch:
     audio: Optional[torch.Tensor] = None  # (M, n_mels, frames) log-mel features, padded to the longest clip
     audio_lengths: Optional[torch.Tensor] = None  # (M,) frames of each clip
     audio_rows: Optional[torch.Tensor] = None  # (M,) the row each clip belongs to (generators)
+    # Each clip's transcript ids (a transcription example's target), for audio.ctc_weight: (M, L) right-padded
+    # with IGNORE_INDEX, and their lengths (M,), 0 for a clip without one of its own.
+    audio_targets: Optional[torch.Tensor] = None
+    audio_target_lengths: Optional[torch.Tensor] = None
     loss_weights: Optional[torch.Tensor] = None  # (B, T) weight of each label in the loss; None: all equal
     tasks: list[str] = field(default_factory=list)  # one per example (not per row when packed)
     # A classifier's batch:
@@ -96,6 +100,8 @@ class Batch:
             inputs["image_rows"] = self.image_rows
         if self.audio is not None:
             inputs.update(audio=self.audio, audio_lengths=self.audio_lengths, audio_rows=self.audio_rows)
+            if self.audio_targets is not None:
+                inputs.update(audio_targets=self.audio_targets, audio_target_lengths=self.audio_target_lengths)
         return inputs
 
 
@@ -129,7 +135,7 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
     """
     if loss_average not in ("token", "example"):
         raise ValueError(f"loss_average must be 'token' or 'example', got {loss_average!r}")
-    pieces, images, image_rows, clips, clip_rows = [], [], [], [], []
+    pieces, images, image_rows, clips, clip_rows, transcripts = [], [], [], [], [], []
     for ex in examples:
         if len(ex.prompt) >= block_size:
             raise DataError(f"a prompt of {len(ex.prompt)} tokens (images included) leaves no room for its "
@@ -169,6 +175,9 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
         image_rows.extend([r] * len(ex.images))
         clips.extend(ex.audio)
         clip_rows.extend([r] * len(ex.audio))
+        # a transcript belongs to its clip only where the example is one clip and the words said in it
+        own = ex.task == "transcribe" and len(ex.audio) == 1 and not ex.turns
+        transcripts.extend([list(ex.target) if own else []] * len(ex.audio))
     batch = Batch(ids, targets, tasks=[ex.task for ex in examples])
     if loss_average == "example":
         batch.loss_weights = weights
@@ -183,6 +192,12 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, eos_id: int, block_
     if clips:
         batch.audio, batch.audio_lengths = pad_features(clips)
         batch.audio_rows = torch.tensor(clip_rows, dtype=torch.long)
+        if any(transcripts):
+            batch.audio_target_lengths = torch.tensor([len(t) for t in transcripts], dtype=torch.long)
+            batch.audio_targets = torch.full((len(transcripts), max(map(len, transcripts))), IGNORE_INDEX,
+                                             dtype=torch.long)
+            for m, t in enumerate(transcripts):
+                batch.audio_targets[m, :len(t)] = torch.tensor(t, dtype=torch.long)
     return batch
 
 

@@ -12,7 +12,9 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from ..config import Config
 from .attention import MediaCache
@@ -67,6 +69,10 @@ class OmniGPT(nn.Module):
             self.audio_encoder = AudioEncoder(config.audio)
             self.audio_projector = Projector(self.audio_encoder.out_dim, config.model.n_embd,
                                              config.fusion.projector)
+        # audio.ctc_weight: a training-only head from the encoder's vectors to the token ids and a blank (last).
+        self.ctc_head = None
+        if config.audio is not None and config.audio.ctc_weight > 0:
+            self.ctc_head = nn.Linear(self.audio_encoder.out_dim, config.model.vocab_size + 1)
         self.cross_at: list[int] = []
         if self.fusion == "cross_attention":
             m = config.model
@@ -92,8 +98,10 @@ class OmniGPT(nn.Module):
         """Placeholder tokens a clip of `frames` log-mel frames takes in a prompt."""
         return self.audio_config.tokens_for_frames(frames) if self.fusion == "prefix" else 1
 
-    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """features (N, n_mels, frames), lengths (N,) -> each clip's projected vectors, (vectors_i, n_embd)."""
+    def encode_audio(self, features: torch.Tensor, lengths: torch.Tensor,
+                     encoded: Optional[list] = None) -> list[torch.Tensor]:
+        """features (N, n_mels, frames), lengths (N,) -> each clip's projected vectors, (vectors_i, n_embd).
+        `encoded`, when given, receives each clip's encoder vectors before the projector."""
         features = features.to(self.gpt.wte.weight.dtype)  # a model held in bf16 or fp16 takes its inputs so
         # Clips of very different lengths run in length groups, each padded to its own longest (the vectors
         # are the same; the short clips no longer pay for the long one's padding).
@@ -107,11 +115,38 @@ class OmniGPT(nn.Module):
             if len(groups) > 1:
                 rows = torch.tensor(group, device=features.device)
                 part, part_lengths = features[rows, :, :max(frames[i] for i in group)], lengths[rows]
-            vectors, n = self.audio_encoder(part, part_lengths)
-            vectors = self.audio_projector(vectors)
+            states, n = self.audio_encoder(part, part_lengths)
+            vectors = self.audio_projector(states)
             for j, (i, k) in enumerate(zip(group, n.tolist())):
                 out[i] = vectors[j, :k]
+                if encoded is not None:
+                    encoded[i] = states[j, :k]
         return out
+
+    def ctc_loss(self, states: list[torch.Tensor], targets: torch.Tensor,
+                 target_lengths: torch.Tensor) -> Optional[torch.Tensor]:
+        """The CTC loss (mean over clips of each clip's loss per transcript token) of the clips whose
+        transcript is given (target_lengths > 0): states[m] (vectors_m, width) from the encoder, targets
+        (M, L) token ids. None when no clip has one. A clip too short for its transcript adds 0.
+
+        The softmax runs over the tokens of the batch's transcripts and the blank only (a sampled softmax):
+        the head exists to line the encoder's vectors up with the words, not to decode, and a softmax over
+        the whole vocabulary for every vector cost more than the encoder itself (omni-tiny on a CPU)."""
+        keep = [m for m, n in enumerate(target_lengths.tolist()) if n > 0]
+        if not keep:
+            return None
+        rows = torch.tensor(keep, device=targets.device)
+        targets, target_lengths = targets[rows], target_lengths[rows]
+        said = targets[targets >= 0].unique()  # sorted: the classes of this batch, then the blank (last row)
+        weight = torch.cat([self.ctc_head.weight[said], self.ctc_head.weight[-1:]])
+        bias = torch.cat([self.ctc_head.bias[said], self.ctc_head.bias[-1:]])
+        sizes = [states[m].shape[0] for m in keep]
+        # the head runs on the clips' vectors only, then the log-probabilities are padded to (T, K, classes)
+        log_probs = F.linear(torch.cat([states[m] for m in keep]), weight, bias).float().log_softmax(-1)
+        log_probs = pad_sequence(log_probs.split(sizes))
+        classes = torch.searchsorted(said, targets.clamp(min=0))
+        return F.ctc_loss(log_probs, classes, torch.tensor(sizes, device=targets.device), target_lengths,
+                          blank=len(said), zero_infinity=True)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -125,13 +160,17 @@ class OmniGPT(nn.Module):
                 audio: Optional[torch.Tensor] = None, audio_lengths: Optional[torch.Tensor] = None,
                 audio_rows: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                 caches: Optional[list] = None, last_only: bool = False,
-                loss_weights: Optional[torch.Tensor] = None, loss_only: bool = False
+                loss_weights: Optional[torch.Tensor] = None, loss_only: bool = False,
+                audio_targets: Optional[torch.Tensor] = None, audio_target_lengths: Optional[torch.Tensor] = None
                 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Token ids idx (B, T) with placeholders, images (N, 3, S, S), image_rows (N,) -> (logits, loss).
 
         audio (M, n_mels, frames) log-mel features padded to the longest clip, audio_lengths (M,) in frames,
         audio_rows (M,): clip m fills the next `tokens_for_audio(audio_lengths[m])` `<audio>` placeholders of
         its row (prefix fusion).
+
+        audio_targets (M, L) and audio_target_lengths (M,): each clip's transcript ids (`Batch`); in training,
+        with audio.ctc_weight, the returned loss adds ctc_weight times their CTC loss (`ctc_loss`).
 
         Images are needed on the pass that first sees their placeholders (training, or a prompt's first
         decoding pass); later decoding steps read the KV / media caches. The other arguments are GPT's.
@@ -148,7 +187,9 @@ class OmniGPT(nn.Module):
         is_audio = idx == self.audio_token_id if self.audio_config is not None else torch.zeros_like(is_ph)
         if self.audio_config is not None and first_pass:
             self._check_audio_placeholders(is_audio, audio_lengths, audio_rows)
-        clips = self.encode_audio(audio, audio_lengths) if self.audio_config is not None and audio is not None else []
+        use_ctc = self.ctc_head is not None and self.training and audio_targets is not None and targets is not None
+        states: Optional[list] = [None] * len(audio_lengths) if use_ctc and audio is not None else None
+        clips = self.encode_audio(audio, audio_lengths, states) if self.audio_config is not None and audio is not None else []
         vectors = self.encode_images(images) if n_images else None
         before_block = None
         if self.fusion == "prefix":
@@ -176,9 +217,14 @@ class OmniGPT(nn.Module):
                 return self.cross[j](h, media, visible, media_caches[j])
 
             caches = caches[:n_gpt] if caches else None
-        return self.gpt(targets=targets, inputs_embeds=x, positions=positions, mask=mask, caches=caches,
-                        last_only=last_only, before_block=before_block, loss_weights=loss_weights,
-                        loss_only=loss_only)
+        logits, loss = self.gpt(targets=targets, inputs_embeds=x, positions=positions, mask=mask, caches=caches,
+                                last_only=last_only, before_block=before_block, loss_weights=loss_weights,
+                                loss_only=loss_only)
+        if states is not None:
+            ctc = self.ctc_loss(states, audio_targets, audio_target_lengths)
+            if ctc is not None:
+                loss = loss + self.audio_config.ctc_weight * ctc
+        return logits, loss
 
     def _rows_from_placeholders(self, is_ph: torch.Tensor, n_images: int) -> torch.Tensor:
         per_row = is_ph.sum(1) // self.tokens_per_image
@@ -269,7 +315,8 @@ class OmniGPT(nn.Module):
 
     def modules_to_freeze(self, names: list[str]) -> list[nn.Module]:
         parts = {"vision": [self.vision] if self.vision_config else [],
-                 "audio": [self.audio_encoder] if self.audio_config else [],
+                 "audio": ([self.audio_encoder] if self.audio_config else [])
+                          + ([self.ctc_head] if self.ctc_head is not None else []),
                  "projector": ([self.projector] if self.vision_config else []) +
                               ([self.audio_projector] if self.audio_config else []),
                  "decoder": [self.gpt], "cross_attention": [self.cross] if self.cross_at else []}

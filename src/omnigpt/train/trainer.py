@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -194,6 +194,7 @@ def init_weights(model: nn.Module, source: str | Path) -> None:
         missing = [m for m in missing if m in wanted]
     else:
         missing = [m for m in missing if m.startswith("gpt.")]
+    unexpected = [u for u in unexpected if not u.startswith("ctc_head.")]  # a training head this run has not
     if missing or unexpected:
         raise ConfigError(f"train.init_from {source}: its weights do not fit this model's decoder (missing "
                           f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}); use its model config")
@@ -231,7 +232,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _adopt_model_config(cfg: Config, source: str) -> None:
     """Fine-tuning from a checkpoint uses that checkpoint's decoder (and, where the run has them too, its image
-    and audio encoders)."""
+    and audio encoders; audio.ctc_weight stays the run's own)."""
     if is_pretrained_folder(source):  # a Hugging Face language model: its decoder, its tokenizer's vocabulary
         cfg.model = model_config(read_config(source))
         cfg.model.vocab_size = max(cfg.model.vocab_size, Tokenizer.from_pretrained(source).vocab_size)
@@ -245,7 +246,8 @@ def _adopt_model_config(cfg: Config, source: str) -> None:
         if cfg.classifier is None:
             cfg.fusion = start.fusion
     if start.audio is not None and cfg.audio is not None:
-        cfg.audio = start.audio
+        # the CTC loss is this run's choice; its head, where both have one, is carried over with the encoder
+        cfg.audio = replace(start.audio, ctc_weight=cfg.audio.ctc_weight)
     cfg.validate()
 
 

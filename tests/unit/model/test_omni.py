@@ -247,3 +247,47 @@ def test_length_groups_cover_every_clip_once_shortest_first():
     assert length_groups([90] * 6) == [list(range(6))]  # equal lengths: one group, nothing gained by splitting
     assert length_groups([100, 104, 108, 112]) == [[0, 1, 2, 3]]  # a few frames apart: not worth a second pass
     assert length_groups([]) == []
+
+
+def test_ctc_weight_adds_the_transcripts_ctc_loss_in_training_only():
+    """audio.ctc_weight: in training the loss is the decoder's plus the weight times the CTC loss of each
+    transcribed clip's encoder vectors against its transcript's ids (blank: the last class); in eval mode
+    (and for clips that are not a transcription) it is the decoder's alone; gradients reach the head."""
+    cfg = tiny_omni_config()
+    cfg.audio = AudioConfig(n_mels=16, width=32, n_layer=1, n_head=2, pool=2, max_seconds=4.0, ctc_weight=0.3)
+    torch.manual_seed(0)
+    model = OmniGPT(cfg, TOK.image_id, TOK.audio_id)
+    g = torch.Generator().manual_seed(1)
+
+    def spoken(frames, text, task="transcribe"):
+        ids = expand_placeholders(TOK.encode("<audio> transcript:"), TOK.audio_id, model.tokens_for_audio(frames))
+        return EncodedExample(ids, TOK.encode(text), audio=[torch.randn(16, frames, generator=g)], task=task)
+
+    rows = [spoken(200, " one"), spoken(120, " two", task="classify"), spoken(300, " a longer one")]
+    batch = collate(rows, TOK.pad_id, TOK.eos_id, 160)
+    assert batch.audio_target_lengths.tolist() == [len(TOK.encode(" one")), 0, len(TOK.encode(" a longer one"))]
+    inputs = batch.model_inputs(loss_only=True)
+    _, with_ctc = model.train()(**inputs)
+    _, plain = model.eval()(**inputs)
+    states = [model.audio_encoder(batch.audio[m:m + 1, :, :n], batch.audio_lengths[m:m + 1])[0][0]
+              for m, n in enumerate(batch.audio_lengths.tolist())]
+    # the softmax is over the transcripts' tokens (the batch's, sorted) and the blank, the head's last row
+    said = sorted(set(TOK.encode(" one")) | set(TOK.encode(" a longer one")))
+    head = model.ctc_head
+    expected = []
+    for m in (0, 2):
+        logits = states[m] @ head.weight[said + [-1]].T + head.bias[said + [-1]]
+        target = [said.index(t) for t in batch.audio_targets[m, :batch.audio_target_lengths[m]].tolist()]
+        expected.append(torch.nn.functional.ctc_loss(logits.log_softmax(-1)[:, None], torch.tensor([target]),
+                                                     [states[m].shape[0]], [len(target)], blank=len(said)))
+    torch.testing.assert_close(with_ctc - plain, 0.3 * torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
+    model.train()(**inputs)[1].backward()
+    assert model.ctc_head.weight.grad.abs().sum() > 0
+    assert model.ctc_head in model.modules_to_freeze(["audio"])
+
+
+def test_ctc_weight_must_not_be_negative():
+    from omnigpt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="audio.ctc_weight must be >= 0"):
+        AudioConfig(ctc_weight=-0.1).validate()

@@ -179,3 +179,22 @@ def test_audio_augmentation_is_seeded_and_resume_exact(tmp_path, speech_cache):
     torch.manual_seed(cfg.train.seed)
     init = OmniGPT(ck.config, ck.model.image_token_id, ck.model.audio_token_id).state_dict()
     assert all(torch.equal(a[k], init[k]) for k in init if k.startswith("audio_encoder."))  # frozen
+
+
+def test_a_run_with_a_ctc_head_trains_reloads_and_starts_a_run_without_one(tmp_path, speech_cache):
+    """audio.ctc_weight through the trainer: the run saves its CTC head and reloads with it, and a later run
+    whose config has no CTC loss starts from it (the head is left behind, every other weight is taken)."""
+    cfg = tiny_asr_config(speech_cache, max_steps=2, save_interval=2, eval_interval=2)
+    cfg.audio.ctc_weight = 0.5
+    train(cfg, tmp_path / "ctc", progress=False)
+    ckpt = load_checkpoint(tmp_path / "ctc")
+    assert ckpt.config.audio.ctc_weight == 0.5
+    assert ckpt.model.ctc_head.out_features == ckpt.config.model.vocab_size + 1
+    plain = tiny_asr_config(speech_cache, max_steps=1, save_interval=1, eval_interval=1, lr=1e-9, min_lr=1e-10,
+                            init_from=str(tmp_path / "ctc"))
+    train(plain, tmp_path / "plain", progress=False)
+    after = load_checkpoint(tmp_path / "plain").model
+    assert after.ctc_head is None
+    before = ckpt.model.state_dict()
+    for name, value in after.state_dict().items():
+        assert (value - before[name]).abs().max() < 1e-5, name

@@ -53,12 +53,13 @@ demo: install
 # Two pytest workers of one thread each (tests/conftest.py): most tests are too small for a second thread to
 # pay, so two workers finish the suite in ~55% of one's time on 2 cores. TEST_WORKERS=1: one process.
 TEST_WORKERS ?= 2
+PYTEST_WORKERS = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 test: install-test
-	$(BIN)/python -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
+	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 
 # The unit and parity tests; skips the end-to-end recipes (tests/recipes) and others marked slow.
 test-fast: install-test
-	$(BIN)/python -m pytest -m "not slow" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_WORKERS)
 
 bench: install-test
 	$(BIN)/python bench/precision.py

@@ -88,7 +88,7 @@ def sample(seed: int, index: int, split: str = "train", size: int = 64, draw: bo
     attribute = rnd.choice([v for v in (tuple(COLORS) if kind == "color" else SHAPES) if values.count(v) == count])
     text = rnd.choice(QUESTIONS[kind]).format(attribute)
     offsets = [(rnd.randint(-JITTER, JITTER), rnd.randint(-JITTER, JITTER)) for _ in objects]
-    image = (render(objects, background(np.random.default_rng([seed, split_id, index, 7]), size), offsets)
+    image = (render(objects, background(rnd, size), offsets)
              if draw else None)
     return MatchSample(image, text, number, label, attribute, count, objects)
 

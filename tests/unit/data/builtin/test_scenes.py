@@ -5,8 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from omnigpt.data.builtin.scenes import (CELLS, COLORS, HELD_OUT, SPLITS, Obj, answer_matches, caption_matches,
-                                         caption_of, cell_bounds, parse_caption, scene, scenes)
+from omnigpt.data.builtin.scenes import (CELLS, COLORS, HELD_OUT, NOISE_SIGMA, SPLITS, Obj, answer_matches,
+                                         background, caption_matches, caption_of, cell_bounds, parse_caption,
+                                         scene, scenes)
 from scene_files import load_scene_manifest, write_scene_dataset
 from omnigpt.data.prompts import CAPTION_PROMPT, target_text, vqa_prompt
 
@@ -142,6 +143,19 @@ def test_background_is_far_from_every_object_colour():
                 assert np.abs(strip - rgb).sum(axis=1).min() > 60
             checked += 1
     assert checked > 20
+
+
+def test_backgrounds_are_noise_of_the_stated_spread_and_differ_between_scenes():
+    """Each background is a window of one shared noise texture: its spread must still be NOISE_SIGMA around a
+    base colour in 40-110, and no two scenes may share the same window."""
+    import random
+    grounds = [background(random.Random(k), 64).astype(float) for k in range(50)]
+    for g in grounds:
+        assert 40 - 3 * NOISE_SIGMA < g.mean() < 110 + 3 * NOISE_SIGMA
+        assert abs(g.std(axis=(0, 1)).mean() - NOISE_SIGMA) < 1.0
+    noise = [(g - g.mean(axis=(0, 1))).round().tobytes() for g in grounds]
+    assert len(set(noise)) == len(noise)
+    assert background(random.Random(1), 300).shape == (300, 300, 3)  # larger than the shared texture's default
 
 
 def test_prompts_and_targets():

@@ -1,4 +1,5 @@
 """Generated shape scenes: determinism, splits, the caption grammar, and answers checked against the objects."""
+import random
 import re
 from collections import Counter
 
@@ -148,7 +149,6 @@ def test_background_is_far_from_every_object_colour():
 def test_backgrounds_are_noise_of_the_stated_spread_and_differ_between_scenes():
     """Each background is a window of one shared noise texture: its spread must still be NOISE_SIGMA around a
     base colour in 40-110, and no two scenes may share the same window."""
-    import random
     grounds = [background(random.Random(k), 64).astype(float) for k in range(50)]
     for g in grounds:
         assert 40 - 3 * NOISE_SIGMA < g.mean() < 110 + 3 * NOISE_SIGMA

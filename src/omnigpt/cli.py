@@ -176,6 +176,8 @@ def _load_run_config(args: argparse.Namespace):
         cfg.train.precision = args.precision
     if args.device:
         cfg.train.device = args.device
+    if args.optimizer:
+        cfg.train.optimizer = args.optimizer
     if args.stop_at_step is not None and args.stop_at_step > cfg.train.max_steps:
         raise CommandError(f"--stop-at-step {args.stop_at_step} is past the run's end (train.max_steps "
                            f"{cfg.train.max_steps}): give a step up to it, or raise --max-steps")
@@ -763,6 +765,9 @@ def _run_arguments(r: argparse.ArgumentParser) -> None:
                         "older GPUs, fp32 otherwise")
     r.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
     r.add_argument("--device", help="overrides train.device: auto (the GPU when there is one), cpu, cuda or cuda:N")
+    r.add_argument("--optimizer", choices=["adamw", "muon"],
+                   help="overrides train.optimizer: adamw, or muon (orthogonalized updates for the Transformer's "
+                        "hidden matrices, AdamW for the rest; the same lr and weight decay)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config settings, e.g. train.lr=3e-4 train.lora.rank=8 (checked like the YAML)")

@@ -600,6 +600,10 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_steps: int = 50
     weight_decay: float = 0.1
+    # adamw, or muon: Muon (orthogonalized momentum) for the hidden matrices of the Transformer blocks and
+    # projectors, AdamW (with the betas below) for the rest; lr and weight_decay mean the same for both. In
+    # omni-tiny at an equal step count it trained every task much further (train/muon.py, bench/README.md).
+    optimizer: Literal["adamw", "muon"] = "adamw"
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 turns clipping off

@@ -1,4 +1,5 @@
-"""AdamW with decay / no-decay parameter groups, and the learning-rate schedule."""
+"""The optimizer (AdamW, or Muon with AdamW, see `muon`) with decay / no-decay parameter groups, and the
+learning-rate schedule."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from .muon import MuonAdamW, hidden_matrices
 
 
 def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
@@ -22,18 +24,31 @@ def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[di
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; each part named in cfg.lr_scale gets its own groups, whose
-    `lr_scale` multiplies the scheduled rate (see `set_learning_rate`)."""
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters (train.optimizer: AdamW, or Muon for the hidden matrices
+    with AdamW for the rest); each part named in cfg.lr_scale gets its own groups, whose `lr_scale`
+    multiplies the scheduled rate (see `set_learning_rate`)."""
+    muon = hidden_matrices(model) if cfg.optimizer == "muon" else set()
+
+    def split(params: list[nn.Parameter]) -> list[dict]:
+        own = [p for p in params if p.requires_grad]
+        groups = param_groups([p for p in own if id(p) not in muon], cfg.weight_decay)
+        if muon:  # Muon's matrices decay like AdamW's
+            groups.append({"params": [p for p in own if id(p) in muon], "weight_decay": cfg.weight_decay,
+                           "muon": True})
+        return groups
+
     groups = []
     taken: set[int] = set()
     for part, scale in cfg.lr_scale.items():
         own = [p for m in model.modules_to_freeze([part]) for p in m.parameters() if id(p) not in taken]
         taken.update(id(p) for p in own)
-        groups += [dict(g, lr_scale=scale) for g in param_groups(own, cfg.weight_decay) if g["params"]]
+        groups += [dict(g, lr_scale=scale) for g in split(own) if g["params"]]
     rest = [p for p in model.parameters() if id(p) not in taken]
-    # Without lr_scale the two groups are kept even when empty: the layout runs saved before it expect.
-    groups += [g for g in param_groups(rest, cfg.weight_decay) if g["params"] or not cfg.lr_scale]
+    # Without lr_scale the AdamW groups are kept even when empty: the layout runs saved before it expect.
+    groups += [g for g in split(rest) if g["params"] or not (cfg.lr_scale or g.get("muon"))]
+    if muon:
+        return MuonAdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     # The fused kernel is the fastest AdamW on both CPU and CUDA in current PyTorch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 

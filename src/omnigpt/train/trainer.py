@@ -289,11 +289,17 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, stop_at_ste
     if state is not None:
         if tc.init_from:  # the run's model is the one it adopted when it started
             _adopt_model_config(cfg, resume_from)
-        saved = Config.load(resume_from / "config.yaml").train.freeze
+        saved_train = Config.load(resume_from / "config.yaml").train
+        saved = saved_train.freeze
         if sorted(saved) != sorted(tc.freeze):
             raise ConfigError(f"train.freeze is {tc.freeze} but the run being resumed trained with {saved}: the "
                               f"optimizer state belongs to those parameters; start a new run with "
                               f"--init-from {run_dir} instead")
+        if saved_train.optimizer != tc.optimizer:
+            raise ConfigError(f"train.optimizer is {tc.optimizer} but the run being resumed trained with "
+                              f"{saved_train.optimizer}, whose state the other cannot continue; resume with "
+                              f"train.optimizer={saved_train.optimizer}, or start a new run with --init-from "
+                              f"{run_dir}")
     elif tc.init_from:
         tc.init_from = str(local_folder(tc.init_from))  # hf:ORG/NAME: the cached folder, recorded as such
         _adopt_model_config(cfg, tc.init_from)

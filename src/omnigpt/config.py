@@ -592,7 +592,7 @@ class TrainConfig:
     # the first 70% and anneals over the last 30% (warmup-stable-decay), which keeps a short run learning fast
     # for longer.
     decay_fraction: float = 1.0
-    # The training speed a recipe was tuned at, in steps a minute: a time-budgeted call that runs at under half
+    # The training speed a recipe was tuned at, in steps a minute: a time-budgeted call that runs at under 80%
     # of it says so at its end, with the measured speed and what to change (its scores will be far below the
     # recipe's, which assume that many steps in the time).
     tuned_steps_per_minute: Optional[float] = None

@@ -4,7 +4,7 @@ Muon (MomentUm Orthogonalized by Newton-Schulz) takes the Nesterov momentum of a
 and replaces it by the nearest semi-orthogonal matrix (the same singular vectors, every singular value near
 1) before the step, so that every direction of the matrix learns at the same rate instead of the few that
 dominate the gradient. Orthogonalizing costs five small matrix iterations a matrix (`newton_schulz`), about
-a tenth more time a step for omni-tiny on a 2-core CPU, and in fp32 at the same step count it trained
+13% more time a step for omni-tiny on a 2-core CPU, and in fp32 at the same step count it trained
 every task of the demo much further than AdamW (bench/README.md).
 
 It is meant for the 2-D weights of hidden linear layers (`hidden_matrices`: attention and MLP in every

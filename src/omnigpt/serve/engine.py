@@ -292,7 +292,9 @@ class Engine:
 
     @property
     def running(self) -> int:
-        return len(self._rows)
+        """Sequences being decoded. A row that has finished is not counted, though it stays in the batch until
+        the end of the step: its client may already have the whole reply."""
+        return sum(r.pending is not None for r in self._rows)
 
     @property
     def waiting(self) -> int:
@@ -426,6 +428,7 @@ class Engine:
                     generator.manual_seed(seed)
                 row = Row(job, p * job.n + i, slot, len(prompt.ids), generator, media_caches)
                 self._rows.append(row)
+                self._admitting = 0  # counted as running from here (a reply may finish before admission ends)
                 self._choose(row, logits[0, -1:])
         self._drop(lambda r: r.job is job and r.pending is None)
 

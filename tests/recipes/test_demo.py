@@ -90,3 +90,10 @@ def test_the_demo_refuses_a_folder_of_another_model(tmp_path, corpus_file, capsy
         with pytest.raises(SystemExit) as exc:
             main(["demo", *argv])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_demo_refuses_a_run_it_cannot_continue_with_its_optimizer(tmp_path, speech_cache):
+    train(omni_config(tmp_path, speech_cache, max_steps=2, save_interval=2), tmp_path / "old", progress=False)
+    muon = omni_config(tmp_path, speech_cache, max_steps=2, optimizer="muon")
+    with pytest.raises(DemoError, match="holds a demo trained with adamw, whose state the demo's muon cannot"):
+        run_demo(tmp_path / "old", minutes=1, config=muon)

@@ -44,13 +44,18 @@ class DemoError(RuntimeError):
     """The demo cannot run in the folder it was given."""
 
 
-def _check_run_folder(out: Path) -> None:
+def _check_run_folder(out: Path, cfg: Config) -> None:
+    """A folder the demo would continue must hold a run it can continue: its model, with its optimizer."""
     found = list_checkpoints(out)
     if found:
-        cfg = Config.load(found[-1] / "config.yaml")
-        if cfg.vision is None or cfg.audio is None:
+        run = Config.load(found[-1] / "config.yaml")
+        if run.vision is None or run.audio is None:
             raise DemoError(f"{out} holds a run of another model (no image or audio encoder), e.g. an older "
                             f"text-only demo; give another --out or remove the folder")
+        if run.train.optimizer != cfg.train.optimizer:
+            raise DemoError(f"{out} holds a demo trained with {run.train.optimizer}, whose state the demo's "
+                            f"{cfg.train.optimizer} cannot continue (an older demo); give another --out or remove "
+                            f"the folder")
 
 
 def samples(ckpt: Checkpoint, ev: dict, report_dir: Path) -> dict:
@@ -123,10 +128,10 @@ def run_demo(out: str | Path = "runs/demo", minutes: Optional[float] = None, sce
         if value is not None and not value > 0:
             raise DemoError(f"{name} must be above 0, got {value}")
     out = Path(out)
-    _check_run_folder(out)
     for module in DEMO_NEEDS:  # before minutes of training: the report needs every one of them
         require(module)
     cfg = config if config is not None else Config.load(DEMO_CONFIG)
+    _check_run_folder(out, cfg)
     if minutes is not None:
         cfg.train.max_minutes = minutes
     if precision is not None:

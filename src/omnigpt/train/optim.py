@@ -29,6 +29,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     with AdamW for the rest); each part named in cfg.lr_scale gets its own groups, whose `lr_scale`
     multiplies the scheduled rate (see `set_learning_rate`)."""
     muon = hidden_matrices(model) if cfg.optimizer == "muon" else set()
+    muon &= {id(p) for p in model.parameters() if p.requires_grad}  # none under LoRA: then AdamW, fused
 
     def split(params: list[nn.Parameter]) -> list[dict]:
         own = [p for p in params if p.requires_grad]

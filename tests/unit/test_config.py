@@ -167,6 +167,9 @@ BAD_FILES = [  # (file bytes, message fragment after the path)
     (b"model:\n  n_layer: 2\n  # caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 3): save the config as UTF-8"),
     (b"\xff\xfe\x00m\x00o", "not UTF-8 text (byte 0xff on line 1)"),
     (b"model: [unclosed\n", "not valid YAML"),
+    (b"train:\n  lr: 1e-3\n  lr: 2e-3\n", "not valid YAML at line 3, column 3: the key 'lr' is given twice in one "
+                                        "mapping (the last would win silently)"),
+    (b"train: {}\nmodel: {}\ntrain: {}\n", "not valid YAML at line 3, column 1: the key 'train' is given twice"),
     (b"model:\n\tn_layer: 2\n", "not valid YAML"),
     (b"", "holds no settings (it is empty or only comments): give a mapping of sections (model, data, train"),
     (b"# only a comment\n\n", "holds no settings"),
